@@ -1,0 +1,188 @@
+//! The apps' access_tokens, shared by every auth instance through the store.
+//!
+//! WeChat gives each app one valid access_token at a time, and refreshing it
+//! from several instances on their own knocks them out (40001). So:
+//! - one cache for all instances (Redis), read on every use;
+//! - refreshed ahead of expiry by exactly one instance at a time: a lock with
+//!   an expiry (a holder that dies cannot block the others for longer), and
+//!   the others keep serving the current token meanwhile;
+//! - a cold or expired cache is filled by one fetch: the other callers, in
+//!   this instance and in others, wait for it rather than fetch too;
+//! - when WeChat refuses the token (40001 / 40014 / 42001) the caller renews
+//!   it once and retries once.
+//!
+//! Login never depends on any of this.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use wxlogin_wechat::{AccessToken, AppCredentials, Client as Wechat};
+
+use crate::{
+    error::AuthError,
+    store::{CachedToken, SessionStore, now_unix_ms},
+};
+
+/// Refresh this long before WeChat's expiry.
+const REFRESH_AHEAD: Duration = Duration::from_secs(300);
+/// A refresh lock outlives one WeChat call with margin.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+/// How often a caller waiting for another's fetch looks again.
+const POLL: Duration = Duration::from_millis(25);
+
+#[derive(Clone)]
+pub struct AccessTokens {
+    store: SessionStore,
+    wechat: Wechat,
+    /// One fetch at a time per app within this instance.
+    local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// How long a caller waits for someone else's fetch before giving up.
+    wait: Duration,
+}
+
+fn lock_name(appid: &str) -> String {
+    format!("access_token_refresh:{appid}")
+}
+
+impl AccessTokens {
+    pub fn new(store: SessionStore, wechat: Wechat, wechat_timeout: Duration) -> Self {
+        AccessTokens {
+            store,
+            wechat,
+            local: Arc::default(),
+            wait: wechat_timeout + LOCK_TTL,
+        }
+    }
+
+    /// A token WeChat should accept now.
+    pub async fn get(&self, app: &AppCredentials) -> Result<AccessToken, AuthError> {
+        let now = now_unix_ms();
+        if let Some(cached) = self.store.access_token(&app.appid).await? {
+            if now >= cached.refresh_at_ms && now < cached.expires_at_ms {
+                self.refresh_in_background(app);
+            }
+            if now < cached.expires_at_ms {
+                return Ok(AccessToken::new(cached.token));
+            }
+        }
+        self.fetch(app, None).await
+    }
+
+    /// A token other than `refused`, which WeChat just refused.
+    pub async fn renew(
+        &self,
+        app: &AppCredentials,
+        refused: &AccessToken,
+    ) -> Result<AccessToken, AuthError> {
+        tracing::warn!(appid = %app.appid, "WeChat refused the cached access_token: renewing it");
+        self.store
+            .drop_access_token(&app.appid, refused.expose())
+            .await?;
+        self.fetch(app, Some(refused.expose())).await
+    }
+
+    /// Runs `call` with a token; when WeChat refuses the token, renews it
+    /// once and runs `call` once more.
+    pub async fn with_token<T, F, Fut>(&self, app: &AppCredentials, call: F) -> Result<T, AuthError>
+    where
+        F: Fn(AccessToken) -> Fut,
+        Fut: Future<Output = Result<T, wxlogin_wechat::Error>>,
+    {
+        let token = self.get(app).await?;
+        match call(token.clone()).await {
+            Err(error) if error.is_access_token_invalid() => {
+                let renewed = self.renew(app, &token).await?;
+                Ok(call(renewed).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// One instance refreshes ahead of expiry; the caller goes on with the
+    /// current token.
+    fn refresh_in_background(&self, app: &AppCredentials) {
+        // Every call in the refresh window lands here: while this instance
+        // is already fetching for the app, there is nothing to start.
+        let Ok(one_at_a_time) = self.gate(&app.appid).try_lock_owned() else {
+            return;
+        };
+        let this = self.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _one_at_a_time = one_at_a_time;
+            let name = lock_name(&app.appid);
+            let Ok(Some(holder)) = this.store.try_lock(&name, LOCK_TTL).await else {
+                return; // another instance is at it
+            };
+            if let Err(error) = this.fetch_and_cache(&app, None).await {
+                tracing::warn!(appid = %app.appid, %error, "refreshing the access_token ahead of expiry failed");
+            }
+            drop(this.store.unlock(&name, &holder).await);
+        });
+    }
+
+    /// What lets one fetch at a time per app run in this instance.
+    fn gate(&self, appid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        local.entry(appid.to_owned()).or_default().clone()
+    }
+
+    /// Fills an empty or refused cache with one fetch across all instances.
+    async fn fetch(
+        &self,
+        app: &AppCredentials,
+        refused: Option<&str>,
+    ) -> Result<AccessToken, AuthError> {
+        let _one_at_a_time = self.gate(&app.appid).lock_owned().await;
+        let name = lock_name(&app.appid);
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            // Someone may have filled the cache while this caller waited.
+            if let Some(cached) = self.store.access_token(&app.appid).await?
+                && now_unix_ms() < cached.expires_at_ms
+                && refused != Some(cached.token.as_str())
+            {
+                return Ok(AccessToken::new(cached.token));
+            }
+            if let Some(holder) = self.store.try_lock(&name, LOCK_TTL).await? {
+                let fetched = self.fetch_and_cache(app, refused).await;
+                drop(self.store.unlock(&name, &holder).await);
+                return fetched;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AuthError::Wechat(wxlogin_wechat::Error::Timeout));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn fetch_and_cache(
+        &self,
+        app: &AppCredentials,
+        refused: Option<&str>,
+    ) -> Result<AccessToken, AuthError> {
+        let mut issued = self.wechat.stable_token(app, false).await?;
+        if refused == Some(issued.token.expose()) {
+            // stable_token hands out the same token while WeChat thinks it
+            // valid; we know better: force a new one (rate-limited by WeChat,
+            // so only here).
+            issued = self.wechat.stable_token(app, true).await?;
+        }
+        let now = now_unix_ms();
+        let lifetime = u64::try_from(issued.expires_in.as_millis()).unwrap_or(u64::MAX);
+        let ahead = u64::try_from(REFRESH_AHEAD.as_millis()).unwrap_or(0);
+        let cached = CachedToken {
+            token: issued.token.expose().to_owned(),
+            expires_at_ms: now.saturating_add(lifetime),
+            // Refresh ahead of expiry, but not in a loop when WeChat hands
+            // back a token that is already close to it.
+            refresh_at_ms: now.saturating_add(lifetime.saturating_sub(ahead).max(lifetime / 2)),
+        };
+        self.store.put_access_token(&app.appid, &cached).await?;
+        tracing::info!(appid = %app.appid, expires_in = issued.expires_in.as_secs(), "access_token fetched");
+        Ok(issued.token)
+    }
+}

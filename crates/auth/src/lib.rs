@@ -1,0 +1,125 @@
+//! The auth service: exchanges wx.login codes at WeChat, keeps each user's
+//! latest `session_key`, and issues, resolves and ends our own opaque session
+//! tokens, stored in Redis by their SHA-256.
+//!
+//! It owns the `session_key` and never lets it out: not in a response, not in
+//! a log line, not in `Debug` output. It knows nothing of users' profiles;
+//! that is the user service's.
+
+pub mod access_token;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod store;
+pub mod token;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::transport::{Server, server::TcpIncoming};
+use wxlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
+
+pub use config::Config;
+use service::Auth;
+use store::{SessionStore, StoreError};
+
+/// How often readiness re-checks Redis.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot reach Redis: {0}")]
+    Redis(#[from] StoreError),
+    #[error("cannot build the WeChat client: {0}")]
+    Wechat(#[from] wxlogin_wechat::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready-to-serve auth service.
+pub struct Application {
+    listener: TcpListener,
+    auth: Auth,
+}
+
+impl Application {
+    /// Connects to Redis, builds the WeChat client and binds the listener
+    /// (port 0 picks a free one; see [`Application::local_addr`]).
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let store = SessionStore::connect(
+            &config.redis_url,
+            config.redis_key_prefix.clone(),
+            config.sessions,
+        )
+        .await?;
+        let wechat = wxlogin_wechat::Client::new(config.wechat.clone())?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
+        tracing::info!(
+            apps = ?config.apps.appids().collect::<Vec<_>>(),
+            default_app = config.apps.default_appid(),
+            wechat = %config.wechat.base_url,
+            "auth service configured"
+        );
+        Ok(Application {
+            listener,
+            auth: Auth::new(config.apps, wechat, store, config.wechat.timeout),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight calls.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let addr = self.local_addr();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let store = self.auth.store().clone();
+        let probe = tokio::spawn(async move {
+            let mut serving = None;
+            loop {
+                let ok = store.ping().await.is_ok();
+                if serving != Some(ok) {
+                    // Only the named service follows Redis: "" stays SERVING
+                    // while the process serves, for liveness probes.
+                    if ok {
+                        reporter.set_serving::<AuthServiceServer<Auth>>().await;
+                    } else {
+                        tracing::warn!("Redis does not answer: reporting NOT_SERVING");
+                        reporter.set_not_serving::<AuthServiceServer<Auth>>().await;
+                    }
+                    serving = Some(ok);
+                }
+                tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+            }
+        });
+        tracing::info!(%addr, "auth service listening");
+        let result = Server::builder()
+            .layer(wxlogin_common::request_id::grpc_trace_layer("auth"))
+            .add_service(health)
+            .add_service(AuthServiceServer::new(self.auth))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await;
+        probe.abort();
+        tracing::info!("auth service stopped");
+        Ok(result?)
+    }
+}

@@ -1,0 +1,398 @@
+//! The `wxlogin.auth.v1.AuthService` implementation.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use prost::Message;
+use tonic::{Request, Response, Status};
+use wxlogin_proto::auth::v1::{
+    CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
+    GetSessionKeyRequest, GetSessionKeyResponse, LoginRequest, LoginResponse, LogoutRequest,
+    LogoutResponse, PhoneNumber, Session, ValidateSessionRequest, ValidateSessionResponse,
+    auth_service_server::AuthService,
+};
+use wxlogin_proto::user::v1::User;
+use wxlogin_wechat::Client as Wechat;
+
+use crate::{
+    access_token::AccessTokens,
+    config::Apps,
+    error::AuthError,
+    store::{LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms},
+    token::Token,
+};
+
+/// The longest code we pass on to WeChat; real ones are 32 characters.
+pub const MAX_CODE_LEN: usize = 128;
+
+type Outcome = Result<Arc<LoginOutcome>, Arc<AuthError>>;
+type Flight = Shared<BoxFuture<'static, Outcome>>;
+
+#[derive(Debug)]
+struct LoginOutcome {
+    token: Token,
+    record: SessionRecord,
+    expires_in: Duration,
+}
+
+/// Everything a request needs; cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    apps: Apps,
+    wechat: Wechat,
+    store: SessionStore,
+    access_tokens: AccessTokens,
+    /// Code exchanges under way, by (appid, code): a second submission of a
+    /// code waits for the first one's answer instead of burning it.
+    in_flight: Mutex<HashMap<(String, String), Flight>>,
+}
+
+impl Auth {
+    pub fn new(apps: Apps, wechat: Wechat, store: SessionStore, wechat_timeout: Duration) -> Self {
+        Auth {
+            inner: Arc::new(Inner {
+                access_tokens: AccessTokens::new(store.clone(), wechat.clone(), wechat_timeout),
+                apps,
+                wechat,
+                store,
+                in_flight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &SessionStore {
+        &self.inner.store
+    }
+
+    async fn login(&self, appid: &str, code: &str) -> Outcome {
+        let app = self
+            .inner
+            .apps
+            .get(appid)
+            .ok_or(Arc::new(AuthError::UnknownApp))?;
+        validate_code(code).map_err(Arc::new)?;
+        let key = (app.appid.clone(), code.to_owned());
+        let flight = {
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match in_flight.get(&key) {
+                Some(flight) => {
+                    tracing::info!("joining an exchange of the same code already under way");
+                    flight.clone()
+                }
+                None => {
+                    // The exchange runs in a task of its own so that it
+                    // finishes, and leaves the map, even if every caller
+                    // waiting for it goes away.
+                    let this = self.clone();
+                    let task_key = key.clone();
+                    let task = tokio::spawn(async move {
+                        let outcome = this.exchange(&task_key.0, &task_key.1).await;
+                        this.inner
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&task_key);
+                        outcome
+                    });
+                    let flight = async move {
+                        task.await.unwrap_or_else(|error| {
+                            Err(Arc::new(AuthError::Task(error.to_string())))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(key, flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    async fn exchange(&self, appid: &str, code: &str) -> Outcome {
+        let app = self
+            .inner
+            .apps
+            .get(appid)
+            .ok_or(Arc::new(AuthError::UnknownApp))?;
+        let session = self
+            .inner
+            .wechat
+            .code2session(app, code)
+            .await
+            .map_err(|error| Arc::new(AuthError::from(error)))?;
+        let token =
+            Token::generate().map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
+        let policy = self.inner.store.policy();
+        let now = now_unix_ms();
+        let record = SessionRecord {
+            appid: app.appid.clone(),
+            openid: session.openid,
+            unionid: session.unionid,
+            created_at_ms: now,
+            key_fingerprint: key_fingerprint(&session.session_key),
+            absolute_expiry_ms: now
+                .saturating_add(u64::try_from(policy.max_lifetime.as_millis()).unwrap_or(u64::MAX)),
+        };
+        self.inner
+            .store
+            .create(&token, &record, &session.session_key)
+            .await
+            .map_err(|error| Arc::new(AuthError::from(error)))?;
+        tracing::info!(appid = %record.appid, openid = %record.openid, "session opened");
+        Ok(Arc::new(LoginOutcome {
+            token,
+            record,
+            expires_in: policy.idle_ttl,
+        }))
+    }
+}
+
+impl Auth {
+    async fn live_session(&self, raw_token: &str) -> Result<LiveSession, AuthError> {
+        let token = parse_token(raw_token)?;
+        self.inner
+            .store
+            .touch(&token)
+            .await?
+            .ok_or(AuthError::InvalidToken)
+    }
+
+    /// The session's user's latest session_key, if it is still the one this
+    /// session's login received.
+    async fn current_session_key(
+        &self,
+        live: &LiveSession,
+    ) -> Result<wxlogin_wechat::SessionKey, AuthError> {
+        let record = &live.record;
+        let key = self
+            .inner
+            .store
+            .session_key(&record.appid, &record.openid)
+            .await?
+            .ok_or(AuthError::SessionKeyStale)?;
+        if key_fingerprint(&key) != record.key_fingerprint {
+            return Err(AuthError::SessionKeyStale);
+        }
+        Ok(key)
+    }
+
+    fn app_of(&self, record: &SessionRecord) -> Result<&wxlogin_wechat::AppCredentials, AuthError> {
+        // A session of an app that was since removed from the configuration.
+        self.inner
+            .apps
+            .get(&record.appid)
+            .ok_or(AuthError::UnknownApp)
+    }
+}
+
+fn validate_code(code: &str) -> Result<(), AuthError> {
+    if code.is_empty() {
+        return Err(AuthError::InvalidArgument("code is empty".into()));
+    }
+    if code.len() > MAX_CODE_LEN {
+        return Err(AuthError::InvalidArgument(format!(
+            "code is longer than {MAX_CODE_LEN} characters"
+        )));
+    }
+    if !code
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(AuthError::InvalidArgument(
+            "code has characters WeChat never uses".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn timestamp(unix_ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_millis(unix_ms))
+}
+
+fn session(record: &SessionRecord) -> Session {
+    Session {
+        appid: record.appid.clone(),
+        openid: record.openid.clone(),
+        unionid: record.unionid.clone(),
+        created_at: Some(timestamp(record.created_at_ms)),
+        absolute_expires_at: Some(timestamp(record.absolute_expiry_ms)),
+    }
+}
+
+fn parse_token(raw: &str) -> Result<Token, AuthError> {
+    Token::parse(raw).ok_or(AuthError::InvalidToken)
+}
+
+#[tonic::async_trait]
+impl AuthService for Auth {
+    #[tracing::instrument(skip_all, fields(appid = %request.get_ref().appid))]
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let LoginRequest { appid, code } = request.into_inner();
+        let outcome = self
+            .login(&appid, &code)
+            .await
+            .map_err(|error| Status::from(&*error))?;
+        Ok(Response::new(LoginResponse {
+            token: outcome.token.expose().to_owned(),
+            expires_in: outcome.expires_in.as_secs(),
+            session: Some(session(&outcome.record)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn validate_session(
+        &self,
+        request: Request<ValidateSessionRequest>,
+    ) -> Result<Response<ValidateSessionResponse>, Status> {
+        let live = self.live_session(&request.get_ref().token).await?;
+        let user = live.user.as_deref().and_then(|bytes| match User::decode(bytes) {
+            Ok(user) => Some(user),
+            Err(error) => {
+                tracing::warn!(%error, "the cached user does not decode; the gateway will ask the user service");
+                None
+            }
+        });
+        Ok(Response::new(ValidateSessionResponse {
+            user,
+            session: Some(session(&live.record)),
+            expires_in: live.expires_in.as_secs(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        let ended = match Token::parse(&request.get_ref().token) {
+            Some(token) => self
+                .inner
+                .store
+                .remove(&token)
+                .await
+                .map_err(AuthError::from)?,
+            None => false,
+        };
+        Ok(Response::new(LogoutResponse { ended }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_session_key(
+        &self,
+        request: Request<GetSessionKeyRequest>,
+    ) -> Result<Response<GetSessionKeyResponse>, Status> {
+        let live = self.live_session(&request.get_ref().token).await?;
+        let key = self.current_session_key(&live).await?;
+        Ok(Response::new(GetSessionKeyResponse {
+            session: Some(session(&live.record)),
+            session_key: key.expose().to_owned(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn check_session(
+        &self,
+        request: Request<CheckSessionRequest>,
+    ) -> Result<Response<CheckSessionResponse>, Status> {
+        let live = self.live_session(&request.get_ref().token).await?;
+        let key = match self.current_session_key(&live).await {
+            Ok(key) => key,
+            Err(AuthError::SessionKeyStale) => {
+                return Ok(Response::new(CheckSessionResponse { valid: false }));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let record = &live.record;
+        let app = self.app_of(record)?;
+        let wechat = &self.inner.wechat;
+        let valid = self
+            .inner
+            .access_tokens
+            .with_token(app, |token| {
+                let key = &key;
+                async move { wechat.check_session(&token, &record.openid, key).await }
+            })
+            .await?;
+        if !valid {
+            tracing::info!(appid = %record.appid, openid = %record.openid, "WeChat no longer accepts the stored session_key");
+        }
+        Ok(Response::new(CheckSessionResponse { valid }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_phone_number(
+        &self,
+        request: Request<GetPhoneNumberRequest>,
+    ) -> Result<Response<GetPhoneNumberResponse>, Status> {
+        let GetPhoneNumberRequest { token, code } = request.into_inner();
+        let live = self.live_session(&token).await?;
+        validate_code(&code)?;
+        let record = &live.record;
+        let app = self.app_of(record)?;
+        let wechat = &self.inner.wechat;
+        let code = code.as_str();
+        let phone = self
+            .inner
+            .access_tokens
+            .with_token(app, |token| async move {
+                wechat
+                    .phone_number(&token, code, Some(&record.openid))
+                    .await
+            })
+            .await?;
+        if let Some(watermark) = &phone.watermark
+            && watermark.appid != record.appid
+        {
+            return Err(AuthError::Wechat(wxlogin_wechat::Error::InvalidResponse(
+                "the phone number's watermark names another app".into(),
+            ))
+            .into());
+        }
+        Ok(Response::new(GetPhoneNumberResponse {
+            session: Some(session(record)),
+            phone: Some(PhoneNumber {
+                phone_number: phone.phone_number,
+                pure_phone_number: phone.pure_phone_number,
+                country_code: phone.country_code,
+            }),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_code;
+
+    #[test]
+    fn codes_are_checked_before_wechat_sees_them() {
+        assert!(validate_code("0a3Kx7000Gj5oS1e2x300E0uXd2Kx70f").is_ok());
+        assert!(validate_code("with_under-score").is_ok());
+        for bad in [
+            "",
+            "has space",
+            "semi;colon",
+            "emoji😀",
+            "a/b",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_code(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_code(&"x".repeat(128)).is_ok());
+    }
+}

@@ -1,0 +1,253 @@
+//! The in-process session store of the single-process setup: the same
+//! semantics as the Redis store, for one process only. Entries expire by the
+//! same rules; expired ones are swept now and then as new sessions arrive.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use wxlogin_wechat::SessionKey;
+
+use super::{CachedToken, LiveSession, SessionRecord, now_unix_ms};
+use crate::{config::SessionPolicy, token::Token};
+
+/// How often creating a session also sweeps out expired entries.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    policy: SessionPolicy,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Entry<T> {
+    value: T,
+    idle_deadline: Instant,
+}
+
+struct State {
+    /// By the token's SHA-256.
+    sessions: HashMap<String, Entry<SessionRecord>>,
+    /// By (appid, openid).
+    session_keys: HashMap<(String, String), Entry<SessionKey>>,
+    /// By appid.
+    access_tokens: HashMap<String, CachedToken>,
+    /// By name: holder and expiry.
+    locks: HashMap<String, (String, Instant)>,
+    last_sweep: Instant,
+}
+
+impl MemoryStore {
+    pub fn new(policy: SessionPolicy) -> Self {
+        MemoryStore {
+            state: Arc::new(Mutex::new(State {
+                sessions: HashMap::new(),
+                session_keys: HashMap::new(),
+                access_tokens: HashMap::new(),
+                locks: HashMap::new(),
+                last_sweep: Instant::now(),
+            })),
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> SessionPolicy {
+        self.policy
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn create(&self, token: &Token, record: &SessionRecord, session_key: &SessionKey) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
+            state.sessions.retain(|_, entry| entry.idle_deadline > now);
+            state
+                .session_keys
+                .retain(|_, entry| entry.idle_deadline > now);
+            state.last_sweep = now;
+        }
+        state.session_keys.insert(
+            (record.appid.clone(), record.openid.clone()),
+            Entry {
+                value: session_key.clone(),
+                idle_deadline: now + self.policy.max_lifetime,
+            },
+        );
+        state.sessions.insert(
+            token.digest(),
+            Entry {
+                value: record.clone(),
+                idle_deadline: now + self.policy.idle_ttl,
+            },
+        );
+    }
+
+    pub fn touch(&self, token: &Token) -> Option<LiveSession> {
+        let now = Instant::now();
+        let digest = token.digest();
+        let mut state = self.lock();
+        let entry = state.sessions.get_mut(&digest)?;
+        if entry.idle_deadline <= now {
+            state.sessions.remove(&digest);
+            return None;
+        }
+        let live = LiveSession::at(entry.value.clone(), now_unix_ms(), self.policy);
+        match live {
+            Some(_) => entry.idle_deadline = now + self.policy.idle_ttl,
+            None => {
+                state.sessions.remove(&digest);
+            }
+        }
+        live
+    }
+
+    pub fn remove(&self, token: &Token) -> bool {
+        self.lock().sessions.remove(&token.digest()).is_some()
+    }
+
+    pub fn session_key(&self, appid: &str, openid: &str) -> Option<SessionKey> {
+        let now = Instant::now();
+        self.lock()
+            .session_keys
+            .get(&(appid.to_owned(), openid.to_owned()))
+            .filter(|entry| entry.idle_deadline > now)
+            .map(|entry| entry.value.clone())
+    }
+
+    pub fn access_token(&self, appid: &str) -> Option<CachedToken> {
+        let now = now_unix_ms();
+        self.lock()
+            .access_tokens
+            .get(appid)
+            .filter(|token| token.expires_at_ms > now)
+            .cloned()
+    }
+
+    pub fn put_access_token(&self, appid: &str, token: &CachedToken) {
+        self.lock()
+            .access_tokens
+            .insert(appid.to_owned(), token.clone());
+    }
+
+    pub fn drop_access_token(&self, appid: &str, token: &str) {
+        let mut state = self.lock();
+        if state
+            .access_tokens
+            .get(appid)
+            .is_some_and(|cached| cached.token == token)
+        {
+            state.access_tokens.remove(appid);
+        }
+    }
+
+    pub fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state
+            .locks
+            .get(name)
+            .is_some_and(|(_, expiry)| *expiry > now)
+        {
+            return false;
+        }
+        state
+            .locks
+            .insert(name.to_owned(), (holder.to_owned(), now + ttl));
+        true
+    }
+
+    pub fn unlock(&self, name: &str, holder: &str) {
+        let mut state = self.lock();
+        if state
+            .locks
+            .get(name)
+            .is_some_and(|(current, _)| current == holder)
+        {
+            state.locks.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lifetime: Duration) -> SessionRecord {
+        let now = now_unix_ms();
+        SessionRecord {
+            appid: "wxa".into(),
+            openid: "o1".into(),
+            unionid: None,
+            created_at_ms: now,
+            absolute_expiry_ms: now + u64::try_from(lifetime.as_millis()).unwrap(),
+            key_fingerprint: String::new(),
+        }
+    }
+
+    fn store(idle_ms: u64, max_ms: u64) -> MemoryStore {
+        MemoryStore::new(SessionPolicy {
+            idle_ttl: Duration::from_millis(idle_ms),
+            max_lifetime: Duration::from_millis(max_ms),
+        })
+    }
+
+    #[test]
+    fn a_session_lives_while_used_and_ends_on_remove() {
+        let store = store(60_000, 120_000);
+        let token = Token::generate().unwrap();
+        store.create(
+            &token,
+            &record(Duration::from_secs(120)),
+            &SessionKey::new("k".into()),
+        );
+        let live = store.touch(&token).unwrap();
+        assert_eq!(live.record.openid, "o1");
+        assert!(live.expires_in <= Duration::from_secs(60));
+        assert!(store.remove(&token));
+        assert!(store.touch(&token).is_none());
+        assert!(!store.remove(&token));
+    }
+
+    #[test]
+    fn idle_and_absolute_expiry() {
+        let store = store(80, 10_000);
+        let idle = Token::generate().unwrap();
+        store.create(
+            &idle,
+            &record(Duration::from_secs(10)),
+            &SessionKey::new("k".into()),
+        );
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(store.touch(&idle).is_none(), "idle too long");
+
+        let store = self::store(80, 150);
+        let used = Token::generate().unwrap();
+        store.create(
+            &used,
+            &record(Duration::from_millis(150)),
+            &SessionKey::new("k".into()),
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(store.touch(&used).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(store.touch(&used).is_some(), "use extends the idle period");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            store.touch(&used).is_none(),
+            "but not past the absolute lifetime"
+        );
+    }
+}

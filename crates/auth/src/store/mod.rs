@@ -1,0 +1,266 @@
+//! Where sessions and session keys live: Redis in production (shared by
+//! every auth instance), or an in-process store for the single-process
+//! setup. Both keep the same promises: a session ends after its idle TTL
+//! unless used, and after its absolute lifetime regardless; only the SHA-256
+//! of a token is stored.
+
+mod memory;
+mod redis;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use wxlogin_common::{ExposeSecret, SecretString};
+use wxlogin_wechat::SessionKey;
+
+pub use self::{memory::MemoryStore, redis::RedisStore};
+use crate::{config::SessionPolicy, token::Token};
+
+/// The `REDIS_URL` that selects the in-process store.
+pub const MEMORY_URL: &str = "memory://";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("a stored session is not valid JSON: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// Whether the store could not be reached, as opposed to misbehaving.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Redis(error) => {
+                error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+            }
+            StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// What a session knows about its user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub appid: String,
+    pub openid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Unix milliseconds after which the session is over, used or not.
+    pub absolute_expiry_ms: u64,
+    /// Which session_key the login that opened this session received (a
+    /// truncated SHA-256, see [`key_fingerprint`]): a newer login replaces
+    /// the user's key, and data sealed for this session then can't be read.
+    #[serde(default)]
+    pub key_fingerprint: String,
+}
+
+/// 64 bits of the SHA-256 of a session_key: enough to tell two keys apart,
+/// nothing to learn the key from.
+pub fn key_fingerprint(session_key: &SessionKey) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(session_key.expose().as_bytes())[..8])
+}
+
+/// The app's access_token as cached for every instance.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CachedToken {
+    pub token: String,
+    /// Unix ms: WeChat stops accepting it.
+    pub expires_at_ms: u64,
+    /// Unix ms: one instance should fetch a fresh one from now on.
+    pub refresh_at_ms: u64,
+}
+
+impl std::fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("token", &"<redacted>")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("refresh_at_ms", &self.refresh_at_ms)
+            .finish()
+    }
+}
+
+/// A live session and how long it has left if unused.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub record: SessionRecord,
+    pub expires_in: Duration,
+    /// The user service's cached copy of the session's user (an encoded
+    /// `wxlogin.user.v1.User`), when the store has one.
+    pub user: Option<Vec<u8>>,
+}
+
+impl LiveSession {
+    /// The session as of `now_ms`, just used; `None` once its absolute
+    /// lifetime is over.
+    fn at(record: SessionRecord, now_ms: u64, policy: SessionPolicy) -> Option<LiveSession> {
+        let left = Duration::from_millis(
+            record
+                .absolute_expiry_ms
+                .checked_sub(now_ms)
+                .filter(|&left| left > 0)?,
+        );
+        Some(LiveSession {
+            record,
+            expires_in: left.min(policy.idle_ttl),
+            user: None,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The session store of this process.
+#[derive(Debug, Clone)]
+pub enum SessionStore {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl SessionStore {
+    /// Redis at `url`, or the in-process store when `url` is [`MEMORY_URL`].
+    pub async fn connect(
+        url: &SecretString,
+        prefix: String,
+        policy: SessionPolicy,
+    ) -> Result<Self, StoreError> {
+        if url.expose_secret() == MEMORY_URL {
+            return Ok(SessionStore::Memory(MemoryStore::new(policy)));
+        }
+        Ok(SessionStore::Redis(
+            RedisStore::connect(url, prefix, policy).await?,
+        ))
+    }
+
+    pub fn policy(&self) -> SessionPolicy {
+        match self {
+            SessionStore::Redis(store) => store.policy(),
+            SessionStore::Memory(store) => store.policy(),
+        }
+    }
+
+    /// Stores the user's latest session_key and opens a session, atomically.
+    pub async fn create(
+        &self,
+        token: &Token,
+        record: &SessionRecord,
+        session_key: &SessionKey,
+    ) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.create(token, record, session_key).await,
+            SessionStore::Memory(store) => {
+                store.create(token, record, session_key);
+                Ok(())
+            }
+        }
+    }
+
+    /// The session `token` names, if it is live; using it starts its idle
+    /// period again.
+    pub async fn touch(&self, token: &Token) -> Result<Option<LiveSession>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.touch(token).await,
+            SessionStore::Memory(store) => Ok(store.touch(token)),
+        }
+    }
+
+    /// Ends the session; false when there was none.
+    pub async fn remove(&self, token: &Token) -> Result<bool, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.remove(token).await,
+            SessionStore::Memory(store) => Ok(store.remove(token)),
+        }
+    }
+
+    /// The latest session_key of (appid, openid), if one is kept.
+    pub async fn session_key(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Option<SessionKey>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.session_key(appid, openid).await,
+            SessionStore::Memory(store) => Ok(store.session_key(appid, openid)),
+        }
+    }
+
+    /// The app's cached access_token.
+    pub async fn access_token(&self, appid: &str) -> Result<Option<CachedToken>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.access_token(appid).await,
+            SessionStore::Memory(store) => Ok(store.access_token(appid)),
+        }
+    }
+
+    /// Caches the app's access_token until it expires.
+    pub async fn put_access_token(
+        &self,
+        appid: &str,
+        token: &CachedToken,
+    ) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.put_access_token(appid, token).await,
+            SessionStore::Memory(store) => {
+                store.put_access_token(appid, token);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the cached access_token if it is still `token` (WeChat refused
+    /// it); a newer one that another instance cached meanwhile stays.
+    pub async fn drop_access_token(&self, appid: &str, token: &str) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.drop_access_token(appid, token).await,
+            SessionStore::Memory(store) => {
+                store.drop_access_token(appid, token);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes the lock `name` for at most `ttl` (so that a holder that dies
+    /// cannot block the others for longer); `None` when someone holds it.
+    /// The returned value unlocks it.
+    pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+        let holder = format!("{:016x}", rand::random::<u64>());
+        let taken = match self {
+            SessionStore::Redis(store) => store.try_lock(name, &holder, ttl).await?,
+            SessionStore::Memory(store) => store.try_lock(name, &holder, ttl),
+        };
+        Ok(taken.then_some(holder))
+    }
+
+    /// Releases the lock if `holder` still holds it.
+    pub async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.unlock(name, holder).await,
+            SessionStore::Memory(store) => {
+                store.unlock(name, holder);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.ping().await,
+            SessionStore::Memory(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The auth service over real gRPC, with the WeChat simulator and Redis.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use tonic::Code;
+use wxlogin_auth::{Application, Config};
+use wxlogin_proto::{
+    auth::v1::{
+        GetPhoneNumberRequest, GetSessionKeyRequest, LoginRequest, LogoutRequest,
+        ValidateSessionRequest, auth_service_client::AuthServiceClient,
+    },
+    reason::{self, Reason},
+};
+use wxlogin_testkit::TestRedisPrefix;
+use wxlogin_wechat_sim::{
+    DEFAULT_APPID, DEFAULT_SECRET, MintCode, MintPhoneCode, RunningSimulator, SimConfig, Simulator,
+};
+
+struct Harness {
+    client: AuthServiceClient<tonic::transport::Channel>,
+    sim: RunningSimulator,
+    _redis: TestRedisPrefix,
+}
+
+async fn start() -> Harness {
+    let sim = Simulator::new(SimConfig::default())
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let redis = TestRedisPrefix::new();
+    let client = instance(&sim, &redis).await;
+    Harness {
+        client,
+        sim,
+        _redis: redis,
+    }
+}
+
+/// One more auth instance, sharing the simulator and the Redis prefix.
+async fn instance(
+    sim: &RunningSimulator,
+    redis: &TestRedisPrefix,
+) -> AuthServiceClient<tonic::transport::Channel> {
+    let env: HashMap<&str, String> = HashMap::from([
+        ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
+        ("REDIS_URL", redis.url().to_owned()),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ("WECHAT_API_BASE", sim.base_url()),
+        ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+        ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
+    ]);
+    let config = Config::from_source(&move |name: &str| env.get(name).cloned()).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    AuthServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn login_validate_logout() {
+    let mut h = start().await;
+    let minted = h.sim.sim.mint_code(MintCode {
+        unionid: Some("oUnion_grpc".into()),
+        ..MintCode::default()
+    });
+
+    let login = h
+        .client
+        .login(LoginRequest {
+            appid: String::new(),
+            code: minted.code.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let session = login.session.unwrap();
+    assert_eq!(session.appid, DEFAULT_APPID);
+    assert_eq!(session.openid, minted.openid);
+    assert_eq!(session.unionid.as_deref(), Some("oUnion_grpc"));
+    assert_eq!(login.token.len(), 43);
+
+    let valid = h
+        .client
+        .validate_session(ValidateSessionRequest {
+            token: login.token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(valid.session.unwrap().openid, minted.openid);
+    assert!(valid.expires_in > 0);
+
+    let ended = h
+        .client
+        .logout(LogoutRequest {
+            token: login.token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ended.ended);
+    let status = h
+        .client
+        .validate_session(ValidateSessionRequest { token: login.token })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason::of(&status), Some(Reason::InvalidToken));
+}
+
+#[tokio::test]
+async fn failures_carry_their_reason() {
+    let mut h = start().await;
+    let cases = [
+        (
+            "",
+            "0a3Kx7000Gj5oS1e2x300E0uXd2Kx70f",
+            Code::Unauthenticated,
+            Reason::InvalidCode,
+        ),
+        (
+            "",
+            "has spaces",
+            Code::InvalidArgument,
+            Reason::InvalidArgument,
+        ),
+        ("", "", Code::InvalidArgument, Reason::InvalidArgument),
+        (
+            "wxunknown",
+            "abc",
+            Code::InvalidArgument,
+            Reason::UnknownApp,
+        ),
+    ];
+    for (appid, code, expected_code, expected_reason) in cases {
+        let status = h
+            .client
+            .login(LoginRequest {
+                appid: appid.into(),
+                code: code.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), expected_code, "{code:?}");
+        assert_eq!(reason::of(&status), Some(expected_reason), "{code:?}");
+    }
+    let status = h
+        .client
+        .validate_session(ValidateSessionRequest { token: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(reason::of(&status), Some(Reason::InvalidToken));
+    // Logging out an unknown token is not an error: it just ended nothing.
+    let ended = h
+        .client
+        .logout(LogoutRequest { token: "x".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ended.ended);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_phone_requests_on_two_instances_fetch_one_access_token() {
+    // Arrange: two auth instances sharing Redis, a cold token cache, and a
+    // WeChat slow enough that the requests overlap.
+    let h = start().await;
+    let second = instance(&h.sim, &h._redis).await;
+    let minted = h.sim.sim.mint_code(MintCode::default());
+    let token = h
+        .client
+        .clone()
+        .login(LoginRequest {
+            appid: String::new(),
+            code: minted.code,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    h.sim.sim.set_latency(std::time::Duration::from_millis(150));
+    let calls = (0..20).map(|i| {
+        let mut client = if i % 2 == 0 {
+            h.client.clone()
+        } else {
+            second.clone()
+        };
+        let code = h.sim.sim.mint_phone_code(MintPhoneCode::default()).code;
+        let token = token.clone();
+        async move {
+            client
+                .get_phone_number(GetPhoneNumberRequest { token, code })
+                .await
+        }
+    });
+
+    // Act
+    let answers = futures::future::join_all(calls).await;
+
+    // Assert
+    for answer in &answers {
+        let phone = answer.as_ref().unwrap().get_ref().phone.clone().unwrap();
+        assert!(!phone.pure_phone_number.is_empty());
+    }
+    assert_eq!(h.sim.sim.stable_token_calls(), 1);
+}
+
+#[tokio::test]
+async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login() {
+    let mut h = start().await;
+    let first = h.sim.sim.mint_code(MintCode::default());
+    let token = h
+        .client
+        .login(LoginRequest {
+            appid: String::new(),
+            code: first.code,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let key = h
+        .client
+        .get_session_key(GetSessionKeyRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(key.session_key, first.session_key);
+
+    let again = h.sim.sim.mint_code(MintCode {
+        openid: Some(first.openid),
+        ..MintCode::default()
+    });
+    h.client
+        .login(LoginRequest {
+            appid: String::new(),
+            code: again.code,
+        })
+        .await
+        .unwrap();
+    let status = h
+        .client
+        .get_session_key(GetSessionKeyRequest { token })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason::of(&status), Some(Reason::SessionKeyStale));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
+    // Arrange: tokens live 2 s, so the cache asks for a refresh after 1 s.
+    let h = start().await;
+    let second = instance(&h.sim, &h._redis).await;
+    h.sim
+        .sim
+        .set_access_token_ttl(std::time::Duration::from_secs(2));
+    let minted = h.sim.sim.mint_code(MintCode::default());
+    let token = h
+        .client
+        .clone()
+        .login(LoginRequest {
+            appid: String::new(),
+            code: minted.code,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let phone = |mut client: AuthServiceClient<tonic::transport::Channel>| {
+        let code = h.sim.sim.mint_phone_code(MintPhoneCode::default()).code;
+        let token = token.clone();
+        async move {
+            client
+                .get_phone_number(GetPhoneNumberRequest { token, code })
+                .await
+        }
+    };
+    phone(h.client.clone()).await.unwrap();
+    assert_eq!(h.sim.sim.stable_token_calls(), 1);
+
+    // Act: ten calls on two instances inside the refresh window.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let calls = (0..10).map(|i| {
+        phone(if i % 2 == 0 {
+            h.client.clone()
+        } else {
+            second.clone()
+        })
+    });
+    let answers = futures::future::join_all(calls).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Assert: all served with the current token; one refresh in all.
+    assert!(answers.iter().all(Result::is_ok));
+    assert_eq!(h.sim.sim.stable_token_calls(), 2);
+}

@@ -1,0 +1,50 @@
+//! The request id that follows a request from the gateway's HTTP layer into
+//! every gRPC call it makes, and into the log lines of every service.
+
+use http::{HeaderName, Request};
+use tower_http::trace::{MakeSpan, TraceLayer};
+use tracing::Span;
+
+/// Header (HTTP) and metadata key (gRPC) that carries the request id.
+pub const HEADER: &str = "x-request-id";
+
+/// The header name as a typed constant.
+pub static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
+
+/// The request id of `request`, or `-` when it has none.
+pub fn of<B>(request: &Request<B>) -> &str {
+    request
+        .headers()
+        .get(&HEADER_NAME)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-")
+}
+
+/// Opens one span per request named after the path, with its request id.
+/// Query strings are left out: they are where secrets would travel.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSpan {
+    pub service: &'static str,
+}
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &Request<B>) -> Span {
+        tracing::info_span!(
+            "request",
+            service = self.service,
+            method = %request.method(),
+            path = request.uri().path(),
+            request_id = of(request),
+        )
+    }
+}
+
+/// Tracing for a tonic server: one span per RPC carrying the caller's request id.
+pub fn grpc_trace_layer(
+    service: &'static str,
+) -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    RequestSpan,
+> {
+    TraceLayer::new_for_grpc().make_span_with(RequestSpan { service })
+}

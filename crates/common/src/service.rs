@@ -1,0 +1,47 @@
+//! The `main` of every service binary: telemetry, configuration, start,
+//! serve until SIGTERM or Ctrl-C, and an exit code that says what happened.
+
+use std::{fmt::Display, future::Future, process::ExitCode};
+
+use crate::config::ConfigError;
+
+/// A configuration error exits with 2 (the variable is named), a failure to
+/// start or serve with 1.
+pub async fn main<C, A, BE, RE, BF, RF>(
+    name: &str,
+    config: impl FnOnce() -> Result<C, ConfigError>,
+    build: impl FnOnce(C) -> BF,
+    run: impl FnOnce(A, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> RF,
+) -> ExitCode
+where
+    BF: Future<Output = Result<A, BE>>,
+    RF: Future<Output = Result<(), RE>>,
+    BE: Display,
+    RE: Display,
+{
+    crate::telemetry::init();
+    let config = match config() {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "invalid configuration");
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match build(config).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("{name}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(app, Box::pin(crate::shutdown::signal())).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "stopped with an error");
+            eprintln!("{name}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Extractors that turn what the mini-program sends into typed input, or
+//! into an `ApiError` that says what was wrong.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{HeaderMap, StatusCode, header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use wxlogin_common::request_id;
+
+use crate::error::ApiError;
+
+/// A request body in JSON or in `application/x-www-form-urlencoded`, the two
+/// forms `wx.request` sends. Without a content type, JSON is assumed.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let kind = BodyKind::of(request.headers())?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is too large",
+                    )
+                } else {
+                    ApiError::bad_request("the request body could not be read")
+                }
+            })?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("the request body is empty"));
+        }
+        let parsed = match kind {
+            BodyKind::Json => serde_json::from_slice(&bytes).map_err(|error| {
+                ApiError::bad_request(format!("the body is not valid JSON for this call: {error}"))
+            })?,
+            BodyKind::Form => serde_urlencoded::from_bytes(&bytes).map_err(|error| {
+                ApiError::bad_request(format!("the form body is not valid for this call: {error}"))
+            })?,
+        };
+        Ok(Body(parsed))
+    }
+}
+
+enum BodyKind {
+    Json,
+    Form,
+}
+
+impl BodyKind {
+    fn of(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_TYPE) else {
+            return Ok(BodyKind::Json);
+        };
+        let mime = value
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" | "text/json" | "" => Ok(BodyKind::Json),
+            "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+            _ => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send application/json or application/x-www-form-urlencoded",
+            )),
+        }
+    }
+}
+
+/// The session token from `Authorization: Bearer <token>`.
+pub struct BearerToken(pub String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(ApiError::missing_token)?;
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_token())?
+            .trim();
+        let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::invalid_token)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(ApiError::invalid_token());
+        }
+        Ok(BearerToken(token.to_owned()))
+    }
+}
+
+/// The id of the request, set by the request-id layer, for the gRPC calls.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Option<http::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId(
+            parts.headers.get(&request_id::HEADER_NAME).cloned(),
+        ))
+    }
+}

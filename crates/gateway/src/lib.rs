@@ -1,0 +1,177 @@
+//! The gateway: the HTTP API the mini-program calls (axum). It validates and
+//! translates requests, calls the auth and user services over gRPC and turns
+//! their answers into JSON.
+//!
+//! It holds no secrets and no state of its own: no WeChat credentials, no
+//! database, no Redis. It never sees a `session_key`.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use wxlogin_common::request_id::RequestSpan;
+use wxlogin_proto::{
+    auth::v1::auth_service_client::AuthServiceClient,
+    user::v1::user_service_client::UserServiceClient,
+};
+
+pub use config::Config;
+
+/// How long `/readyz` waits for each service.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{name} is not a valid gRPC endpoint: {source}")]
+    Upstream {
+        name: &'static str,
+        source: tonic::transport::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What every handler shares. The channels are multiplexed HTTP/2
+/// connections, cloned per call, never re-created.
+#[derive(Clone)]
+pub struct AppState {
+    auth: AuthServiceClient<Channel>,
+    user: UserServiceClient<Channel>,
+    auth_health: HealthClient<Channel>,
+    user_health: HealthClient<Channel>,
+    upstream_timeout: Duration,
+}
+
+/// The result of one readiness check.
+enum Readiness {
+    Ready,
+    NotServing,
+    Unreachable,
+}
+
+impl Readiness {
+    fn label(&self) -> &'static str {
+        match self {
+            Readiness::Ready => "ok",
+            Readiness::NotServing => "not_serving",
+            Readiness::Unreachable => "unreachable",
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+}
+
+async fn check(mut client: HealthClient<Channel>, service: &str) -> Readiness {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_owned(),
+    });
+    request.set_timeout(READY_TIMEOUT);
+    match tokio::time::timeout(READY_TIMEOUT, client.check(request)).await {
+        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
+            Readiness::Ready
+        }
+        Ok(Ok(_)) => Readiness::NotServing,
+        Ok(Err(_)) | Err(_) => Readiness::Unreachable,
+    }
+}
+
+impl AppState {
+    async fn check_auth(&self) -> Readiness {
+        check(self.auth_health.clone(), "wxlogin.auth.v1.AuthService").await
+    }
+
+    async fn check_user(&self) -> Readiness {
+        check(self.user_health.clone(), "wxlogin.user.v1.UserService").await
+    }
+}
+
+fn channel(name: &'static str, url: &str) -> Result<Channel, StartError> {
+    wxlogin_common::grpc::lazy_channel(url).map_err(|source| StartError::Upstream { name, source })
+}
+
+/// A bound, ready-to-serve gateway.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let auth = channel("AUTH_URL", &config.auth_url)?;
+        let user = channel("USER_URL", &config.user_url)?;
+        let state = AppState {
+            auth: AuthServiceClient::new(auth.clone()),
+            user: UserServiceClient::new(user.clone()),
+            auth_health: HealthClient::new(auth),
+            user_health: HealthClient::new(user),
+            upstream_timeout: config.upstream_timeout,
+        };
+        let router = routes::router()
+            .layer(DefaultBodyLimit::max(config.body_limit))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(
+                        TraceLayer::new_for_http()
+                            .make_span_with(RequestSpan { service: "gateway" }),
+                    )
+                    .layer(PropagateRequestIdLayer::x_request_id())
+                    .layer(CatchPanicLayer::custom(
+                        |_: Box<dyn std::any::Any + Send>| {
+                            use axum::response::IntoResponse;
+                            tracing::error!("a handler panicked");
+                            error::ApiError::internal().into_response()
+                        },
+                    )),
+            )
+            .with_state(state);
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
+        Ok(Application { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        tracing::info!(addr = %self.local_addr(), "gateway listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,454 @@
+//! The HTTP API.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wxlogin_proto::{
+    auth::v1::{GetPhoneNumberRequest, LoginRequest, LogoutRequest, ValidateSessionRequest},
+    user::v1::{
+        self as user, GetUserRequest, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
+        UpdateProfileFromEncryptedRequest, UpdateProfileRequest, UpsertUserRequest,
+        get_user_request::Key,
+    },
+};
+
+use crate::{
+    AppState,
+    error::ApiError,
+    extract::{BearerToken, Body, RequestId},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/me", get(me))
+        .route("/v1/logout", post(logout))
+        .route(
+            "/v1/me/profile",
+            post(profile_from_encrypted).put(update_profile),
+        )
+        .route("/v1/me/phone", post(phone))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+impl AppState {
+    /// The live session `token` names, with the cached copy of its user
+    /// when the store has one.
+    async fn validated(
+        &self,
+        request_id: &RequestId,
+        token: String,
+    ) -> Result<wxlogin_proto::auth::v1::ValidateSessionResponse, ApiError> {
+        let request = self.request(request_id, ValidateSessionRequest { token });
+        Ok(self
+            .auth
+            .clone()
+            .validate_session(request)
+            .await?
+            .into_inner())
+    }
+
+    /// The live session `token` names.
+    async fn session(
+        &self,
+        request_id: &RequestId,
+        token: String,
+    ) -> Result<wxlogin_proto::auth::v1::Session, ApiError> {
+        self.validated(request_id, token)
+            .await?
+            .session
+            .ok_or_else(|| missing("session"))
+    }
+
+    /// A gRPC request with the call's deadline and the HTTP request's id.
+    fn request<T>(&self, request_id: &RequestId, message: T) -> tonic::Request<T> {
+        let id = request_id.0.as_ref().and_then(|id| id.to_str().ok());
+        wxlogin_common::grpc::call(message, id, self.upstream_timeout)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginInput {
+    code: String,
+    #[serde(default)]
+    appid: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoginOutput {
+    token: String,
+    expires_in: u64,
+    created: bool,
+    user: UserView,
+}
+
+/// A user as the mini-program sees it.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    id: u64,
+    appid: String,
+    openid: String,
+    unionid: Option<String>,
+    nickname: Option<String>,
+    avatar_url: Option<String>,
+    gender: i32,
+    country: Option<String>,
+    province: Option<String>,
+    city: Option<String>,
+    language: Option<String>,
+    phone_number: Option<String>,
+    pure_phone_number: Option<String>,
+    phone_country_code: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+fn rfc3339(timestamp: Option<prost_types::Timestamp>) -> Option<String> {
+    let timestamp = timestamp?;
+    let nanos = u32::try_from(timestamp.nanos).ok()?;
+    chrono::DateTime::from_timestamp(timestamp.seconds, nanos)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+impl From<user::User> for UserView {
+    fn from(user: user::User) -> Self {
+        UserView {
+            id: user.id,
+            appid: user.appid,
+            openid: user.openid,
+            unionid: user.unionid,
+            nickname: user.nickname,
+            avatar_url: user.avatar_url,
+            gender: user.gender,
+            country: user.country,
+            province: user.province,
+            city: user.city,
+            language: user.language,
+            phone_number: user.phone_number,
+            pure_phone_number: user.pure_phone_number,
+            phone_country_code: user.phone_country_code,
+            created_at: rfc3339(user.created_at),
+            updated_at: rfc3339(user.updated_at),
+        }
+    }
+}
+
+fn missing(what: &str) -> ApiError {
+    tracing::error!(what, "an upstream answer lacks a required field");
+    ApiError::internal()
+}
+
+async fn login(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    Body(input): Body<LoginInput>,
+) -> Result<Json<LoginOutput>, ApiError> {
+    let login = state
+        .auth
+        .clone()
+        .login(state.request(
+            &request_id,
+            LoginRequest {
+                appid: input.appid.unwrap_or_default(),
+                code: input.code,
+            },
+        ))
+        .await?
+        .into_inner();
+    let session = login.session.ok_or_else(|| missing("session"))?;
+    let upsert = state
+        .user
+        .clone()
+        .upsert_user(state.request(
+            &request_id,
+            UpsertUserRequest {
+                appid: session.appid,
+                openid: session.openid,
+                unionid: session.unionid,
+            },
+        ))
+        .await;
+    let upsert = match upsert {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            // The client never sees this token: end its session now rather
+            // than leave it to expire.
+            let logout = LogoutRequest { token: login.token };
+            if let Err(error) = state
+                .auth
+                .clone()
+                .logout(state.request(&request_id, logout))
+                .await
+            {
+                tracing::warn!(code = ?error.code(), "could not end the session of a failed login");
+            }
+            return Err(status.into());
+        }
+    };
+    let user = upsert.user.ok_or_else(|| missing("user"))?;
+    Ok(Json(LoginOutput {
+        token: login.token,
+        expires_in: login.expires_in,
+        created: upsert.created,
+        user: user.into(),
+    }))
+}
+
+async fn me(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let validated = state.validated(&request_id, token).await?;
+    // The session usually comes with the user service's cached copy of its
+    // user: then neither the user service nor MySQL is asked.
+    if let Some(user) = validated.user {
+        return Ok(Json(json!({ "user": UserView::from(user) })));
+    }
+    let session = validated.session.ok_or_else(|| missing("session"))?;
+    let key = Key::Openid(user::OpenId {
+        appid: session.appid,
+        openid: session.openid,
+    });
+    let found = state
+        .user
+        .clone()
+        .get_user(state.request(&request_id, GetUserRequest { key: Some(key) }))
+        .await;
+    let user = match found {
+        Ok(response) => response.into_inner().user.ok_or_else(|| missing("user"))?,
+        // A live session whose user is gone (the row was deleted): the
+        // client must log in again, which registers the user anew.
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            return Err(ApiError::invalid_token());
+        }
+        Err(status) => return Err(status.into()),
+    };
+    Ok(Json(json!({ "user": UserView::from(user) })))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+) -> Result<StatusCode, ApiError> {
+    let ended = state
+        .auth
+        .clone()
+        .logout(state.request(&request_id, LogoutRequest { token }))
+        .await?
+        .into_inner()
+        .ended;
+    if ended {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::invalid_token())
+    }
+}
+
+/// What wx.getUserInfo / getUserProfile hand the mini-program.
+#[derive(Debug, Deserialize)]
+struct EncryptedProfile {
+    #[serde(rename = "encryptedData", alias = "encrypted_data")]
+    encrypted_data: String,
+    iv: String,
+    #[serde(default, rename = "rawData", alias = "raw_data")]
+    raw_data: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+fn user_of(response: user::UpdateUserResponse) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = response.user.ok_or_else(|| missing("user"))?;
+    Ok(Json(json!({ "user": UserView::from(user) })))
+}
+
+/// `POST /v1/me/profile`: decrypt and store the user's profile.
+async fn profile_from_encrypted(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+    Body(input): Body<EncryptedProfile>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request = UpdateProfileFromEncryptedRequest {
+        token,
+        encrypted_data: input.encrypted_data,
+        iv: input.iv,
+        raw_data: input.raw_data,
+        signature: input.signature,
+    };
+    let response = state
+        .user
+        .clone()
+        .update_profile_from_encrypted(state.request(&request_id, request))
+        .await?;
+    user_of(response.into_inner())
+}
+
+#[derive(Debug, Deserialize)]
+struct ProfileFields {
+    #[serde(default, alias = "nickName")]
+    nickname: Option<String>,
+    #[serde(default, alias = "avatarUrl")]
+    avatar_url: Option<String>,
+}
+
+/// `PUT /v1/me/profile`: the fields users fill in themselves.
+async fn update_profile(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+    Body(input): Body<ProfileFields>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = state.session(&request_id, token).await?;
+    let request = UpdateProfileRequest {
+        appid: session.appid,
+        openid: session.openid,
+        nickname: input.nickname,
+        avatar_url: input.avatar_url,
+    };
+    let response = state
+        .user
+        .clone()
+        .update_profile(state.request(&request_id, request))
+        .await?;
+    user_of(response.into_inner())
+}
+
+/// Either the getPhoneNumber button's code, or its legacy encrypted data.
+#[derive(Debug, Deserialize)]
+struct PhoneInput {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default, rename = "encryptedData", alias = "encrypted_data")]
+    encrypted_data: Option<String>,
+    #[serde(default)]
+    iv: Option<String>,
+}
+
+/// `POST /v1/me/phone`.
+async fn phone(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+    Body(input): Body<PhoneInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let response = match input {
+        PhoneInput {
+            code: Some(code), ..
+        } => {
+            let answer = state
+                .auth
+                .clone()
+                .get_phone_number(state.request(&request_id, GetPhoneNumberRequest { token, code }))
+                .await
+                .map_err(phone_code_error)?
+                .into_inner();
+            let session = answer.session.ok_or_else(|| missing("session"))?;
+            let phone = answer.phone.ok_or_else(|| missing("phone"))?;
+            let request = UpdatePhoneRequest {
+                appid: session.appid,
+                openid: session.openid,
+                phone_number: phone.phone_number,
+                pure_phone_number: phone.pure_phone_number,
+                country_code: phone.country_code,
+            };
+            state
+                .user
+                .clone()
+                .update_phone(state.request(&request_id, request))
+                .await?
+        }
+        PhoneInput {
+            encrypted_data: Some(encrypted_data),
+            iv: Some(iv),
+            ..
+        } => {
+            let request = UpdatePhoneFromEncryptedRequest {
+                token,
+                encrypted_data,
+                iv,
+            };
+            state
+                .user
+                .clone()
+                .update_phone_from_encrypted(state.request(&request_id, request))
+                .await?
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "send {\"code\"} or {\"encryptedData\", \"iv\"}",
+            ));
+        }
+    };
+    let user = response.into_inner().user.ok_or_else(|| missing("user"))?;
+    let phone = json!({
+        "phone_number": user.phone_number,
+        "pure_phone_number": user.pure_phone_number,
+        "country_code": user.phone_country_code,
+    });
+    Ok(Json(
+        json!({ "phone": phone, "user": UserView::from(user) }),
+    ))
+}
+
+/// A bad phone code is a bad request, not a failed authentication: the
+/// session token is fine.
+fn phone_code_error(status: tonic::Status) -> ApiError {
+    match wxlogin_proto::reason::of(&status) {
+        Some(wxlogin_proto::reason::Reason::InvalidCode) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_phone_code",
+            "the phone code is invalid, expired or of another mini-program",
+        ),
+        Some(wxlogin_proto::reason::Reason::CodeUsed) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "phone_code_used",
+            "the phone code was already used",
+        ),
+        _ => status.into(),
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let (auth, user) = tokio::join!(state.check_auth(), state.check_user());
+    let checks = json!({ "auth": auth.label(), "user": user.label() });
+    if auth.is_ready() && user.is_ready() {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+    } else {
+        let mut body = json!({
+            "error": { "code": "not_ready", "message": "a dependency is unavailable" },
+            "checks": checks,
+        });
+        body["status"] = json!("not_ready");
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method",
+    )
+}

@@ -1,0 +1,257 @@
+//! The whole of wxlogin in one process: the gateway, the auth and user
+//! services (the production code, still speaking gRPC to each other over
+//! loopback) and, when no `WECHAT_SECRET` is configured, the WeChat
+//! simulator. With nothing configured it keeps users in an embedded SQLite
+//! file and sessions in memory, so it runs on a machine with nothing
+//! installed; given `DATABASE_URL=mysql://…` and `REDIS_URL=redis://…` it
+//! uses them instead.
+//!
+//! It adds no behaviour of its own: only defaults and wiring.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use tokio::sync::watch;
+use wxlogin_common::config::{ConfigError, Env, Source, optional};
+
+/// Where the embedded database lives when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://wxlogin.sqlite3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("WeChat simulator: {0}")]
+    Simulator(#[from] std::io::Error),
+    #[error("user service: {0}")]
+    User(#[from] wxlogin_user::Error),
+    #[error("auth service: {0}")]
+    Auth(#[from] wxlogin_auth::StartError),
+    #[error("gateway: {0}")]
+    Gateway(#[from] wxlogin_gateway::StartError),
+    #[error("a service stopped unexpectedly: {0}")]
+    Stopped(String),
+}
+
+/// The environment, over the single-process defaults.
+struct Layered<'a> {
+    env: &'a dyn Source,
+    defaults: HashMap<&'static str, String>,
+}
+
+impl Source for Layered<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        optional(self.env, name).or_else(|| self.defaults.get(name).cloned())
+    }
+}
+
+/// Where everything listens once started.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub gateway: SocketAddr,
+    pub auth: SocketAddr,
+    pub user: SocketAddr,
+    /// The simulator, when WeChat is simulated.
+    pub simulator: Option<SocketAddr>,
+    pub database: String,
+    pub sessions: String,
+}
+
+/// The system, built and listening.
+pub struct System {
+    pub addresses: Addresses,
+    simulator: Option<wxlogin_wechat_sim::RunningSimulator>,
+    user: wxlogin_user::Application,
+    auth: wxlogin_auth::Application,
+    gateway: wxlogin_gateway::Application,
+}
+
+impl System {
+    /// Builds everything from the process environment.
+    pub async fn build() -> Result<System, Error> {
+        System::build_from(&Env).await
+    }
+
+    pub async fn build_from(env: &dyn Source) -> Result<System, Error> {
+        let mut defaults = HashMap::from([
+            ("DATABASE_URL", DEFAULT_DATABASE_URL.to_owned()),
+            ("REDIS_URL", wxlogin_auth::store::MEMORY_URL.to_owned()),
+            ("USER_ADDR", "127.0.0.1:0".to_owned()),
+            ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
+        ]);
+        let simulator = if optional(env, "WECHAT_SECRET").is_none()
+            && optional(env, "WECHAT_APPS").is_none()
+        {
+            let appid = optional(env, "WECHAT_APPID")
+                .unwrap_or_else(|| wxlogin_wechat_sim::DEFAULT_APPID.to_owned());
+            let secret = wxlogin_wechat_sim::DEFAULT_SECRET.to_owned();
+            let addr = wxlogin_common::config::parsed(
+                env,
+                wxlogin_wechat_sim::ADDR_VAR,
+                wxlogin_wechat_sim::DEFAULT_ADDR,
+            )?;
+            let config = wxlogin_wechat_sim::SimConfig {
+                apps: vec![(appid.clone(), secret.clone())],
+                ..wxlogin_wechat_sim::SimConfig::default()
+            };
+            let running = wxlogin_wechat_sim::Simulator::new(config)
+                .spawn(addr)
+                .await?;
+            tracing::warn!(
+                simulator = %running.base_url(),
+                %appid,
+                "no WECHAT_SECRET configured: WeChat is SIMULATED; set WECHAT_APPID and WECHAT_SECRET for real logins"
+            );
+            defaults.insert("WECHAT_APPID", appid);
+            defaults.insert("WECHAT_SECRET", secret);
+            defaults.insert("WECHAT_API_BASE", running.base_url());
+            Some(running)
+        } else {
+            None
+        };
+        let source = Layered { env, defaults };
+
+        let auth_config = wxlogin_auth::Config::from_source(&source)?;
+        let sessions = redact_url(wxlogin_common::ExposeSecret::expose_secret(
+            &auth_config.redis_url,
+        ));
+        let auth = wxlogin_auth::Application::build(auth_config).await?;
+
+        let user_config = wxlogin_user::Config::from_source(&Forced {
+            inner: &source,
+            forced: HashMap::from([("AUTH_URL", format!("http://{}", auth.local_addr()))]),
+        })?;
+        let database = redact_url(wxlogin_common::ExposeSecret::expose_secret(
+            &user_config.database_url,
+        ));
+        let user = wxlogin_user::Application::build(user_config).await?;
+
+        // The gateway reaches the services where they really listen.
+        let mut gateway_defaults = HashMap::new();
+        gateway_defaults.insert("AUTH_URL", format!("http://{}", auth.local_addr()));
+        gateway_defaults.insert("USER_URL", format!("http://{}", user.local_addr()));
+        let gateway_source = Forced {
+            inner: &source,
+            forced: gateway_defaults,
+        };
+        let gateway = wxlogin_gateway::Application::build(wxlogin_gateway::Config::from_source(
+            &gateway_source,
+        )?)
+        .await?;
+
+        Ok(System {
+            addresses: Addresses {
+                gateway: gateway.local_addr(),
+                auth: auth.local_addr(),
+                user: user.local_addr(),
+                simulator: simulator.as_ref().map(|running| running.addr),
+                database,
+                sessions,
+            },
+            simulator,
+            user,
+            auth,
+            gateway,
+        })
+    }
+
+    /// Serves until `shutdown` completes or a part stops; then stops the rest.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (stop, stopped) = watch::channel(false);
+        let wait = |mut stopped: watch::Receiver<bool>| async move {
+            drop(stopped.wait_for(|stop| *stop).await);
+        };
+        let mut user = tokio::spawn(self.user.run_until_stopped(wait(stopped.clone())));
+        let mut auth = tokio::spawn(self.auth.run_until_stopped(wait(stopped.clone())));
+        let mut gateway = tokio::spawn(self.gateway.run_until_stopped(wait(stopped)));
+        let failure = tokio::select! {
+            () = shutdown => None,
+            result = &mut user => Some(format!("user: {result:?}")),
+            result = &mut auth => Some(format!("auth: {result:?}")),
+            result = &mut gateway => Some(format!("gateway: {result:?}")),
+        };
+        let _ = stop.send(true);
+        // Whatever already finished yields its result again as an error;
+        // only the first failure matters.
+        let _ = tokio::join!(gateway, auth, user);
+        if let Some(simulator) = self.simulator {
+            drop(simulator.shutdown().await);
+        }
+        match failure {
+            None => Ok(()),
+            Some(failure) => Err(Error::Stopped(failure)),
+        }
+    }
+}
+
+/// Values that win over the environment: the gateway's upstreams are the
+/// services this process just started, wherever `AUTH_URL` points.
+struct Forced<'a> {
+    inner: &'a dyn Source,
+    forced: HashMap<&'static str, String>,
+}
+
+impl Source for Forced<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.forced
+            .get(name)
+            .cloned()
+            .or_else(|| self.inner.get(name))
+    }
+}
+
+/// A URL without its password, for the start-up banner.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// What `wxlogin` prints once it listens: where, and how to try it.
+pub fn banner(addresses: &Addresses) -> String {
+    let gateway = addresses.gateway;
+    let mut text = format!(
+        "\nwxlogin is running\n  gateway   http://{gateway}\n  auth      grpc://{} (loopback)\n  user      grpc://{} (loopback)\n  users     {}\n  sessions  {}\n",
+        addresses.auth, addresses.user, addresses.database, addresses.sessions
+    );
+    match addresses.simulator {
+        Some(sim) => {
+            text.push_str(&format!(
+                "  WeChat    SIMULATED at http://{sim} (set WECHAT_APPID and WECHAT_SECRET for the real one)\n\n\
+                 Try it:\n\
+                 \x20 code=$(curl -s -X POST http://{sim}/sim/codes -d '{{}}' | sed 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/')\n\
+                 \x20 token=$(curl -s http://{gateway}/v1/login -H 'content-type: application/json' -d \"{{\\\"code\\\":\\\"$code\\\"}}\" | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')\n\
+                 \x20 curl -s http://{gateway}/v1/me -H \"authorization: Bearer $token\"\n"
+            ));
+        }
+        None => text.push_str("  WeChat    the real API (WECHAT_API_BASE)\n"),
+    }
+    text.push_str("\nCtrl-C stops everything.\n");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_stay_out_of_the_banner() {
+        assert_eq!(
+            redact_url("mysql://app:hunter2@db:3306/x"),
+            "mysql://app:***@db:3306/x"
+        );
+        assert_eq!(redact_url("redis://:pw@r:6379"), "redis://:***@r:6379");
+        assert_eq!(
+            redact_url("sqlite://wxlogin.sqlite3"),
+            "sqlite://wxlogin.sqlite3"
+        );
+        assert_eq!(redact_url("memory://"), "memory://");
+    }
+}

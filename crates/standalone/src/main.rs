@@ -1,0 +1,30 @@
+//! `cargo run --release`: the whole of wxlogin in one process.
+
+use std::process::ExitCode;
+
+use wxlogin_standalone::{System, banner};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    wxlogin_common::telemetry::init();
+    let system = match System::build().await {
+        Ok(system) => system,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("wxlogin: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", banner(&system.addresses));
+    match system
+        .run_until_stopped(wxlogin_common::shutdown::signal())
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "stopped");
+            eprintln!("wxlogin: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The user service's errors and their one mapping to a gRPC status.
+
+use std::net::SocketAddr;
+
+use sea_orm::{DbErr, RuntimeErr, error::SqlxMySqlError, sqlx};
+use tonic::{Code, Status};
+use wxlogin_proto::reason::{self, Reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // The caller's side: they become statuses as they are.
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("user not found")]
+    UserNotFound,
+    /// Any decryption, padding, UTF-8, JSON or watermark failure: one
+    /// variant, so that answers form no padding oracle.
+    #[error("the encrypted data is not valid")]
+    InvalidEncryptedData,
+    #[error("the rawData signature does not match")]
+    InvalidSignature,
+
+    // Our side: logged where they are mapped, masked for the caller.
+    /// The database cannot be reached now, or is too busy to answer; asking
+    /// again later may succeed.
+    #[error("the database is unavailable")]
+    DatabaseUnavailable(#[source] DbErr),
+    #[error("database error")]
+    Database(#[source] DbErr),
+    #[error("cannot connect to the database")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the database")]
+    Migrate(#[source] DbErr),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+    #[error("AUTH_URL is not a valid gRPC endpoint")]
+    InvalidAuthUrl,
+    #[error("REDIS_URL is not a valid Redis URL")]
+    InvalidRedisUrl,
+}
+
+impl From<DbErr> for Error {
+    fn from(error: DbErr) -> Self {
+        if is_unavailable(&error) {
+            Error::DatabaseUnavailable(error)
+        } else {
+            Error::Database(error)
+        }
+    }
+}
+
+/// MySQL server errors that say "not now" rather than "never":
+/// too many connections, server shutting down, lock wait timeout, deadlock.
+const TRANSIENT_SERVER_ERRORS: [u16; 4] = [1040, 1053, 1205, 1213];
+
+fn is_unavailable(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(cause)) | DbErr::Query(RuntimeErr::SqlxError(cause)) => {
+            match &**cause {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db
+                    .try_downcast_ref::<SqlxMySqlError>()
+                    .is_some_and(|mysql| TRANSIENT_SERVER_ERRORS.contains(&mysql.number())),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The MySQL error number of `error`, if the server sent one.
+pub(crate) fn mysql_error_number(error: &DbErr) -> Option<u16> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(cause)) | DbErr::Query(RuntimeErr::SqlxError(cause)) => {
+            match &**cause {
+                sqlx::Error::Database(db) => db
+                    .try_downcast_ref::<SqlxMySqlError>()
+                    .map(SqlxMySqlError::number),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+pub use wxlogin_common::error_report as report;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(message) => {
+                reason::status(Code::InvalidArgument, Reason::InvalidArgument, message)
+            }
+            Error::UserNotFound => {
+                reason::status(Code::NotFound, Reason::UserNotFound, "user not found")
+            }
+            Error::InvalidEncryptedData => reason::status(
+                Code::FailedPrecondition,
+                Reason::InvalidEncryptedData,
+                "the encrypted data is not valid",
+            ),
+            Error::InvalidSignature => reason::status(
+                Code::FailedPrecondition,
+                Reason::InvalidSignature,
+                "the rawData signature does not match",
+            ),
+            Error::DatabaseUnavailable(_) => {
+                tracing::warn!(error = %report(&error), "database unavailable");
+                reason::status(
+                    Code::Unavailable,
+                    Reason::DependencyUnavailable,
+                    "the user store is unavailable, try again later",
+                )
+            }
+            Error::Database(_)
+            | Error::Connect(_)
+            | Error::Migrate(_)
+            | Error::Bind { .. }
+            | Error::Serve(_)
+            | Error::InvalidAuthUrl
+            | Error::InvalidRedisUrl => {
+                tracing::error!(error = %report(&error), "request failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::ConnAcquireErr;
+
+    #[test]
+    fn a_pool_timeout_is_unavailable() {
+        let error = Error::from(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+
+        let status = Status::from(error);
+
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(reason::of(&status), Some(Reason::DependencyUnavailable));
+    }
+
+    #[test]
+    fn other_database_errors_are_internal_and_masked() {
+        let error = Error::from(DbErr::Custom("secret table layout".into()));
+
+        let status = Status::from(error);
+
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn not_found_carries_its_reason() {
+        let status = Status::from(Error::UserNotFound);
+
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(reason::of(&status), Some(Reason::UserNotFound));
+    }
+
+    #[test]
+    fn a_report_has_every_cause() {
+        let error = Error::Migrate(DbErr::Custom("no such table".into()));
+
+        assert_eq!(
+            report(&error),
+            "cannot migrate the database: Custom Error: no such table"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! The user service: owns the `users` table (one row per mini-program user,
+//! keyed by appid and openid) and serves it over gRPC as
+//! `wxlogin.user.v1.UserService`, with its schema migrations embedded.
+//!
+//! It must not talk to WeChat or hold sessions (that is the auth service's
+//! job), and no other service may read or write `users` except through it.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use sea_orm::{
+    DatabaseConnection, SqlxMySqlConnector, SqlxSqliteConnector,
+    sqlx::{
+        ConnectOptions as _,
+        mysql::{MySqlConnectOptions, MySqlPoolOptions},
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+    },
+};
+use sea_orm_migration::MigratorTrait;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use wxlogin_common::{ExposeSecret, SecretString};
+use wxlogin_proto::auth::v1::auth_service_client::AuthServiceClient;
+use wxlogin_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
+
+pub mod cache;
+pub mod config;
+pub mod crypto;
+pub mod entity;
+pub mod error;
+pub mod migration;
+pub mod repo;
+pub mod service;
+
+pub use config::Config;
+pub use error::Error;
+
+use migration::Migrator;
+use repo::UserRepo;
+use service::UserApi;
+
+/// How often the health service asks the database whether it answers.
+const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The user service, built and listening but not serving yet.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    db: DatabaseConnection,
+    auth: AuthServiceClient<Channel>,
+    watermark_max_age: Option<Duration>,
+    cache: Option<cache::UserCache>,
+}
+
+impl Application {
+    /// Binds the listener, connects to the database and brings its schema up
+    /// to date. Requests wait in the listen backlog until
+    /// [`run_until_stopped`](Self::run_until_stopped).
+    pub async fn build(config: Config) -> Result<Application, Error> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+
+        let db = connect(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_connect_timeout,
+        )
+        .await?;
+        Migrator::up(&db, None).await.map_err(Error::Migrate)?;
+
+        // Lazy: the user service starts (and serves what needs no session
+        // key) while auth is still coming up.
+        let auth = wxlogin_common::grpc::lazy_channel(&config.auth_url)
+            .map_err(|_| Error::InvalidAuthUrl)?;
+
+        Ok(Application {
+            listener,
+            local_addr,
+            db,
+            auth: AuthServiceClient::new(auth),
+            watermark_max_age: config.watermark_max_age,
+            cache: match &config.redis_url {
+                Some(url) => Some(
+                    cache::UserCache::connect(url.expose_secret(), config.redis_key_prefix.clone())
+                        .map_err(|_| Error::InvalidRedisUrl)?,
+                ),
+                None => None,
+            },
+        })
+    }
+
+    /// The address the server listens on (the real port when configured
+    /// with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves the user service and the gRPC health service until `shutdown`
+    /// completes, then stops accepting connections and lets in-flight
+    /// requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let repo = UserRepo::new(self.db.clone());
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let readiness = tokio::spawn(report_readiness(health, repo.clone()));
+
+        // Small messages: answering without Nagle's delay matters more than
+        // packet count.
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        tracing::info!(addr = %self.local_addr, "user service listening");
+        let served = Server::builder()
+            .layer(wxlogin_common::request_id::grpc_trace_layer("user"))
+            .add_service(health_service)
+            .add_service(UserServiceServer::new(UserApi::new(
+                repo,
+                self.auth,
+                self.watermark_max_age,
+                self.cache,
+            )))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+
+        readiness.abort();
+        if let Err(error) = self.db.close().await {
+            tracing::warn!(error = %error::report(&error), "closing the database pool failed");
+        }
+        served.map_err(Error::Serve)?;
+        tracing::info!("user service stopped");
+        Ok(())
+    }
+}
+
+/// Brings the database schema up to date and returns; what
+/// `wxlogin-user migrate` runs. Running it again is a no-op. Gives up when
+/// no connection is made within `connect_timeout`.
+pub async fn migrate(database_url: &SecretString, connect_timeout: Duration) -> Result<(), Error> {
+    let db = connect(database_url, 1, connect_timeout).await?;
+    let migrated = Migrator::up(&db, None).await.map_err(Error::Migrate);
+    if let Err(error) = db.close().await {
+        tracing::warn!(error = %error::report(&error), "closing the database connection failed");
+    }
+    migrated
+}
+
+/// A pool of `max_connections` to the database at `url`.
+///
+/// The pool is built with sqlx directly rather than `sea_orm::Database::connect`,
+/// which records its options (URL and password included) in a trace span.
+async fn connect(
+    url: &SecretString,
+    max_connections: u32,
+    timeout: Duration,
+) -> Result<DatabaseConnection, Error> {
+    let url = url.expose_secret();
+    if url.starts_with("sqlite:") {
+        return connect_sqlite(url, max_connections, timeout).await;
+    }
+    // sqlx's parse errors describe the problem without quoting the URL.
+    let options: MySqlConnectOptions = url.parse().map_err(Error::Connect)?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        .connect_with(options.disable_statement_logging())
+        .await
+        .map_err(Error::Connect)?;
+    Ok(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
+}
+
+/// An embedded SQLite database, for the single-process setup: the file is
+/// created when missing, and WAL lets readers go on while one writer writes.
+async fn connect_sqlite(
+    url: &str,
+    max_connections: u32,
+    timeout: Duration,
+) -> Result<DatabaseConnection, Error> {
+    let options: SqliteConnectOptions = url.parse().map_err(Error::Connect)?;
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(timeout)
+        .disable_statement_logging();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(Error::Connect)?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Keeps the health status of the user service in step with whether the
+/// database answers, so that a load balancer stops sending requests that can
+/// only fail. Logs transitions only.
+async fn report_readiness(health: HealthReporter, repo: UserRepo) {
+    let mut interval = tokio::time::interval(READINESS_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        interval.tick().await;
+        let answers = match repo.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                if serving {
+                    tracing::warn!(error = %error::report(&error), "database does not answer, reporting NOT_SERVING");
+                }
+                false
+            }
+        };
+        if answers != serving {
+            let status = if answers {
+                tracing::info!("database answers again, reporting SERVING");
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(SERVICE_NAME, status).await;
+            serving = answers;
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The user service over gRPC, against a real MariaDB.
+
+mod support;
+
+use std::{collections::HashSet, time::Duration};
+
+use support::{APPID, Proxy, TestApp, upstream_of, via};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use wxlogin_proto::{
+    reason::{self, Reason},
+    user::v1::{GetUserRequest, UpsertUserRequest, user_service_server::SERVICE_NAME},
+};
+use wxlogin_testkit::TestDatabase;
+
+#[tokio::test]
+async fn the_first_upsert_registers_the_user() {
+    // Arrange
+    let app = TestApp::spawn().await;
+
+    // Act
+    let response = app.upsert("o-first", None).await.expect("upsert");
+
+    // Assert
+    assert!(response.created);
+    let user = response.user.expect("a user");
+    assert!(user.id > 0);
+    assert_eq!(user.appid, APPID);
+    assert_eq!(user.openid, "o-first");
+    assert_eq!(user.unionid, None);
+    assert_eq!(user.gender, 0);
+    assert!(user.created_at.is_some());
+    assert_eq!(user.created_at, user.updated_at);
+}
+
+#[tokio::test]
+async fn a_second_upsert_recognises_the_user_and_counts_the_login() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let first = app.upsert("o-again", None).await.expect("first upsert");
+    let first_user = first.user.expect("a user");
+
+    // Act
+    let second = app.upsert("o-again", None).await.expect("second upsert");
+
+    // Assert
+    assert!(!second.created);
+    let second_user = second.user.expect("a user");
+    assert_eq!(second_user.id, first_user.id);
+    assert_eq!(second_user.created_at, first_user.created_at);
+    let logins = app
+        .count(
+            "SELECT CAST(login_count AS SIGNED) FROM users WHERE id = ?",
+            vec![first_user.id.into()],
+        )
+        .await;
+    assert_eq!(logins, 2);
+}
+
+#[tokio::test]
+async fn the_same_openid_in_another_app_is_another_user() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let mine = app.upsert("o-shared", None).await.expect("upsert");
+
+    // Act
+    let theirs = app
+        .client
+        .clone()
+        .upsert_user(UpsertUserRequest {
+            appid: "wx-other-app".into(),
+            openid: "o-shared".into(),
+            unionid: None,
+        })
+        .await
+        .expect("upsert")
+        .into_inner();
+
+    // Assert
+    assert!(theirs.created);
+    assert_ne!(
+        theirs.user.expect("a user").id,
+        mine.user.expect("a user").id
+    );
+}
+
+#[tokio::test]
+async fn openids_differing_only_in_case_are_different_users() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let lower = app.upsert("o-case", None).await.expect("upsert");
+
+    // Act
+    let upper = app.upsert("O-CASE", None).await.expect("upsert");
+
+    // Assert
+    assert!(upper.created);
+    assert_ne!(
+        upper.user.expect("a user").id,
+        lower.user.expect("a user").id
+    );
+}
+
+#[tokio::test]
+async fn a_unionid_is_backfilled_when_it_first_appears() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    app.upsert("o-backfill", None).await.expect("upsert");
+
+    // Act
+    let response = app.upsert("o-backfill", Some("u-1")).await.expect("upsert");
+
+    // Assert
+    assert_eq!(
+        response.user.expect("a user").unionid.as_deref(),
+        Some("u-1")
+    );
+}
+
+#[tokio::test]
+async fn a_unionid_is_kept_when_a_later_login_has_none() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    app.upsert("o-keep", Some("u-1")).await.expect("upsert");
+
+    // Act
+    let without = app.upsert("o-keep", None).await.expect("upsert");
+    let empty = app.upsert("o-keep", Some("")).await.expect("upsert");
+
+    // Assert
+    assert_eq!(
+        without.user.expect("a user").unionid.as_deref(),
+        Some("u-1")
+    );
+    assert_eq!(empty.user.expect("a user").unionid.as_deref(), Some("u-1"));
+}
+
+/// WeChat never changes a user's unionid; a different one is a caller's bug
+/// and the first value, which other records may point to, stays.
+#[tokio::test]
+async fn the_first_unionid_stays_when_another_one_arrives() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    app.upsert("o-first-wins", Some("u-a"))
+        .await
+        .expect("upsert");
+
+    // Act
+    let response = app
+        .upsert("o-first-wins", Some("u-b"))
+        .await
+        .expect("upsert");
+
+    // Assert
+    assert_eq!(
+        response.user.expect("a user").unionid.as_deref(),
+        Some("u-a")
+    );
+}
+
+#[tokio::test]
+async fn an_empty_unionid_is_stored_as_none() {
+    // Arrange
+    let app = TestApp::spawn().await;
+
+    // Act
+    let response = app.upsert("o-empty-union", Some("")).await.expect("upsert");
+
+    // Assert
+    assert_eq!(response.user.expect("a user").unionid, None);
+}
+
+#[tokio::test]
+async fn a_user_is_found_by_id_and_by_openid() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let registered = app
+        .upsert("o-find-me", Some("u-find-me"))
+        .await
+        .expect("upsert")
+        .user
+        .expect("a user");
+
+    // Act
+    let by_id = app.get_by_id(registered.id).await.expect("by id");
+    let by_openid = app
+        .get_by_openid(APPID, "o-find-me")
+        .await
+        .expect("by openid");
+
+    // Assert
+    assert_eq!(by_id, registered);
+    assert_eq!(by_openid, registered);
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_not_found() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    app.upsert("o-someone", None).await.expect("upsert");
+
+    // Act
+    let by_id = app.get_by_id(999_999).await.expect_err("no such id");
+    let by_openid = app
+        .get_by_openid(APPID, "o-nobody")
+        .await
+        .expect_err("no such openid");
+
+    // Assert
+    for status in [by_id, by_openid] {
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(reason::of(&status), Some(Reason::UserNotFound));
+    }
+}
+
+#[tokio::test]
+async fn malformed_upserts_are_invalid_arguments() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let long = |n: usize| "x".repeat(n);
+    let cases = [
+        ("empty appid", String::new(), "o".to_owned(), None),
+        ("empty openid", APPID.to_owned(), String::new(), None),
+        ("long appid", long(65), "o".to_owned(), None),
+        ("long openid", APPID.to_owned(), long(129), None),
+        (
+            "long unionid",
+            APPID.to_owned(),
+            "o".to_owned(),
+            Some(long(129)),
+        ),
+    ];
+
+    for (case, appid, openid, unionid) in cases {
+        // Act
+        let status = app
+            .client
+            .clone()
+            .upsert_user(UpsertUserRequest {
+                appid,
+                openid,
+                unionid,
+            })
+            .await
+            .expect_err(case);
+
+        // Assert
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}");
+        assert_eq!(reason::of(&status), Some(Reason::InvalidArgument), "{case}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM users", vec![]).await, 0);
+}
+
+#[tokio::test]
+async fn the_longest_values_fit() {
+    // Arrange
+    let app = TestApp::spawn().await;
+
+    // Act
+    let response = app
+        .client
+        .clone()
+        .upsert_user(UpsertUserRequest {
+            appid: "a".repeat(64),
+            openid: "微".repeat(128),
+            unionid: Some("u".repeat(128)),
+        })
+        .await;
+
+    // Assert
+    let user = response.expect("upsert").into_inner().user.expect("a user");
+    assert_eq!(user.openid, "微".repeat(128));
+}
+
+#[tokio::test]
+async fn malformed_lookups_are_invalid_arguments() {
+    // Arrange
+    let app = TestApp::spawn().await;
+
+    // Act
+    let no_key = app
+        .client
+        .clone()
+        .get_user(GetUserRequest { key: None })
+        .await
+        .expect_err("no key");
+    let no_appid = app.get_by_openid("", "o-1").await.expect_err("no appid");
+    let no_openid = app.get_by_openid(APPID, "").await.expect_err("no openid");
+
+    // Assert
+    for status in [no_key, no_appid, no_openid] {
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(reason::of(&status), Some(Reason::InvalidArgument));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_logins_make_one_user() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let mut calls = tokio::task::JoinSet::new();
+
+    // Act
+    for _ in 0..50 {
+        let mut client = app.client.clone();
+        calls.spawn(async move {
+            client
+                .upsert_user(UpsertUserRequest {
+                    appid: APPID.into(),
+                    openid: "o-stampede".into(),
+                    unionid: Some("u-stampede".into()),
+                })
+                .await
+        });
+    }
+    let responses: Vec<_> = calls
+        .join_all()
+        .await
+        .into_iter()
+        .map(|result| result.expect("every upsert succeeds").into_inner())
+        .collect();
+
+    // Assert
+    assert_eq!(responses.len(), 50);
+    assert_eq!(responses.iter().filter(|r| r.created).count(), 1);
+    let ids: HashSet<u64> = responses
+        .iter()
+        .map(|r| r.user.as_ref().expect("a user").id)
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let rows = app
+        .count(
+            "SELECT COUNT(*) FROM users WHERE appid = ? AND openid = ?",
+            vec![APPID.into(), "o-stampede".into()],
+        )
+        .await;
+    assert_eq!(rows, 1);
+    let logins = app
+        .count("SELECT CAST(login_count AS SIGNED) FROM users", vec![])
+        .await;
+    assert_eq!(logins, 50);
+}
+
+#[tokio::test]
+async fn the_health_service_reports_serving() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let mut health = app.health().await;
+
+    // Act
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("check the server");
+    let users = health
+        .check(HealthCheckRequest {
+            service: SERVICE_NAME.into(),
+        })
+        .await
+        .expect("check the user service");
+
+    // Assert
+    assert_eq!(overall.into_inner().status(), ServingStatus::Serving);
+    assert_eq!(users.into_inner().status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_makes_the_service_unavailable() {
+    // Arrange
+    let database = TestDatabase::create().await;
+    let proxy = Proxy::start(upstream_of(&database.url())).await;
+    let url = via(&database.url(), proxy.addr);
+    let app = TestApp::spawn_with(database, url, Duration::from_secs(1)).await;
+    app.upsert("o-before", None)
+        .await
+        .expect("upsert while reachable");
+    let mut health = app.health().await;
+
+    // Act
+    proxy.cut().await;
+    let status = app.upsert("o-during", None).await.expect_err("unreachable");
+
+    // Assert
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(reason::of(&status), Some(Reason::DependencyUnavailable));
+    let mut reported = ServingStatus::Serving;
+    for _ in 0..30 {
+        reported = health
+            .check(HealthCheckRequest {
+                service: SERVICE_NAME.into(),
+            })
+            .await
+            .expect("check the user service")
+            .into_inner()
+            .status();
+        if reported == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(reported, ServingStatus::NotServing);
+}
+
+#[tokio::test]
+async fn the_server_stops_when_asked() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let addr = app.addr;
+
+    // Act
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+
+    // Assert
+    stopped.expect("stops in time").expect("stops cleanly");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

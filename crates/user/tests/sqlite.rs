@@ -1,0 +1,57 @@
+//! The user service on the embedded SQLite backend of the single-process
+//! setup: the same migrations and the same upsert guarantees.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use wxlogin_common::SecretString;
+use wxlogin_proto::user::v1::{UpsertUserRequest, user_service_client::UserServiceClient};
+use wxlogin_user::{Application, Config};
+
+#[tokio::test]
+async fn upserts_on_sqlite_keep_their_guarantees() {
+    drop(tracing_subscriber::fmt().with_test_writer().try_init());
+    let path = std::env::temp_dir().join(format!("wxlogin-user-{}.sqlite3", std::process::id()));
+    let config = Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: SecretString::from(format!("sqlite://{}", path.display())),
+        db_max_connections: 8,
+        db_connect_timeout: Duration::from_secs(5),
+        auth_url: "http://127.0.0.1:9".into(),
+        watermark_max_age: None,
+        redis_url: None,
+        redis_key_prefix: String::new(),
+    };
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let client = UserServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let upsert = |unionid: Option<&str>| {
+        let mut client = client.clone();
+        let request = UpsertUserRequest {
+            appid: "wxa".into(),
+            openid: "o_sqlite".into(),
+            unionid: unionid.map(str::to_owned),
+        };
+        async move { client.upsert_user(request).await.unwrap().into_inner() }
+    };
+
+    let results = join_all((0..20).map(|_| upsert(None))).await;
+    assert_eq!(results.iter().filter(|r| r.created).count(), 1);
+    let id = results[0].user.as_ref().unwrap().id;
+    assert!(results.iter().all(|r| r.user.as_ref().unwrap().id == id));
+
+    let backfilled = upsert(Some("u1")).await;
+    assert!(!backfilled.created);
+    assert_eq!(backfilled.user.unwrap().unionid.as_deref(), Some("u1"));
+    let kept = upsert(None).await;
+    assert_eq!(kept.user.unwrap().unionid.as_deref(), Some("u1"));
+
+    for suffix in ["", "-wal", "-shm"] {
+        drop(std::fs::remove_file(format!("{}{suffix}", path.display())));
+    }
+}

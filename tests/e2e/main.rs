@@ -1,0 +1,12 @@
+//! End-to-end tests: the gateway over HTTP, with the auth and user services,
+//! MariaDB, Redis and the WeChat simulator running on real sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod compose;
+mod errors;
+mod login;
+mod secrets;
+mod sessions;
+mod standalone;
+mod user_data;

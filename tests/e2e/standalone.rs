@@ -1,0 +1,138 @@
+//! The single-process `wxlogin` binary's wiring: with nothing configured it
+//! simulates WeChat and keeps users in SQLite and sessions in memory; given
+//! MySQL and Redis URLs it uses them.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use wxlogin_standalone::{System, banner};
+use wxlogin_testkit::{TestDatabase, TestRedisPrefix};
+
+async fn start(env: HashMap<&'static str, String>) -> (System, reqwest::Client) {
+    let source = move |name: &str| env.get(name).cloned();
+    let system = System::build_from(&source)
+        .await
+        .expect("the system starts");
+    (system, reqwest::Client::new())
+}
+
+/// Mints a code at the simulator's control API and logs in with it.
+async fn login_through(
+    http: &reqwest::Client,
+    system_banner: &str,
+    sim: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+) -> Value {
+    assert!(
+        system_banner.contains(&format!("http://{gateway}")),
+        "{system_banner}"
+    );
+    assert!(system_banner.contains("SIMULATED"), "{system_banner}");
+    let minted: Value = http
+        .post(format!("http://{sim}/sim/codes"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login: Value = http
+        .post(format!("http://{gateway}/v1/login"))
+        .json(&json!({ "code": minted["code"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["user"]["openid"], minted["openid"], "{login}");
+    let me = http
+        .get(format!("http://{gateway}/v1/me"))
+        .bearer_auth(login["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    login
+}
+
+#[tokio::test]
+async fn with_nothing_configured_it_runs_on_sqlite_memory_and_the_simulator() {
+    let path = std::env::temp_dir().join(format!(
+        "{}.sqlite3",
+        wxlogin_testkit::unique_name("wxlogin_standalone")
+    ));
+    let (system, http) = start(HashMap::from([
+        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("SIM_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", format!("sqlite://{}", path.display())),
+    ]))
+    .await;
+    let addresses = system.addresses.clone();
+    assert_eq!(addresses.sessions, "memory://");
+    assert!(addresses.database.starts_with("sqlite://"));
+    let text = banner(&addresses);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(system.run_until_stopped(async {
+        drop(stopped.await);
+    }));
+
+    login_through(
+        &http,
+        &text,
+        addresses.simulator.unwrap(),
+        addresses.gateway,
+    )
+    .await;
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert!(path.exists(), "the users live in the SQLite file");
+    for suffix in ["", "-wal", "-shm"] {
+        drop(std::fs::remove_file(format!("{}{suffix}", path.display())));
+    }
+}
+
+#[tokio::test]
+async fn given_mysql_and_redis_it_uses_them() {
+    let db = TestDatabase::create().await;
+    let redis = TestRedisPrefix::new();
+    let (system, http) = start(HashMap::from([
+        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("SIM_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", db.url()),
+        ("REDIS_URL", redis.url().to_owned()),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+    ]))
+    .await;
+    let addresses = system.addresses.clone();
+    let text = banner(&addresses);
+    tokio::spawn(system.run_until_stopped(std::future::pending()));
+
+    let login = login_through(
+        &http,
+        &text,
+        addresses.simulator.unwrap(),
+        addresses.gateway,
+    )
+    .await;
+
+    let keys = redis.dump().await;
+    assert!(
+        keys.iter().any(|(key, _)| key.contains(":session:")),
+        "{keys:?}"
+    );
+    let conn = sea_orm::Database::connect(db.url()).await.unwrap();
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM users WHERE openid = ?",
+            [login["user"]["openid"].as_str().unwrap().into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The test command: runs every test of the workspace against real MariaDB and
+# Redis. It uses DATABASE_URL / REDIS_URL when they point at running servers;
+# otherwise it starts private MariaDB and Redis instances on free ports from
+# the binaries on this machine (installing Debian's packages when they are
+# missing and it runs as root), and stops them afterwards.
+#
+# It runs the whole workspace's tests with MySQL + Redis, then the end-to-end
+# suite once more on the single-process backends (SQLite + in-process
+# sessions), so that neither rots. Extra arguments go to both `cargo test`
+# runs, e.g. `tests/run.sh login`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/wxlogin-test.XXXXXX")
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
+
+# host and port of a URL such as mysql://root@127.0.0.1:3306/db
+host_port() {
+  local rest=${1#*://}
+  rest=${rest##*@}
+  rest=${rest%%/*}
+  local host=${rest%:*} port=${rest##*:}
+  [ "$host" = "$rest" ] && port=$2
+  printf '%s %s\n' "${host:-127.0.0.1}" "$port"
+}
+
+is_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 30000))
+    is_open 127.0.0.1 "$port" || { echo "$port"; return; }
+  done
+}
+
+wait_open() { # host port what logfile
+  for _ in $(seq 1 300); do
+    is_open "$1" "$2" && return 0
+    sleep 0.1
+  done
+  log "$3 did not start; its log:"
+  cat "$4" >&2 || true
+  exit 1
+}
+
+ensure_packages() { # binary package...
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${*:2} (Debian packages)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${@:2}" >/dev/null
+  else
+    log "$1 is missing: install ${*:2}, or set DATABASE_URL / REDIS_URL to running servers"
+    exit 1
+  fi
+}
+
+if [ -n "${DATABASE_URL:-}" ] && is_open $(host_port "$DATABASE_URL" 3306); then
+  log "using the MySQL server of DATABASE_URL"
+else
+  ensure_packages mariadbd mariadb-server
+  PATH="$PATH:/usr/sbin"
+  port=$(free_port)
+  user=$(id -un)
+  log "starting a private MariaDB on 127.0.0.1:$port"
+  mariadb-install-db --no-defaults --datadir="$work/mysql" --user="$user" \
+    --auth-root-authentication-method=normal --skip-test-db >"$work/mysql-install.log" 2>&1 \
+    || { cat "$work/mysql-install.log" >&2; exit 1; }
+  mariadbd --no-defaults --datadir="$work/mysql" --user="$user" --port="$port" \
+    --bind-address=127.0.0.1 --socket="$work/mysql.sock" --pid-file="$work/mysql.pid" \
+    --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=128M \
+    --max-connections=1000 >"$work/mysql.log" 2>&1 &
+  pids+=($!)
+  wait_open 127.0.0.1 "$port" MariaDB "$work/mysql.log"
+  export DATABASE_URL="mysql://root@127.0.0.1:$port"
+fi
+
+if [ -n "${REDIS_URL:-}" ] && is_open $(host_port "$REDIS_URL" 6379); then
+  log "using the Redis server of REDIS_URL"
+else
+  ensure_packages redis-server redis-server
+  port=$(free_port)
+  log "starting a private Redis on 127.0.0.1:$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$work" >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  wait_open 127.0.0.1 "$port" Redis "$work/redis.log"
+  export REDIS_URL="redis://127.0.0.1:$port"
+fi
+
+# The compose-environment test starts the service binaries themselves.
+cargo build --workspace --bins --locked
+log "the workspace on MySQL + Redis"
+cargo test --workspace --locked --no-fail-fast -- "$@"
+log "the end-to-end suite on SQLite + the in-process session store"
+# --workspace, not -p: the same feature set as above, so nothing is rebuilt.
+WXLOGIN_TEST_BACKEND=embedded cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"

@@ -1,0 +1,450 @@
+//! The end-to-end harness: [`TestApp`] starts the whole system the way it
+//! runs in production, each part on its own port-0 socket: the WeChat
+//! simulator, the user service on a throw-away MySQL database, the auth
+//! service on a private Redis key prefix, and the gateway in front. Tests
+//! then speak HTTP to the gateway, as a mini-program would.
+//!
+//! Every log line of the services is captured (see [`captured_logs`]) so that
+//! tests can assert that no secret ever reaches one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use tokio::{sync::oneshot, task::JoinHandle};
+use tracing_subscriber::{EnvFilter, fmt::MakeWriter, prelude::*};
+use wxlogin_testkit::{TestDatabase, TestRedisPrefix};
+
+use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
+
+pub use wxlogin_wechat_sim::{DEFAULT_APPID, DEFAULT_SECRET, Fault};
+
+/// A second mini-program, for the multi-app tests.
+pub const OTHER_APPID: &str = "wxfedcba9876543210";
+pub const OTHER_SECRET: &str = "sim1secret0123456789abcdef012345";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+static LOGS: OnceLock<Captured> = OnceLock::new();
+
+fn install_log_capture() -> &'static Captured {
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        // Everything our services log, at every level, plus the HTTP and gRPC
+        // request spans. The simulator stands in for WeChat and is not ours.
+        let filter = EnvFilter::new(
+            "info,wxlogin_auth=trace,wxlogin_user=trace,wxlogin_gateway=trace,wxlogin_wechat=trace,\
+             wxlogin_common=trace,tower_http=debug,wxlogin_wechat_sim=off",
+        );
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(captured.clone());
+        drop(
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init(),
+        );
+        captured
+    })
+}
+
+/// Every log line the services of this test binary have written so far.
+pub fn captured_logs() -> String {
+    let captured = install_log_capture();
+    let bytes = captured.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Where users and sessions are kept during a test run: MySQL and Redis
+/// (production), or SQLite and the in-process store (the single-process
+/// setup). `WXLOGIN_TEST_BACKEND=embedded` selects the latter; the test
+/// command runs the end-to-end suite once with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    MysqlRedis,
+    Embedded,
+}
+
+impl Backend {
+    pub fn from_env() -> Backend {
+        match std::env::var("WXLOGIN_TEST_BACKEND").as_deref() {
+            Ok("embedded") => Backend::Embedded,
+            Ok("mysql") | Err(_) => Backend::MysqlRedis,
+            Ok(other) => panic!("WXLOGIN_TEST_BACKEND={other:?}: use mysql or embedded"),
+        }
+    }
+}
+
+/// The test's own database: a throw-away MySQL database or SQLite file.
+pub enum TestDb {
+    Mysql(TestDatabase),
+    Sqlite(TestSqlite),
+}
+
+impl TestDb {
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Mysql(db) => db.url(),
+            TestDb::Sqlite(db) => db.url(),
+        }
+    }
+}
+
+/// A SQLite file removed (with its WAL files) on drop.
+pub struct TestSqlite {
+    path: std::path::PathBuf,
+}
+
+impl TestSqlite {
+    fn create() -> TestSqlite {
+        let name = wxlogin_testkit::unique_name("wxlogin_test");
+        TestSqlite {
+            path: std::env::temp_dir().join(format!("{name}.sqlite3")),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+}
+
+impl Drop for TestSqlite {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            drop(std::fs::remove_file(path));
+        }
+    }
+}
+
+/// Settings a test may change before the system starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub session_ttl_secs: u64,
+    pub session_max_lifetime_secs: u64,
+    pub body_limit: usize,
+    pub wechat_timeout_ms: u64,
+    /// The secret auth sends for the default app (the simulator knows the
+    /// right one); a wrong one provokes 40125.
+    pub secret: String,
+    /// Where auth finds WeChat; `None` is the simulator.
+    pub wechat_base: Option<String>,
+    /// The user service's `WATERMARK_MAX_AGE_SECS`.
+    pub watermark_max_age_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            session_ttl_secs: 3600,
+            session_max_lifetime_secs: 86400,
+            body_limit: 64 * 1024,
+            wechat_timeout_ms: 5000,
+            secret: DEFAULT_SECRET.to_owned(),
+            wechat_base: None,
+            watermark_max_age_secs: 3600,
+        }
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn<F, E>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (stop, stopped) = oneshot::channel();
+        let future = run(stopped);
+        let task = tokio::spawn(async move {
+            if let Err(error) = future.await {
+                panic!("service failed: {error}");
+            }
+        });
+        Running {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("service task");
+    }
+}
+
+/// The whole system, started for one test.
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub sim: RunningSimulator,
+    pub backend: Backend,
+    pub db: TestDb,
+    /// The test's Redis key prefix; `None` with the in-process store.
+    pub redis: Option<TestRedisPrefix>,
+    pub auth_addr: SocketAddr,
+    pub user_addr: SocketAddr,
+    user: Running,
+    auth: Running,
+    gateway: Running,
+}
+
+fn source(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| map.get(name).cloned()
+}
+
+async fn wait_stopped(rx: oneshot::Receiver<()>) {
+    drop(rx.await);
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        install_log_capture();
+        let sim = Simulator::new(SimConfig {
+            apps: vec![
+                (DEFAULT_APPID.to_owned(), DEFAULT_SECRET.to_owned()),
+                (OTHER_APPID.to_owned(), OTHER_SECRET.to_owned()),
+            ],
+            ..SimConfig::default()
+        })
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("start the WeChat simulator");
+        let backend = Backend::from_env();
+        let (db, redis) = match backend {
+            Backend::MysqlRedis => (
+                TestDb::Mysql(TestDatabase::create().await),
+                Some(TestRedisPrefix::new()),
+            ),
+            Backend::Embedded => (TestDb::Sqlite(TestSqlite::create()), None),
+        };
+        let (redis_url, redis_prefix) = match &redis {
+            Some(redis) => (redis.url().to_owned(), redis.prefix().to_owned()),
+            None => (wxlogin_auth::store::MEMORY_URL.to_owned(), String::new()),
+        };
+
+        let auth_config = wxlogin_auth::Config::from_source(&source(HashMap::from([
+            ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
+            ("REDIS_URL", redis_url.clone()),
+            ("REDIS_KEY_PREFIX", redis_prefix.clone()),
+            (
+                "WECHAT_API_BASE",
+                options
+                    .wechat_base
+                    .clone()
+                    .unwrap_or_else(|| sim.base_url()),
+            ),
+            ("WECHAT_TIMEOUT_MS", options.wechat_timeout_ms.to_string()),
+            ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+            ("WECHAT_SECRET", options.secret.clone()),
+            ("WECHAT_APPS", format!("{OTHER_APPID}:{OTHER_SECRET}")),
+            ("SESSION_TTL_SECS", options.session_ttl_secs.to_string()),
+            (
+                "SESSION_MAX_LIFETIME_SECS",
+                options.session_max_lifetime_secs.to_string(),
+            ),
+        ])))
+        .expect("auth config");
+        let auth_app = wxlogin_auth::Application::build(auth_config)
+            .await
+            .expect("start the auth service");
+        let auth_addr = auth_app.local_addr();
+        let auth = Running::spawn(|stopped| auth_app.run_until_stopped(wait_stopped(stopped)));
+
+        let user_config = wxlogin_user::Config::from_source(&source(HashMap::from([
+            ("USER_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATABASE_URL", db.url()),
+            ("DB_MAX_CONNECTIONS", "8".to_owned()),
+            ("AUTH_URL", format!("http://{auth_addr}")),
+            (
+                "WATERMARK_MAX_AGE_SECS",
+                options.watermark_max_age_secs.to_string(),
+            ),
+            ("REDIS_URL", redis_url),
+            ("REDIS_KEY_PREFIX", redis_prefix),
+        ])))
+        .expect("user config");
+        let user_app = wxlogin_user::Application::build(user_config)
+            .await
+            .expect("start the user service");
+        let user_addr = user_app.local_addr();
+        let user = Running::spawn(|stopped| user_app.run_until_stopped(wait_stopped(stopped)));
+
+        let gateway_config = wxlogin_gateway::Config::from_source(&source(HashMap::from([
+            ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+            ("AUTH_URL", format!("http://{auth_addr}")),
+            ("USER_URL", format!("http://{user_addr}")),
+            ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
+        ])))
+        .expect("gateway config");
+        let gateway_app = wxlogin_gateway::Application::build(gateway_config)
+            .await
+            .expect("start the gateway");
+        let base_url = format!("http://{}", gateway_app.local_addr());
+        let gateway =
+            Running::spawn(|stopped| gateway_app.run_until_stopped(wait_stopped(stopped)));
+
+        let app = TestApp {
+            base_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            sim,
+            backend,
+            db,
+            redis,
+            auth_addr,
+            user_addr,
+            user,
+            auth,
+            gateway,
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// Waits until `/readyz` says every service is up (health probes run
+    /// in the background of each service).
+    pub async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if let Ok(response) = self.http.get(self.url("/readyz")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the system did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A fresh wx.login code for a new user of the default app.
+    pub fn mint(&self) -> Minted {
+        self.sim.sim.mint_code(MintCode::default())
+    }
+
+    /// A fresh wx.login code for the given identity.
+    pub fn mint_for(&self, request: MintCode) -> Minted {
+        self.sim.sim.mint_code(request)
+    }
+
+    pub fn simulator(&self) -> &Simulator {
+        &self.sim.sim
+    }
+
+    pub async fn login(&self, code: &str) -> reqwest::Response {
+        self.post_json("/v1/login", &serde_json::json!({ "code": code }))
+            .await
+    }
+
+    /// Logs in with a fresh code and returns the body of the 200 answer.
+    pub async fn login_ok(&self, code: &str) -> serde_json::Value {
+        let response = self.login(code).await;
+        let status = response.status();
+        let body = response.text().await.expect("login body");
+        assert_eq!(status, 200, "login failed: {body}");
+        serde_json::from_str(&body).expect("login JSON")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// A connection to the test's own database.
+    pub async fn database(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(self.db.url())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Stops the user service (and waits until it is gone).
+    pub async fn stop_user_service(&mut self) {
+        self.user.stop().await;
+    }
+
+    /// Stops everything; dropping the app does the same less politely.
+    pub async fn stop(mut self) {
+        self.gateway.stop().await;
+        self.auth.stop().await;
+        self.user.stop().await;
+    }
+}
+
+/// Asserts that `response` is an error with this status and code, and
+/// returns its message.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status(), status, "status for expected {code}");
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message is a string");
+    assert!(!message.is_empty());
+    message.to_owned()
+}
