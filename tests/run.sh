@@ -79,6 +79,7 @@ else
   mariadbd --no-defaults --datadir="$work/mysql" --user="$user" --port="$port" \
     --bind-address=127.0.0.1 --socket="$work/mysql.sock" --pid-file="$work/mysql.pid" \
     --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=128M \
+    --innodb-log-file-size=16M \
     --max-connections=1000 >"$work/mysql.log" 2>&1 &
   pids+=($!)
   wait_open 127.0.0.1 "$port" MariaDB "$work/mysql.log"
@@ -98,8 +99,10 @@ else
   export REDIS_URL="redis://127.0.0.1:$port"
 fi
 
-# The compose-environment test starts the service binaries themselves.
-cargo build --workspace --bins --locked
+# The compose-environment test starts the service binaries themselves. One
+# build of every target, tests included, so that the binaries share the test
+# builds' feature set and nothing is compiled twice (CI's disk is small).
+cargo build --workspace --all-targets --locked
 log "the workspace on MySQL + Redis"
 cargo test --workspace --locked --no-fail-fast -- "$@"
 log "the end-to-end suite on SQLite + the in-process session store"
