@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wxlogin_tests::{Options, TestApp, assert_error};
+use wxlogin_wechat_sim::MintCode;
 
 #[tokio::test]
 async fn me_returns_the_user_of_the_token() {
@@ -176,6 +177,38 @@ async fn health_and_readiness() {
             .filter(|(key, _)| key.contains(":session:"))
             .count();
         assert_eq!(sessions, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_returning_login_answers_the_profile_as_last_stored() {
+    let app = TestApp::spawn().await;
+    let minted = app.mint();
+    let again = || {
+        app.mint_for(MintCode {
+            openid: Some(minted.openid.clone()),
+            ..MintCode::default()
+        })
+    };
+    let first = app.login_ok(&minted.code).await;
+    let token = first["token"].as_str().unwrap().to_owned();
+
+    for name in ["Ann", "Bea"] {
+        let renamed = app
+            .http
+            .put(app.url("/v1/me/profile"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "nickname": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(renamed.status(), 200);
+
+        let login = app.login_ok(&again().code).await;
+
+        assert_eq!(login["created"], false);
+        assert_eq!(login["user"]["id"], first["user"]["id"]);
+        assert_eq!(login["user"]["nickname"], name);
     }
 }
 

@@ -37,6 +37,9 @@ struct LoginOutcome {
     token: Token,
     record: SessionRecord,
     expires_in: Duration,
+    /// The user service's cached copy of the user, read with the session
+    /// write.
+    user: Option<User>,
 }
 
 /// Everything a request needs; cheap to clone.
@@ -146,7 +149,8 @@ impl Auth {
             absolute_expiry_ms: now
                 .saturating_add(u64::try_from(policy.max_lifetime.as_millis()).unwrap_or(u64::MAX)),
         };
-        self.inner
+        let user = self
+            .inner
             .store
             .create(&token, &record, &session.session_key)
             .await
@@ -156,6 +160,7 @@ impl Auth {
             token,
             record,
             expires_in: policy.idle_ttl,
+            user: user.as_deref().and_then(cached_user),
         }))
     }
 }
@@ -232,6 +237,14 @@ fn session(record: &SessionRecord) -> Session {
     }
 }
 
+/// The user service's cached copy of a user, if it decodes; without it the
+/// caller asks the user service.
+fn cached_user(bytes: &[u8]) -> Option<User> {
+    User::decode(bytes)
+        .inspect_err(|error| tracing::warn!(%error, "the cached user does not decode; ignoring it"))
+        .ok()
+}
+
 fn parse_token(raw: &str) -> Result<Token, AuthError> {
     Token::parse(raw).ok_or(AuthError::InvalidToken)
 }
@@ -252,6 +265,7 @@ impl AuthService for Auth {
             token: outcome.token.expose().to_owned(),
             expires_in: outcome.expires_in.as_secs(),
             session: Some(session(&outcome.record)),
+            user: outcome.user.clone(),
         }))
     }
 
@@ -261,13 +275,7 @@ impl AuthService for Auth {
         request: Request<ValidateSessionRequest>,
     ) -> Result<Response<ValidateSessionResponse>, Status> {
         let live = self.live_session(&request.get_ref().token).await?;
-        let user = live.user.as_deref().and_then(|bytes| match User::decode(bytes) {
-            Ok(user) => Some(user),
-            Err(error) => {
-                tracing::warn!(%error, "the cached user does not decode; the gateway will ask the user service");
-                None
-            }
-        });
+        let user = live.user.as_deref().and_then(cached_user);
         Ok(Response::new(ValidateSessionResponse {
             user,
             session: Some(session(&live.record)),

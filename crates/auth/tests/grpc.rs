@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
+use prost::Message;
 use tonic::Code;
 use wxlogin_auth::{Application, Config};
 use wxlogin_proto::{
@@ -12,6 +13,7 @@ use wxlogin_proto::{
         ValidateSessionRequest, auth_service_client::AuthServiceClient,
     },
     reason::{self, Reason},
+    user::v1::User,
 };
 use wxlogin_testkit::TestRedisPrefix;
 use wxlogin_wechat_sim::{
@@ -110,6 +112,63 @@ async fn login_validate_logout() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(reason::of(&status), Some(Reason::InvalidToken));
+}
+
+#[tokio::test]
+async fn a_login_brings_the_user_services_cached_copy_of_the_user() {
+    let h = start().await;
+    let openid = h.sim.sim.mint_code(MintCode::default()).openid;
+    // A login of that user with a fresh code: its answer's `user`.
+    let login = || {
+        let code = h
+            .sim
+            .sim
+            .mint_code(MintCode {
+                openid: Some(openid.clone()),
+                ..MintCode::default()
+            })
+            .code;
+        let mut client = h.client.clone();
+        async move {
+            let request = LoginRequest {
+                appid: String::new(),
+                code,
+            };
+            client.login(request).await.unwrap().into_inner().user
+        }
+    };
+    let key = format!("{}user:{DEFAULT_APPID}:{openid}", h._redis.prefix());
+    let mut conn = redis::Client::open(h._redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut put_copy = async |bytes: Vec<u8>| {
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(bytes)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+
+    // No copy yet: a new user.
+    assert_eq!(login().await, None);
+
+    // The user service's copy, where it writes it.
+    let copy = User {
+        id: 7,
+        appid: DEFAULT_APPID.into(),
+        openid: openid.clone(),
+        nickname: Some("Ann".into()),
+        ..User::default()
+    };
+    put_copy(copy.encode_to_vec()).await;
+    assert_eq!(login().await, Some(copy));
+
+    // A copy that does not decode is no copy.
+    put_copy(b"not a user".to_vec()).await;
+    assert_eq!(login().await, None);
 }
 
 #[tokio::test]

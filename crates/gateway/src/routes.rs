@@ -174,6 +174,7 @@ async fn login(
                 appid: session.appid,
                 openid: session.openid,
                 unionid: session.unionid,
+                cached: login.user,
             },
         ))
         .await;

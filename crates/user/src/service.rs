@@ -82,22 +82,19 @@ impl UserApi {
 
     /// A returning user, whose data the login did not change: the cached
     /// copy when it is current, else the row (and the copy gets it).
-    async fn returning(
-        &self,
-        id: i64,
-        appid: &str,
-        openid: &str,
-        unionid: Option<&str>,
-    ) -> Result<User, Error> {
+    async fn returning(&self, login: Returning<'_>, cached: Option<User>) -> Result<User, Error> {
+        // The caller's copy (auth read it with the session write), else this
+        // service's own read of the cache, else the row.
+        if let Some(user) = cached.filter(|user| login.holds(user)) {
+            return Ok(user);
+        }
         if let Some(cache) = &self.cache
-            && let Some(user) = cache.get(appid, openid).await
-            && u64::try_from(id).is_ok_and(|id| id == user.id)
-            // The login may have backfilled the unionid the copy lacks.
-            && (unionid.is_none() || user.unionid.is_some())
+            && let Some(user) = cache.get(login.appid, login.openid).await
+            && login.holds(&user)
         {
             return Ok(user);
         }
-        Ok(self.written(self.repo.row(id).await?).await)
+        Ok(self.written(self.repo.row(login.id).await?).await)
     }
 
     /// The message for `user`, after a write: the shared cache gets it too.
@@ -232,7 +229,15 @@ impl UserApi {
 
         let (user, created) = match self.repo.upsert(appid, openid, unionid).await? {
             Upserted::Row { user, created } => (self.written(*user).await, created),
-            Upserted::Existing { id } => (self.returning(id, appid, openid, unionid).await?, false),
+            Upserted::Existing { id } => {
+                let returning = Returning {
+                    id,
+                    appid,
+                    openid,
+                    unionid,
+                };
+                (self.returning(returning, request.cached).await?, false)
+            }
         };
 
         span.record("user_id", user.id);
@@ -514,6 +519,25 @@ fn from_auth(status: Status) -> Status {
                 "the session store is unavailable, try again later",
             )
         }
+    }
+}
+
+/// A login of a user who was already registered, as its upsert left the row.
+struct Returning<'a> {
+    id: i64,
+    appid: &'a str,
+    openid: &'a str,
+    unionid: Option<&'a str>,
+}
+
+impl Returning<'_> {
+    /// Whether a cached copy is this user as the upsert left them.
+    fn holds(&self, user: &User) -> bool {
+        u64::try_from(self.id).is_ok_and(|id| id == user.id)
+            && user.appid == self.appid
+            && user.openid == self.openid
+            // The login may have backfilled the unionid the copy lacks.
+            && (self.unionid.is_none() || user.unionid.is_some())
     }
 }
 

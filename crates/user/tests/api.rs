@@ -9,7 +9,7 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use wxlogin_proto::{
     reason::{self, Reason},
-    user::v1::{GetUserRequest, UpsertUserRequest, user_service_server::SERVICE_NAME},
+    user::v1::{GetUserRequest, UpsertUserRequest, User, user_service_server::SERVICE_NAME},
 };
 use wxlogin_testkit::TestDatabase;
 
@@ -71,6 +71,7 @@ async fn the_same_openid_in_another_app_is_another_user() {
             appid: "wx-other-app".into(),
             openid: "o-shared".into(),
             unionid: None,
+            cached: None,
         })
         .await
         .expect("upsert")
@@ -171,6 +172,74 @@ async fn an_empty_unionid_is_stored_as_none() {
 }
 
 #[tokio::test]
+async fn a_returning_login_answers_the_callers_copy_only_when_it_is_current() {
+    // Arrange: a registered user, and copies of them as a caller may hold.
+    let app = TestApp::spawn().await;
+    let registered = app
+        .upsert("o-copy", None)
+        .await
+        .expect("first upsert")
+        .user
+        .expect("a user");
+    let copy = |edit: &dyn Fn(&mut User)| {
+        let mut user = User {
+            nickname: Some("from the copy".into()),
+            ..registered.clone()
+        };
+        edit(&mut user);
+        user
+    };
+    let login = |unionid: Option<&str>, cached: User| UpsertUserRequest {
+        appid: APPID.into(),
+        openid: "o-copy".into(),
+        unionid: unionid.map(str::to_owned),
+        cached: Some(cached),
+    };
+    let cases = [
+        ("current copy", login(None, copy(&|_| {})), true),
+        ("another id", login(None, copy(&|u| u.id += 1)), false),
+        (
+            "another openid",
+            login(None, copy(&|u| u.openid = "o-other".into())),
+            false,
+        ),
+        (
+            "another app",
+            login(None, copy(&|u| u.appid = "wx-other".into())),
+            false,
+        ),
+        // This login backfills the unionid, which the copy lacks.
+        (
+            "copy without the new unionid",
+            login(Some("u-copy"), copy(&|_| {})),
+            false,
+        ),
+    ];
+
+    for (case, request, answered) in cases {
+        // Act
+        let response = app
+            .client
+            .clone()
+            .upsert_user(request)
+            .await
+            .expect(case)
+            .into_inner();
+
+        // Assert
+        assert!(!response.created, "{case}");
+        let user = response.user.expect("a user");
+        assert_eq!(user.id, registered.id, "{case}");
+        assert_eq!(user.openid, "o-copy", "{case}");
+        assert_eq!(user.appid, APPID, "{case}");
+        let expected = answered.then(|| "from the copy".to_owned());
+        assert_eq!(user.nickname, expected, "{case}");
+    }
+    let backfilled = app.get_by_id(registered.id).await.expect("the user");
+    assert_eq!(backfilled.unionid.as_deref(), Some("u-copy"));
+}
+
+#[tokio::test]
 async fn a_user_is_found_by_id_and_by_openid() {
     // Arrange
     let app = TestApp::spawn().await;
@@ -240,6 +309,7 @@ async fn malformed_upserts_are_invalid_arguments() {
                 appid,
                 openid,
                 unionid,
+                cached: None,
             })
             .await
             .expect_err(case);
@@ -264,6 +334,7 @@ async fn the_longest_values_fit() {
             appid: "a".repeat(64),
             openid: "微".repeat(128),
             unionid: Some("u".repeat(128)),
+            cached: None,
         })
         .await;
 
@@ -309,6 +380,7 @@ async fn concurrent_first_logins_make_one_user() {
                     appid: APPID.into(),
                     openid: "o-stampede".into(),
                     unionid: Some("u-stampede".into()),
+                    cached: None,
                 })
                 .await
         });

@@ -36,6 +36,7 @@ async fn upserts_on_sqlite_keep_their_guarantees() {
             appid: "wxa".into(),
             openid: "o_sqlite".into(),
             unionid: unionid.map(str::to_owned),
+            cached: None,
         };
         async move { client.upsert_user(request).await.unwrap().into_inner() }
     };

@@ -154,17 +154,21 @@ impl SessionStore {
     }
 
     /// Stores the user's latest session_key and opens a session, atomically.
+    /// Answers the user service's cached copy of the session's user (encoded
+    /// `wxlogin.user.v1.User`), read in the same round trip, when the store
+    /// is Redis and the copy exists: the login passes it on to the user
+    /// service, which then needs no read of its own.
     pub async fn create(
         &self,
         token: &Token,
         record: &SessionRecord,
         session_key: &SessionKey,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             SessionStore::Redis(store) => store.create(token, record, session_key).await,
             SessionStore::Memory(store) => {
                 store.create(token, record, session_key);
-                Ok(())
+                Ok(None)
             }
         }
     }

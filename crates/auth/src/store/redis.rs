@@ -76,21 +76,27 @@ impl RedisStore {
         format!("{}session:{}", self.prefix, token.digest())
     }
 
+    /// The user service's cached copy of a user (`wxlogin_user::cache::key`).
+    fn user_key(&self, appid: &str, openid: &str) -> String {
+        format!("{}user:{appid}:{openid}", self.prefix)
+    }
+
     fn session_key_key(&self, appid: &str, openid: &str) -> String {
         format!("{}session_key:{appid}:{openid}", self.prefix)
     }
 
     /// Stores the user's latest session_key and opens a session, in one
-    /// atomic round trip.
+    /// atomic round trip, which also reads the user service's cached copy of
+    /// the user (see [`SessionStore::create`](super::SessionStore::create)).
     pub async fn create(
         &self,
         token: &Token,
         record: &SessionRecord,
         session_key: &SessionKey,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let body = serde_json::to_string(record)?;
         let mut conn = self.conn.clone();
-        redis::pipe()
+        let (user,): (Option<Vec<u8>>,) = redis::pipe()
             .atomic()
             .set_ex(
                 self.session_key_key(&record.appid, &record.openid),
@@ -104,9 +110,10 @@ impl RedisStore {
                 self.policy.idle_ttl.as_secs(),
             )
             .ignore()
-            .query_async::<()>(&mut conn)
+            .get(self.user_key(&record.appid, &record.openid))
+            .query_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(user)
     }
 
     /// The session `token` names, if it is live; using it starts its idle

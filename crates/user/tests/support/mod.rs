@@ -102,6 +102,7 @@ impl TestApp {
                 appid: APPID.into(),
                 openid: openid.into(),
                 unionid: unionid.map(str::to_owned),
+                cached: None,
             })
             .await
             .map(tonic::Response::into_inner)
