@@ -10,7 +10,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use sea_orm::{
     DatabaseConnection, SqlxMySqlConnector, SqlxSqliteConnector,
     sqlx::{
-        ConnectOptions as _,
+        ConnectOptions as _, Connection as _,
         mysql::{MySqlConnectOptions, MySqlPoolOptions},
         sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
     },
@@ -171,13 +171,40 @@ async fn connect(
     }
     // sqlx's parse errors describe the problem without quoting the URL.
     let options: MySqlConnectOptions = url.parse().map_err(Error::Connect)?;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(timeout)
+    let pool = mysql_pool_options(max_connections, timeout)
         .connect_with(options.disable_statement_logging())
         .await
         .map_err(Error::Connect)?;
     Ok(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
+}
+
+/// A connection that was idle this long is pinged before it is used again.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+
+/// The options of the service's MySQL pool (the benchmark's MySQL floor uses
+/// the same).
+///
+/// sqlx pings every connection when it goes back to the pool, and by default
+/// again when it is taken out: two extra round trips per statement, which
+/// cost a login a fifth of its CPU (`wxlogin-bench`: 472-486 µs per
+/// returning login without the ping on taking, 548-594 µs with it). A
+/// connection is pinged when taken only after `PING_AFTER_IDLE` unused, so
+/// one that MySQL dropped in a quiet period is replaced, not used; one that
+/// breaks while busy (MySQL restarted) fails its next statement once (the
+/// client sees 503) and is closed.
+pub fn mysql_pool_options(max_connections: u32, acquire_timeout: Duration) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// An embedded SQLite database, for the single-process setup: the file is

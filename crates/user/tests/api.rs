@@ -476,6 +476,43 @@ async fn an_unreachable_database_makes_the_service_unavailable() {
 }
 
 #[tokio::test]
+async fn connections_mysql_dropped_fail_once_at_most_and_are_replaced() {
+    // Arrange: a few pooled connections, then MySQL's side of them gone.
+    let database = TestDatabase::create().await;
+    let proxy = Proxy::start(upstream_of(&database.url())).await;
+    let url = via(&database.url(), proxy.addr);
+    let app = TestApp::spawn_with(database, url, Duration::from_secs(5)).await;
+    let openids: Vec<String> = (0..8).map(|i| format!("o-pool-{i}")).collect();
+    for result in futures::future::join_all(openids.iter().map(|o| app.upsert(o, None))).await {
+        result.expect("upsert while connected");
+    }
+    let dropped = proxy.drop_connections().await;
+    assert!(dropped > 0);
+
+    // Act: one login after another.
+    let mut failed = 0;
+    for openid in openids.iter().cycle().take(dropped + 4) {
+        if let Err(status) = app.upsert(openid, None).await {
+            // Assert: a dead connection costs one clean "unavailable".
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert_eq!(reason::of(&status), Some(Reason::DependencyUnavailable));
+            failed += 1;
+        }
+    }
+
+    // Assert: never more failures than dead connections, and then the pool
+    // works again.
+    assert!(
+        failed <= dropped,
+        "{failed} failures, {dropped} connections"
+    );
+    for openid in &openids {
+        let again = app.upsert(openid, None).await.expect("upsert after");
+        assert!(!again.created);
+    }
+}
+
+#[tokio::test]
 async fn the_server_stops_when_asked() {
     // Arrange
     let app = TestApp::spawn().await;

@@ -22,10 +22,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, SqlxMySqlConnector, Statement,
-    sqlx::{
-        ConnectOptions as _,
-        mysql::{MySqlConnectOptions, MySqlPoolOptions},
-    },
+    sqlx::{ConnectOptions as _, mysql::MySqlConnectOptions},
 };
 use wxlogin_common::SecretString;
 use wxlogin_user::config::{DEFAULT_DB_CONNECT_TIMEOUT_SECS, DEFAULT_DB_MAX_CONNECTIONS};
@@ -193,12 +190,13 @@ pub async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
 /// A pool built as the user service builds its own.
 async fn mysql_pool(url: &str) -> anyhow::Result<DatabaseConnection> {
     let options: MySqlConnectOptions = url.parse().context("the MySQL URL is not valid")?;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(DEFAULT_DB_MAX_CONNECTIONS)
-        .acquire_timeout(Duration::from_secs(DEFAULT_DB_CONNECT_TIMEOUT_SECS))
-        .connect_with(options.disable_statement_logging())
-        .await
-        .context("cannot connect to MySQL")?;
+    let pool = wxlogin_user::mysql_pool_options(
+        DEFAULT_DB_MAX_CONNECTIONS,
+        Duration::from_secs(DEFAULT_DB_CONNECT_TIMEOUT_SECS),
+    )
+    .connect_with(options.disable_statement_logging())
+    .await
+    .context("cannot connect to MySQL")?;
     Ok(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
 }
 

@@ -195,6 +195,17 @@ impl Proxy {
         }
     }
 
+    /// Closes every proxied connection, as a restarted MySQL server would,
+    /// and answers how many there were; new connections still get through.
+    pub async fn drop_connections(&self) -> usize {
+        let mut tasks = self.tasks.lock().await;
+        let open = tasks.iter().filter(|task| !task.is_finished()).count();
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        open
+    }
+
     /// Closes the listener and every proxied connection.
     pub async fn cut(&self) {
         self.accept.abort();
