@@ -4,14 +4,13 @@ mod support;
 
 use std::{collections::HashSet, time::Duration};
 
-use support::{APPID, Proxy, TestApp, upstream_of, via};
+use support::{APPID, TestApp};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use wxlogin_proto::{
     reason::{self, Reason},
     user::v1::{GetUserRequest, UpsertUserRequest, User, user_service_server::SERVICE_NAME},
 };
-use wxlogin_testkit::TestDatabase;
 
 #[tokio::test]
 async fn the_first_upsert_registers_the_user() {
@@ -441,10 +440,7 @@ async fn the_health_service_reports_serving() {
 #[tokio::test]
 async fn an_unreachable_database_makes_the_service_unavailable() {
     // Arrange
-    let database = TestDatabase::create().await;
-    let proxy = Proxy::start(upstream_of(&database.url())).await;
-    let url = via(&database.url(), proxy.addr);
-    let app = TestApp::spawn_with(database, url, Duration::from_secs(1)).await;
+    let (app, proxy) = TestApp::behind_proxy(Duration::from_secs(1)).await;
     app.upsert("o-before", None)
         .await
         .expect("upsert while reachable");
@@ -478,10 +474,7 @@ async fn an_unreachable_database_makes_the_service_unavailable() {
 #[tokio::test]
 async fn connections_mysql_dropped_fail_once_at_most_and_are_replaced() {
     // Arrange: a few pooled connections, then MySQL's side of them gone.
-    let database = TestDatabase::create().await;
-    let proxy = Proxy::start(upstream_of(&database.url())).await;
-    let url = via(&database.url(), proxy.addr);
-    let app = TestApp::spawn_with(database, url, Duration::from_secs(5)).await;
+    let (app, proxy) = TestApp::behind_proxy(Duration::from_secs(5)).await;
     let openids: Vec<String> = (0..8).map(|i| format!("o-pool-{i}")).collect();
     for result in futures::future::join_all(openids.iter().map(|o| app.upsert(o, None))).await {
         result.expect("upsert while connected");

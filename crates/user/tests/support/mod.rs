@@ -72,6 +72,15 @@ impl TestApp {
         }
     }
 
+    /// Starts the service on a fresh database that it reaches through a
+    /// proxy the test can cut.
+    pub async fn behind_proxy(timeout: Duration) -> (TestApp, Proxy) {
+        let database = TestDatabase::create().await;
+        let proxy = Proxy::start(upstream_of(&database.url())).await;
+        let url = via(&database.url(), proxy.addr);
+        (TestApp::spawn_with(database, url, timeout).await, proxy)
+    }
+
     /// A client of the gRPC health service on the same server.
     pub async fn health(&self) -> HealthClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
