@@ -186,7 +186,7 @@ pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 ///
 /// sqlx pings every connection when it goes back to the pool, and by default
 /// again when it is taken out: two extra round trips per statement, which
-/// cost a login a fifth of its CPU (`wxlogin-bench`: 472-486 µs per
+/// cost a login a fifth of its CPU (`wxlogin-bench`: 476-495 µs per
 /// returning login without the ping on taking, 548-594 µs with it). A
 /// connection is pinged when taken only after `PING_AFTER_IDLE` unused, so
 /// one that MySQL dropped in a quiet period is replaced, not used; one that
