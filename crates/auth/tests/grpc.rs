@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use prost::Message;
 use tonic::Code;
 use wxlogin_auth::{Application, Config};
+use wxlogin_common::user_copy;
 use wxlogin_proto::{
     auth::v1::{
         GetPhoneNumberRequest, GetSessionKeyRequest, LoginRequest, LogoutRequest,
@@ -137,7 +138,7 @@ async fn a_login_brings_the_user_services_cached_copy_of_the_user() {
             client.login(request).await.unwrap().into_inner().user
         }
     };
-    let key = format!("{}user:{DEFAULT_APPID}:{openid}", h._redis.prefix());
+    let key = user_copy::key(h._redis.prefix(), DEFAULT_APPID, &openid);
     let mut conn = redis::Client::open(h._redis.url())
         .unwrap()
         .get_multiplexed_async_connection()

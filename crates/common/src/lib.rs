@@ -10,6 +10,7 @@ pub mod request_id;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod user_copy;
 
 pub use secrecy::{ExposeSecret, SecretString};
 

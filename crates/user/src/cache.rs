@@ -20,10 +20,7 @@ use wxlogin_proto::user::v1::User;
 /// How long a copy lives after its last write.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The key of a user's copy; the auth service computes the same.
-pub fn key(prefix: &str, appid: &str, openid: &str) -> String {
-    format!("{prefix}user:{appid}:{openid}")
-}
+pub use wxlogin_common::user_copy::key;
 
 #[derive(Clone)]
 pub struct UserCache {

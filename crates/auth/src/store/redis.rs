@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use redis::{AsyncCommands, aio::ConnectionManager, aio::ConnectionManagerConfig};
-use wxlogin_common::{ExposeSecret, SecretString};
+use wxlogin_common::{ExposeSecret, SecretString, user_copy};
 use wxlogin_wechat::SessionKey;
 
 use super::{CachedToken, LiveSession, SessionRecord, StoreError, now_unix_ms};
@@ -76,11 +76,6 @@ impl RedisStore {
         format!("{}session:{}", self.prefix, token.digest())
     }
 
-    /// The user service's cached copy of a user (`wxlogin_user::cache::key`).
-    fn user_key(&self, appid: &str, openid: &str) -> String {
-        format!("{}user:{appid}:{openid}", self.prefix)
-    }
-
     fn session_key_key(&self, appid: &str, openid: &str) -> String {
         format!("{}session_key:{appid}:{openid}", self.prefix)
     }
@@ -110,7 +105,7 @@ impl RedisStore {
                 self.policy.idle_ttl.as_secs(),
             )
             .ignore()
-            .get(self.user_key(&record.appid, &record.openid))
+            .get(user_copy::key(&self.prefix, &record.appid, &record.openid))
             .query_async(&mut conn)
             .await?;
         Ok(user)
@@ -128,7 +123,7 @@ impl RedisStore {
         let found: Option<Vec<Vec<u8>>> = TOUCH
             .key(&key)
             .arg(self.policy.idle_ttl.as_secs())
-            .arg(format!("{}user:", self.prefix))
+            .arg(user_copy::key_prefix(&self.prefix))
             .invoke_async(&mut conn)
             .await?;
         let Some(mut found) = found.filter(|found| !found.is_empty()) else {
