@@ -70,19 +70,6 @@ impl UserCache {
         }
     }
 
-    /// The cached copy of (appid, openid), if there is one and it decodes.
-    pub async fn get(&self, appid: &str, openid: &str) -> Option<User> {
-        let mut conn = self.conn.clone();
-        let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(key(&self.prefix, appid, openid))
-            .query_async(&mut conn)
-            .await
-            .map_err(|error| tracing::debug!(%error, "could not read the cached user"))
-            .ok()
-            .flatten();
-        User::decode(bytes?.as_slice()).ok()
-    }
-
     /// After a lookup that the cache may lack: adds the copy if there is none.
     pub async fn looked_up(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);

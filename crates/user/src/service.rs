@@ -80,21 +80,15 @@ impl UserApi {
         }
     }
 
-    /// A returning user, whose data the login did not change: the cached
-    /// copy when it is current, else the row (and the copy gets it).
+    /// A returning user: the caller's cached copy when it is current, else
+    /// the row (and the copy gets it). The caller's copy is the cache's
+    /// content as auth read it in this very login, so reading the cache
+    /// again could only find the same.
     async fn returning(&self, login: Returning<'_>, cached: Option<User>) -> Result<User, Error> {
-        // The caller's copy (auth read it with the session write), else this
-        // service's own read of the cache, else the row.
-        if let Some(user) = cached.filter(|user| login.holds(user)) {
-            return Ok(user);
+        match cached.filter(|user| login.holds(user)) {
+            Some(user) => Ok(user),
+            None => Ok(self.written(self.repo.row(login.id).await?).await),
         }
-        if let Some(cache) = &self.cache
-            && let Some(user) = cache.get(login.appid, login.openid).await
-            && login.holds(&user)
-        {
-            return Ok(user);
-        }
-        Ok(self.written(self.repo.row(login.id).await?).await)
     }
 
     /// The message for `user`, after a write: the shared cache gets it too.
