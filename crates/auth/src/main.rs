@@ -2,8 +2,7 @@ use std::process::ExitCode;
 
 use wxlogin_auth::{Application, Config};
 
-// mimalloc instead of glibc's malloc: 12-18% less CPU per `GET /v1/me` in
-// the gateway and auth (`cargo run --release -p wxlogin-bench`), for ~12 MiB RSS.
+// The services' allocator: why, beside `mimalloc` in the workspace Cargo.toml.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

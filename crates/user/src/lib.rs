@@ -179,7 +179,7 @@ async fn connect(
 }
 
 /// A connection that was idle this long is pinged before it is used again.
-pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// The options of the service's MySQL pool (the benchmark's MySQL floor uses
 /// the same).
