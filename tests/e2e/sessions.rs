@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 use wxlogin_tests::{Options, TestApp, assert_error};
 use wxlogin_wechat_sim::MintCode;
 
@@ -195,13 +196,13 @@ async fn a_returning_login_answers_the_profile_as_last_stored() {
 
     for name in ["Ann", "Bea"] {
         let renamed = app
-            .http
-            .put(app.url("/v1/me/profile"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "nickname": name }))
-            .send()
-            .await
-            .unwrap();
+            .json_with_token(
+                Method::PUT,
+                "/v1/me/profile",
+                &token,
+                &json!({ "nickname": name }),
+            )
+            .await;
         assert_eq!(renamed.status(), 200);
 
         let login = app.login_ok(&again().code).await;
@@ -220,13 +221,10 @@ async fn me_is_fresh_and_with_redis_needs_neither_the_user_service_nor_mysql() {
         .as_str()
         .unwrap()
         .to_owned();
-    let rename = |name: &'static str| {
-        let request = app
-            .http
-            .put(app.url("/v1/me/profile"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "nickname": name }));
-        async move { request.send().await.unwrap() }
+    let rename = async |name: &'static str| {
+        let body = json!({ "nickname": name });
+        app.json_with_token(Method::PUT, "/v1/me/profile", &token, &body)
+            .await
     };
     let nickname = |app: &TestApp| {
         let request = app.http.get(app.url("/v1/me")).bearer_auth(&token);

@@ -1,5 +1,6 @@
 //! Encrypted user data, profile and phone number, end to end.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use wxlogin_proto::user::v1::{ListUsersByUnionidRequest, user_service_client::UserServiceClient};
 use wxlogin_tests::{OTHER_APPID, Options, TestApp, assert_error};
@@ -37,13 +38,7 @@ fn sealed_body(sealed: &Sealed) -> Value {
 }
 
 async fn post(app: &TestApp, path: &str, token: &str, body: &Value) -> reqwest::Response {
-    app.http
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    app.json_with_token(Method::POST, path, token, body).await
 }
 
 #[tokio::test]
@@ -324,13 +319,9 @@ async fn a_key_wechat_replaced_behind_our_back_is_stale_too() {
 async fn users_fill_in_their_own_profile() {
     let app = TestApp::spawn().await;
     let (minted, token) = logged_in(&app).await;
-    let put = |body: Value| {
-        let request = app
-            .http
-            .put(app.url("/v1/me/profile"))
-            .bearer_auth(&token)
-            .json(&body);
-        async move { request.send().await.unwrap() }
+    let put = async |body: Value| {
+        app.json_with_token(Method::PUT, "/v1/me/profile", &token, &body)
+            .await
     };
 
     let body: Value = put(json!({ "nickname": "小明", "avatar_url": "https://example.com/a.png" }))

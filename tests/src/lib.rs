@@ -407,6 +407,23 @@ impl TestApp {
             .expect("GET")
     }
 
+    /// A `method` request with a bearer token and a JSON body.
+    pub async fn json_with_token(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn post_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.http
             .post(self.url(path))
