@@ -514,9 +514,10 @@ async fn one_unionid_links_a_person_across_mini_programs() {
         200
     );
 
-    let mut users = UserServiceClient::connect(format!("http://{}", app.user_addr))
-        .await
-        .unwrap();
+    let mut users = UserServiceClient::new(wxlogin_testkit::credential::channel(
+        app.user_addr,
+        wxlogin_testkit::credential::Credential::internal(),
+    ));
     let linked = users
         .list_users_by_unionid(ListUsersByUnionidRequest {
             unionid: "oUnion_shared_person".into(),

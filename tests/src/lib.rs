@@ -19,7 +19,10 @@ use std::{
 
 use tokio::{sync::oneshot, task::JoinHandle};
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter, prelude::*};
-use wxlogin_testkit::{TestDatabase, TestRedisPrefix};
+use wxlogin_testkit::{
+    TestDatabase, TestRedisPrefix,
+    credential::{INTERNAL_SECRET, INTERNAL_USER_SECRET},
+};
 
 use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
 
@@ -278,6 +281,8 @@ impl TestApp {
             ("WECHAT_SECRET", options.secret.clone()),
             ("WECHAT_APPS", format!("{OTHER_APPID}:{OTHER_SECRET}")),
             ("SESSION_TTL_SECS", options.session_ttl_secs.to_string()),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
             (
                 "SESSION_MAX_LIFETIME_SECS",
                 options.session_max_lifetime_secs.to_string(),
@@ -301,6 +306,8 @@ impl TestApp {
             ),
             ("REDIS_URL", redis_url),
             ("REDIS_KEY_PREFIX", redis_prefix),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
         ])))
         .expect("user config");
         let user_app = wxlogin_user::Application::build(user_config)
@@ -314,6 +321,7 @@ impl TestApp {
             ("AUTH_URL", format!("http://{auth_addr}")),
             ("USER_URL", format!("http://{user_addr}")),
             ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ])))
         .expect("gateway config");
         let gateway_app = wxlogin_gateway::Application::build(gateway_config)

@@ -3,8 +3,9 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use wxlogin_common::{
-    SecretString,
+    ExposeSecret, SecretString,
     config::{ConfigError, Env, Source, optional, parsed},
+    grpc,
 };
 use wxlogin_wechat::{AppCredentials, ClientConfig};
 
@@ -100,6 +101,12 @@ pub struct Config {
     pub apps: Apps,
     /// `SESSION_TTL_SECS`, `SESSION_MAX_LIFETIME_SECS`.
     pub sessions: SessionPolicy,
+    /// `INTERNAL_SECRET`: what the gateway and other internal callers
+    /// present.
+    pub internal_secret: SecretString,
+    /// `INTERNAL_USER_SECRET`: what the user service presents; the only
+    /// credential session keys are answered to.
+    pub internal_user_secret: SecretString,
 }
 
 impl Config {
@@ -131,6 +138,14 @@ impl Config {
             return Err(ConfigError::invalid("WECHAT_TIMEOUT_MS", "must be above 0"));
         }
         let apps = Apps::new(app_pairs(source)?)?;
+        let internal_secret = grpc::secret(source, grpc::INTERNAL_SECRET)?;
+        let internal_user_secret = grpc::secret(source, grpc::INTERNAL_USER_SECRET)?;
+        if internal_secret.expose_secret() == internal_user_secret.expose_secret() {
+            return Err(ConfigError::invalid(
+                grpc::INTERNAL_USER_SECRET,
+                "must differ from INTERNAL_SECRET: only the user service may read session keys",
+            ));
+        }
 
         let default_policy = SessionPolicy::default();
         let idle = parsed(
@@ -162,6 +177,8 @@ impl Config {
                 idle_ttl: Duration::from_secs(idle),
                 max_lifetime: Duration::from_secs(max),
             },
+            internal_secret,
+            internal_user_secret,
         })
     }
 }
@@ -217,10 +234,44 @@ fn app_pairs(source: &dyn Source) -> Result<Vec<(String, SecretString)>, ConfigE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wxlogin_common::ExposeSecret;
 
+    const INTERNAL: &str = "internal-secret-0123456789abcdef0123";
+    const USER: &str = "user-secret-0123456789abcdef01234567";
+
+    /// `pairs` over a configuration that has the internal secrets.
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_source(&wxlogin_common::config::Map::new(pairs))
+        let mut all = vec![
+            (grpc::INTERNAL_SECRET, INTERNAL),
+            (grpc::INTERNAL_USER_SECRET, USER),
+        ];
+        all.extend_from_slice(pairs);
+        Config::from_source(&wxlogin_common::config::Map::new(&all))
+    }
+
+    #[test]
+    fn internal_secrets_are_required_long_and_distinct() {
+        for (pairs, variable) in [
+            (&[(grpc::INTERNAL_SECRET, "")][..], grpc::INTERNAL_SECRET),
+            (
+                &[(grpc::INTERNAL_USER_SECRET, "short")][..],
+                grpc::INTERNAL_USER_SECRET,
+            ),
+            (
+                &[(grpc::INTERNAL_USER_SECRET, INTERNAL)][..],
+                grpc::INTERNAL_USER_SECRET,
+            ),
+        ] {
+            let mut pairs = pairs.to_vec();
+            pairs.push(("WECHAT_APPS", "wxa:x"));
+            let error = config(&pairs).unwrap_err().to_string();
+            assert!(error.starts_with(variable), "{error}");
+        }
+        let config = config(&[("WECHAT_APPS", "wxa:x")]).unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains(INTERNAL) && !debug.contains(USER),
+            "{debug}"
+        );
     }
 
     #[test]

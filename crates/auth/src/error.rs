@@ -1,7 +1,8 @@
-//! The auth service's errors and their one mapping to gRPC statuses.
+//! The auth service's errors and their one mapping to gRPC statuses (whose
+//! codes come from the table in `wxlogin_proto::reason`).
 
-use tonic::{Code, Status};
-use wxlogin_proto::reason::{Reason, status};
+use tonic::Status;
+use wxlogin_proto::reason::Reason;
 
 use crate::store::StoreError;
 
@@ -15,6 +16,10 @@ pub enum AuthError {
     InvalidToken,
     #[error("a newer login replaced this session's session_key; call wx.login again")]
     SessionKeyStale,
+    #[error("the phone code is invalid, expired or of another mini-program")]
+    InvalidPhoneCode,
+    #[error("the phone code was already used")]
+    PhoneCodeUsed,
     #[error("WeChat: {0}")]
     Wechat(#[from] wxlogin_wechat::Error),
     #[error("session store: {0}")]
@@ -25,73 +30,52 @@ pub enum AuthError {
     Task(String),
 }
 
+impl AuthError {
+    /// The same failure in the phone-number flow, where WeChat's "invalid
+    /// code" is about the phone button's code, not the session's.
+    pub fn in_phone_flow(self) -> AuthError {
+        use wxlogin_wechat::Error as Wx;
+        match self {
+            AuthError::Wechat(Wx::InvalidCode) => AuthError::InvalidPhoneCode,
+            AuthError::Wechat(Wx::CodeUsed) => AuthError::PhoneCodeUsed,
+            other => other,
+        }
+    }
+}
+
 impl From<&AuthError> for Status {
     fn from(error: &AuthError) -> Status {
         use wxlogin_wechat::Error as Wx;
         match error {
-            AuthError::InvalidArgument(message) => {
-                status(Code::InvalidArgument, Reason::InvalidArgument, message)
-            }
-            AuthError::UnknownApp => {
-                status(Code::InvalidArgument, Reason::UnknownApp, error.to_string())
-            }
-            AuthError::InvalidToken => status(
-                Code::Unauthenticated,
-                Reason::InvalidToken,
-                error.to_string(),
-            ),
-            AuthError::SessionKeyStale => status(
-                Code::FailedPrecondition,
-                Reason::SessionKeyStale,
-                error.to_string(),
-            ),
+            AuthError::InvalidArgument(message) => Reason::InvalidArgument.status(message),
+            AuthError::UnknownApp => Reason::UnknownApp.status(error.to_string()),
+            AuthError::InvalidToken => Reason::InvalidToken.status(error.to_string()),
+            AuthError::SessionKeyStale => Reason::SessionKeyStale.status(error.to_string()),
+            AuthError::InvalidPhoneCode => Reason::InvalidPhoneCode.status(error.to_string()),
+            AuthError::PhoneCodeUsed => Reason::PhoneCodeUsed.status(error.to_string()),
             AuthError::Wechat(wx) => match wx {
-                Wx::InvalidCode => status(
-                    Code::Unauthenticated,
-                    Reason::InvalidCode,
-                    "the code is invalid or belongs to another mini-program",
-                ),
-                Wx::CodeUsed => status(
-                    Code::Unauthenticated,
-                    Reason::CodeUsed,
-                    "the code was already used",
-                ),
-                Wx::UserBlocked => status(
-                    Code::PermissionDenied,
-                    Reason::UserBlocked,
-                    "WeChat blocked this user as high-risk",
-                ),
-                Wx::RateLimited => status(
-                    Code::ResourceExhausted,
-                    Reason::RateLimited,
-                    "WeChat rate-limited this user; try again in a minute",
-                ),
+                Wx::InvalidCode => Reason::InvalidCode
+                    .status("the code is invalid or belongs to another mini-program"),
+                Wx::CodeUsed => Reason::CodeUsed.status("the code was already used"),
+                Wx::UserBlocked => {
+                    Reason::UserBlocked.status("WeChat blocked this user as high-risk")
+                }
+                Wx::RateLimited => Reason::RateLimited
+                    .status("WeChat rate-limited this user; try again in a minute"),
                 Wx::Busy => {
                     tracing::warn!("WeChat answered system busy (-1)");
-                    status(
-                        Code::Unavailable,
-                        Reason::WechatBusy,
-                        "WeChat is busy; try again",
-                    )
+                    Reason::WechatBusy.status("WeChat is busy; try again")
                 }
                 Wx::InvalidCredentials { errcode } => {
                     tracing::error!(
                         errcode,
                         "WeChat rejected our appid or secret: check WECHAT_APPID/WECHAT_SECRET/WECHAT_APPS"
                     );
-                    status(
-                        Code::Internal,
-                        Reason::WechatConfig,
-                        "the login service is misconfigured",
-                    )
+                    Reason::WechatConfig.status("the login service is misconfigured")
                 }
                 Wx::InvalidConfig(_) => {
                     tracing::error!(error = %wx, "WeChat client misconfigured");
-                    status(
-                        Code::Internal,
-                        Reason::WechatConfig,
-                        "the login service is misconfigured",
-                    )
+                    Reason::WechatConfig.status("the login service is misconfigured")
                 }
                 Wx::Unreachable
                 | Wx::Timeout
@@ -100,24 +84,17 @@ impl From<&AuthError> for Status {
                 | Wx::Api { .. }
                 | Wx::AccessTokenInvalid { .. } => {
                     tracing::warn!(error = %wx, "WeChat unavailable");
-                    status(
-                        Code::Unavailable,
-                        Reason::WechatUnavailable,
-                        "WeChat is unavailable; try again",
-                    )
+                    Reason::WechatUnavailable.status("WeChat is unavailable; try again")
                 }
             },
             AuthError::Store(store) if store.is_unavailable() => {
-                tracing::error!(error = %store, "session store unavailable");
-                status(
-                    Code::Unavailable,
-                    Reason::DependencyUnavailable,
-                    "session store unavailable",
-                )
+                // Per request, so WARN: readiness reports the outage.
+                tracing::warn!(error = %store, "session store unavailable");
+                Reason::DependencyUnavailable.status("session store unavailable")
             }
             AuthError::Store(_) | AuthError::Random(_) | AuthError::Task(_) => {
                 tracing::error!(%error, "internal error");
-                Status::internal("internal error")
+                Reason::Internal.status("internal error")
             }
         }
     }

@@ -16,7 +16,8 @@ pub mod token;
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
+use wxlogin_common::grpc::{Authenticator, Caller};
 use wxlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
 
 pub use config::Config;
@@ -45,6 +46,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     auth: Auth,
+    callers: Authenticator,
 }
 
 impl Application {
@@ -73,6 +75,10 @@ impl Application {
         Ok(Application {
             listener,
             auth: Auth::new(config.apps, wechat, store, config.wechat.timeout),
+            callers: Authenticator::new(&[
+                (&config.internal_secret, Caller::Internal),
+                (&config.internal_user_secret, Caller::UserService),
+            ]),
         })
     }
 
@@ -109,10 +115,10 @@ impl Application {
             }
         });
         tracing::info!(%addr, "auth service listening");
-        let result = Server::builder()
+        let result = wxlogin_common::grpc::server()
             .layer(wxlogin_common::request_id::grpc_trace_layer("auth"))
             .add_service(health)
-            .add_service(AuthServiceServer::new(self.auth))
+            .add_service(AuthServiceServer::with_interceptor(self.auth, self.callers))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 shutdown,

@@ -9,6 +9,7 @@ use std::{
 use futures::future::{BoxFuture, FutureExt, Shared};
 use prost::Message;
 use tonic::{Request, Response, Status};
+use wxlogin_common::grpc::{self, Caller};
 use wxlogin_proto::auth::v1::{
     CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
     GetSessionKeyRequest, GetSessionKeyResponse, LoginRequest, LoginResponse, LogoutRequest,
@@ -305,6 +306,8 @@ impl AuthService for Auth {
         &self,
         request: Request<GetSessionKeyRequest>,
     ) -> Result<Response<GetSessionKeyResponse>, Status> {
+        // The key decrypts the user's data: only the user service gets it.
+        grpc::require_caller(&request, Caller::UserService)?;
         let live = self.live_session(&request.get_ref().token).await?;
         let key = self.current_session_key(&live).await?;
         Ok(Response::new(GetSessionKeyResponse {
@@ -363,7 +366,8 @@ impl AuthService for Auth {
                     .phone_number(&token, code, Some(&record.openid))
                     .await
             })
-            .await?;
+            .await
+            .map_err(AuthError::in_phone_flow)?;
         if let Some(watermark) = &phone.watermark
             && watermark.appid != record.appid
         {

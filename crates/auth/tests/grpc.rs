@@ -16,15 +16,27 @@ use wxlogin_proto::{
     reason::{self, Reason},
     user::v1::User,
 };
-use wxlogin_testkit::TestRedisPrefix;
+use wxlogin_testkit::{
+    TestRedisPrefix,
+    credential::{Authed, Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel},
+};
 use wxlogin_wechat_sim::{
     DEFAULT_APPID, DEFAULT_SECRET, MintCode, MintPhoneCode, RunningSimulator, SimConfig, Simulator,
 };
 
 struct Harness {
-    client: AuthServiceClient<tonic::transport::Channel>,
+    /// A client with the gateway's credential.
+    client: AuthServiceClient<Authed>,
+    addr: SocketAddr,
     sim: RunningSimulator,
     _redis: TestRedisPrefix,
+}
+
+impl Harness {
+    /// A client presenting `credential`.
+    fn client_as(&self, credential: Credential) -> AuthServiceClient<Authed> {
+        AuthServiceClient::new(channel(self.addr, credential))
+    }
 }
 
 async fn start() -> Harness {
@@ -33,19 +45,23 @@ async fn start() -> Harness {
         .await
         .unwrap();
     let redis = TestRedisPrefix::new();
-    let client = instance(&sim, &redis).await;
+    let addr = spawn_instance(&sim, &redis).await;
     Harness {
-        client,
+        client: AuthServiceClient::new(channel(addr, Credential::internal())),
+        addr,
         sim,
         _redis: redis,
     }
 }
 
-/// One more auth instance, sharing the simulator and the Redis prefix.
-async fn instance(
-    sim: &RunningSimulator,
-    redis: &TestRedisPrefix,
-) -> AuthServiceClient<tonic::transport::Channel> {
+/// One more auth instance, sharing the simulator and the Redis prefix, and
+/// a client of it with the gateway's credential.
+async fn instance(sim: &RunningSimulator, redis: &TestRedisPrefix) -> AuthServiceClient<Authed> {
+    let addr = spawn_instance(sim, redis).await;
+    AuthServiceClient::new(channel(addr, Credential::internal()))
+}
+
+async fn spawn_instance(sim: &RunningSimulator, redis: &TestRedisPrefix) -> SocketAddr {
     let env: HashMap<&str, String> = HashMap::from([
         ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
         ("REDIS_URL", redis.url().to_owned()),
@@ -53,14 +69,14 @@ async fn instance(
         ("WECHAT_API_BASE", sim.base_url()),
         ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
         ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
+        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
     ]);
     let config = Config::from_source(&move |name: &str| env.get(name).cloned()).unwrap();
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    AuthServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    addr
 }
 
 #[tokio::test]
@@ -283,8 +299,8 @@ async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login()
         .unwrap()
         .into_inner()
         .token;
-    let key = h
-        .client
+    let mut user_service = h.client_as(Credential::user_service());
+    let key = user_service
         .get_session_key(GetSessionKeyRequest {
             token: token.clone(),
         })
@@ -292,6 +308,41 @@ async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login()
         .unwrap()
         .into_inner();
     assert_eq!(key.session_key, first.session_key);
+
+    // The gateway's credential, a wrong one, or none: no session key.
+    let refused = h
+        .client
+        .get_session_key(GetSessionKeyRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(reason::of(&refused), Some(Reason::CallerForbidden));
+    for credential in [
+        Credential::of("not-the-secret-0123456789abcdef0123456"),
+        Credential::of(""),
+    ] {
+        let refused = h
+            .client_as(credential)
+            .get_session_key(GetSessionKeyRequest {
+                token: token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert_eq!(reason::of(&refused), Some(Reason::CallerUnauthenticated));
+    }
+    let mut bare = AuthServiceClient::connect(format!("http://{}", h.addr))
+        .await
+        .unwrap();
+    let refused = bare
+        .validate_session(ValidateSessionRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason::of(&refused), Some(Reason::CallerUnauthenticated));
 
     let again = h.sim.sim.mint_code(MintCode {
         openid: Some(first.openid),
@@ -304,8 +355,7 @@ async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login()
         })
         .await
         .unwrap();
-    let status = h
-        .client
+    let status = user_service
         .get_session_key(GetSessionKeyRequest { token })
         .await
         .unwrap_err();
@@ -333,7 +383,7 @@ async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
         .unwrap()
         .into_inner()
         .token;
-    let phone = |mut client: AuthServiceClient<tonic::transport::Channel>| {
+    let phone = |mut client: AuthServiceClient<Authed>| {
         let code = h.sim.sim.mint_phone_code(MintPhoneCode::default()).code;
         let token = token.clone();
         async move {

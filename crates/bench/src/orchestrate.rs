@@ -443,6 +443,11 @@ pub struct Stack {
     pub sim: String,
 }
 
+/// The internal credentials of the benchmark's services (a throw-away
+/// deployment on loopback).
+const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789abcdef";
+const INTERNAL_USER_SECRET: &str = "bench-user-secret-0123456789abcdef0123";
+
 /// Starts the simulator, auth, user and gateway on free loopback ports,
 /// against `database_url` and the environment's Redis prefix, and waits
 /// until the gateway is ready.
@@ -490,6 +495,8 @@ pub async fn start_services(
                 "WECHAT_SECRET",
                 wxlogin_wechat_sim::DEFAULT_SECRET.to_owned(),
             ),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
         ],
     )?;
     env.spawn(
@@ -504,6 +511,8 @@ pub async fn start_services(
             // The shared user cache, as in production.
             ("REDIS_URL", env.redis_url().to_owned()),
             ("REDIS_KEY_PREFIX", env.redis_prefix().to_owned()),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
         ],
     )?;
     env.spawn(
@@ -515,6 +524,7 @@ pub async fn start_services(
             ("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")),
             ("AUTH_URL", auth),
             ("USER_URL", user),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ],
     )?;
     let readyz = format!("{gateway}/readyz");

@@ -1,36 +1,254 @@
-//! How our services call each other over gRPC: one way to open a channel,
-//! one way to build a call with its deadline and the request id.
+//! How our services call each other over gRPC: one way to open the
+//! connections to an upstream, to build a call (deadline, request id,
+//! credential), to check a caller's credential, and to configure a server so
+//! that callers who give up do not bring a connection down.
 
-use std::time::Duration;
-
-use tonic::{
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
-use crate::request_id;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use tonic::{
+    Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    transport::{Channel, Endpoint, Server},
+};
 
-/// A channel to `url` that connects on first use and reconnects by itself:
-/// a caller starts (and reports not ready) while the service it calls is
-/// still coming up. One channel per upstream and process, cloned per call.
-pub fn lazy_channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+use wxlogin_proto::reason::Reason;
+
+use crate::{
+    config::{ConfigError, Source, optional, parsed},
+    request_id,
+};
+
+/// The metadata key that carries an internal caller's credential.
+pub const CREDENTIAL_HEADER: &str = "authorization";
+
+/// Shortest internal secret we accept: 32 characters.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The secret every internal caller (the gateway, the team's own services)
+/// presents to auth and user.
+pub const INTERNAL_SECRET: &str = "INTERNAL_SECRET";
+/// The user service's own secret toward auth: the only credential auth
+/// answers session keys to.
+pub const INTERNAL_USER_SECRET: &str = "INTERNAL_USER_SECRET";
+
+/// How many HTTP/2 streams one caller may have open on one connection, and
+/// how many streams it may reset before the server has accepted them.
+///
+/// h2 sends GOAWAY once more than 20 (its default) streams were reset before
+/// the server accepted them (a guard against "rapid reset" floods). A caller
+/// that hits its deadline while the server is frozen or saturated cancels
+/// every call it has queued, easily more than 20, and the GOAWAY then kills
+/// every other call on that connection. Callers are authenticated internal
+/// services, so the guard is set at the stream limit: a caller can never
+/// have more streams to reset than it may open.
+const MAX_STREAMS: u32 = 4096;
+
+/// A gRPC server configured for internal callers (see [`MAX_STREAMS`]).
+pub fn server() -> Server {
+    Server::builder()
+        .max_concurrent_streams(MAX_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS as usize))
+        .http2_max_local_error_reset_streams(Some(MAX_STREAMS as usize))
 }
 
-/// A call carrying `message`, with `deadline`, and the id of the request it
-/// serves (when there is one) in the `x-request-id` metadata.
-pub fn call<T>(message: T, request_id: Option<&str>, deadline: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline);
-    if let Some(id) = request_id.and_then(|id| MetadataValue::try_from(id).ok()) {
-        request.metadata_mut().insert(request_id::HEADER, id);
+/// An internal secret from `name`, at least [`MIN_SECRET_LEN`] characters.
+pub fn secret(source: &dyn Source, name: &str) -> Result<SecretString, ConfigError> {
+    let value = optional(source, name).ok_or_else(|| {
+        ConfigError::invalid(
+            name,
+            format!(
+                "must be set to a random secret of at least {MIN_SECRET_LEN} characters \
+                 (e.g. `openssl rand -hex 32`), the same in every service"
+            ),
+        )
+    })?;
+    if value.len() < MIN_SECRET_LEN {
+        return Err(ConfigError::invalid(
+            name,
+            format!("is shorter than {MIN_SECRET_LEN} characters"),
+        ));
     }
-    request
+    if AsciiMetadataValue::try_from(format!("Bearer {value}")).is_err() {
+        return Err(ConfigError::invalid(
+            name,
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(SecretString::from(value))
+}
+
+/// Who called: the credential the caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The gateway or another internal consumer ([`INTERNAL_SECRET`]).
+    Internal,
+    /// The user service ([`INTERNAL_USER_SECRET`]).
+    UserService,
+}
+
+/// Checks every call's credential before it reaches a handler, and records
+/// the [`Caller`] in the request's extensions. The health service is not
+/// behind it: probes carry no credential.
+#[derive(Clone)]
+pub struct Authenticator {
+    known: Arc<[(Vec<u8>, Caller)]>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(known: &[(&SecretString, Caller)]) -> Authenticator {
+        Authenticator {
+            known: known
+                .iter()
+                .map(|(secret, caller)| (secret.expose_secret().as_bytes().to_vec(), *caller))
+                .collect(),
+        }
+    }
+
+    fn caller(&self, presented: &[u8]) -> Option<Caller> {
+        // Every secret is compared, in constant time, whatever matched.
+        let mut found = None;
+        for (secret, caller) in self.known.iter() {
+            if bool::from(secret.as_slice().ct_eq(presented)) {
+                found = Some(*caller);
+            }
+        }
+        found
+    }
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get(CREDENTIAL_HEADER)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        match presented.and_then(|presented| self.caller(presented)) {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            None => {
+                tracing::warn!("refused a call without a valid internal credential");
+                Err(Reason::CallerUnauthenticated.status("a valid internal credential is required"))
+            }
+        }
+    }
+}
+
+/// Refuses a call unless its caller is `wanted`.
+pub fn require_caller<T>(request: &tonic::Request<T>, wanted: Caller) -> Result<(), Status> {
+    match request.extensions().get::<Caller>() {
+        Some(caller) if *caller == wanted => Ok(()),
+        _ => {
+            tracing::warn!(
+                ?wanted,
+                "refused a call from a caller not allowed to make it"
+            );
+            Err(Reason::CallerForbidden.status("this caller may not make this call"))
+        }
+    }
+}
+
+/// Connections to one upstream service, and how each call to it is made.
+///
+/// Several HTTP/2 connections, used in turn: behind a Kubernetes Service
+/// each connection lands on a replica of its own, and a connection that
+/// breaks takes only its share of the calls in flight with it. Each
+/// connects on first use and reconnects by itself, so a caller starts (and
+/// reports not ready) while the service it calls is still coming up.
+#[derive(Clone)]
+pub struct Upstream {
+    channels: Arc<[Channel]>,
+    next: Arc<AtomicUsize>,
+    credential: AsciiMetadataValue,
+    deadline: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("connections", &self.channels.len())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many connections an [`Upstream`] opens unless configured.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// `UPSTREAM_CONNECTIONS`: connections per upstream service.
+pub fn connections(source: &dyn Source) -> Result<usize, ConfigError> {
+    let connections = parsed(source, "UPSTREAM_CONNECTIONS", DEFAULT_CONNECTIONS)?;
+    if !(1..=64).contains(&connections) {
+        return Err(ConfigError::invalid(
+            "UPSTREAM_CONNECTIONS",
+            "must be between 1 and 64",
+        ));
+    }
+    Ok(connections)
+}
+
+impl Upstream {
+    /// `connections` lazy connections to `url`; every call carries
+    /// `credential` and `deadline`.
+    pub fn new(
+        url: &str,
+        connections: usize,
+        credential: &SecretString,
+        deadline: Duration,
+    ) -> Result<Upstream, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let channels = (0..connections.max(1))
+            .map(|_| endpoint.clone().connect_lazy())
+            .collect();
+        // Checked by `secret` when it came from configuration.
+        let credential =
+            AsciiMetadataValue::try_from(format!("Bearer {}", credential.expose_secret()))
+                .unwrap_or_else(|_| AsciiMetadataValue::from_static("Bearer -"));
+        Ok(Upstream {
+            channels,
+            next: Arc::new(AtomicUsize::new(0)),
+            credential,
+            deadline,
+        })
+    }
+
+    /// The next connection, in turn.
+    pub fn channel(&self) -> Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[i].clone()
+    }
+
+    /// A call carrying `message`, the deadline, the credential and the id of
+    /// the request it serves (when there is one) in `x-request-id`.
+    pub fn call<T>(&self, message: T, request_id: Option<&str>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.deadline);
+        let metadata = request.metadata_mut();
+        metadata.insert(CREDENTIAL_HEADER, self.credential.clone());
+        if let Some(id) = request_id.and_then(|id| MetadataValue::try_from(id).ok()) {
+            metadata.insert(request_id::HEADER, id);
+        }
+        request
+    }
 }
 
 /// The request id an incoming call carries.
@@ -42,10 +260,22 @@ pub fn request_id_of<T>(request: &tonic::Request<T>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::service::Interceptor;
+
+    fn secret_of(text: &str) -> SecretString {
+        SecretString::from(text.to_owned())
+    }
 
     #[test]
-    fn a_call_carries_its_deadline_and_request_id() {
-        let request = call((), Some("rid-1"), Duration::from_millis(1500));
+    fn a_call_carries_its_deadline_request_id_and_credential() {
+        let upstream = Upstream::new(
+            "http://127.0.0.1:1",
+            2,
+            &secret_of("s3cret"),
+            Duration::from_millis(1500),
+        )
+        .unwrap();
+        let request = upstream.call((), Some("rid-1"));
         assert_eq!(request_id_of(&request).as_deref(), Some("rid-1"));
         assert_eq!(
             request
@@ -54,12 +284,64 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("1500000u")
         );
-        let bare = call((), None, Duration::from_secs(1));
-        assert_eq!(request_id_of(&bare), None);
+        assert_eq!(
+            request.metadata().get(CREDENTIAL_HEADER).unwrap(),
+            "Bearer s3cret"
+        );
+        assert_eq!(request_id_of(&upstream.call((), None)), None);
     }
 
     #[test]
     fn a_bad_url_is_refused() {
-        assert!(lazy_channel("not a url").is_err());
+        assert!(Upstream::new("not a url", 1, &secret_of("x"), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn the_authenticator_tells_callers_apart_and_refuses_strangers() {
+        let internal = secret_of(&"i".repeat(32));
+        let user = secret_of(&"u".repeat(32));
+        let mut check =
+            Authenticator::new(&[(&internal, Caller::Internal), (&user, Caller::UserService)]);
+        let with = |value: &str| {
+            let mut request = tonic::Request::new(());
+            request
+                .metadata_mut()
+                .insert(CREDENTIAL_HEADER, value.parse().unwrap());
+            request
+        };
+        let accepted = check
+            .call(with(&format!("Bearer {}", "u".repeat(32))))
+            .unwrap();
+        assert_eq!(
+            accepted.extensions().get::<Caller>(),
+            Some(&Caller::UserService)
+        );
+        assert!(require_caller(&accepted, Caller::UserService).is_ok());
+        let gateway = check
+            .call(with(&format!("Bearer {}", "i".repeat(32))))
+            .unwrap();
+        let refused = require_caller(&gateway, Caller::UserService).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        for bad in [
+            "Bearer ".to_owned(),
+            format!("Bearer {}", "i".repeat(31)),
+            format!("Bearer {}x", "i".repeat(32)),
+            "i".repeat(32),
+            format!("Basic {}", "i".repeat(32)),
+        ] {
+            let status = check.call(with(&bad)).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad}");
+        }
+        assert!(check.call(tonic::Request::new(())).is_err());
+    }
+
+    #[test]
+    fn secrets_must_be_long_enough() {
+        let source = crate::config::Map::new(&[("SHORT", "abc"), ("GOOD", &"a".repeat(32))]);
+        assert!(secret(&source, "GOOD").is_ok());
+        for name in ["SHORT", "MISSING"] {
+            let error = secret(&source, name).unwrap_err().to_string();
+            assert!(error.starts_with(name), "{error}");
+        }
     }
 }

@@ -40,11 +40,23 @@ impl<B> MakeSpan<B> for RequestSpan {
 }
 
 /// Tracing for a tonic server: one span per RPC carrying the caller's request id.
+///
+/// A failed RPC is logged at DEBUG only: most are a client's mistake (a used
+/// code, an expired token) or a client that went away, and each service's
+/// error mapping already logged, at the level it deserves, what an operator
+/// must act on.
 pub fn grpc_trace_layer(
     service: &'static str,
 ) -> TraceLayer<
     tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
     RequestSpan,
+    tower_http::trace::DefaultOnRequest,
+    tower_http::trace::DefaultOnResponse,
+    tower_http::trace::DefaultOnBodyChunk,
+    tower_http::trace::DefaultOnEos,
+    tower_http::trace::DefaultOnFailure,
 > {
-    TraceLayer::new_for_grpc().make_span_with(RequestSpan { service })
+    TraceLayer::new_for_grpc()
+        .make_span_with(RequestSpan { service })
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }

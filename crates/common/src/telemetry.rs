@@ -4,6 +4,8 @@
 //! lines for log shippers. Secrets never reach a log line because the types
 //! that hold them redact themselves; nothing here filters text.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber. A second call (tests that start several
@@ -17,7 +19,9 @@ pub fn init() {
             .with(fmt::layer().json().with_current_span(true))
             .try_init()
     } else {
-        registry.with(fmt::layer()).try_init()
+        // Colour only on a terminal: a file or a log shipper gets plain text.
+        let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        registry.with(fmt::layer().with_ansi(ansi)).try_init()
     };
     // Already installed: the first subscriber stays.
     drop(result);

@@ -2,7 +2,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use wxlogin_common::config::{ConfigError, Env, Source, optional, parsed};
+use wxlogin_common::{
+    SecretString,
+    config::{ConfigError, Env, Source, optional, parsed},
+    grpc,
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -16,6 +20,10 @@ pub struct Config {
     pub body_limit: usize,
     /// `UPSTREAM_TIMEOUT_MS`: deadline of each gRPC call.
     pub upstream_timeout: Duration,
+    /// `UPSTREAM_CONNECTIONS`: HTTP/2 connections to each service.
+    pub upstream_connections: usize,
+    /// `INTERNAL_SECRET`: the credential every gRPC call carries.
+    pub internal_secret: SecretString,
 }
 
 impl Config {
@@ -44,6 +52,8 @@ impl Config {
             user_url: upstream("USER_URL", "http://127.0.0.1:50052")?,
             body_limit: parsed(source, "BODY_LIMIT_BYTES", 64 * 1024)?,
             upstream_timeout: Duration::from_millis(parsed(source, "UPSTREAM_TIMEOUT_MS", 10_000)?),
+            upstream_connections: grpc::connections(source)?,
+            internal_secret: grpc::secret(source, grpc::INTERNAL_SECRET)?,
         };
         if config.body_limit == 0 {
             return Err(ConfigError::invalid("BODY_LIMIT_BYTES", "must be above 0"));
@@ -62,8 +72,14 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `pairs` over a configuration that has the internal secret.
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_source(&wxlogin_common::config::Map::new(pairs))
+        let mut all = vec![(
+            grpc::INTERNAL_SECRET,
+            "internal-secret-0123456789abcdef0123",
+        )];
+        all.extend_from_slice(pairs);
+        Config::from_source(&wxlogin_common::config::Map::new(&all))
     }
 
     #[test]
@@ -84,6 +100,9 @@ mod tests {
             ("BODY_LIMIT_BYTES", "lots"),
             ("UPSTREAM_TIMEOUT_MS", "0"),
             ("GATEWAY_ADDR", "8080"),
+            ("UPSTREAM_CONNECTIONS", "0"),
+            (grpc::INTERNAL_SECRET, "too-short"),
+            (grpc::INTERNAL_SECRET, ""),
         ] {
             let error = config(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{error}");

@@ -1,7 +1,11 @@
 //! `ApiError`: the one place where failures become HTTP answers.
 //!
-//! Every error is `{"error": {"code", "message"}}` with a stable snake_case
-//! code. Internal causes are logged here, once, and never shown.
+//! Every error is `{"error": {"code", "message"}}`. Status and code come
+//! from the one table in `wxlogin_proto::reason`; nothing here or in a
+//! handler picks its own. Internal causes are logged where they happen and
+//! never shown.
+
+use std::time::Duration;
 
 use axum::{
     Json,
@@ -9,149 +13,132 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::json;
-use tonic::Code;
 use wxlogin_proto::reason::{self, Reason};
+
+/// What a 503 asks the client to wait when nothing says otherwise.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(1);
+/// What a 429 asks the client to wait when nothing says otherwise (WeChat's
+/// 45011 does not say; its budgets are per minute).
+const RETRY_RATE_LIMITED: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub reason: Reason,
     pub message: String,
+    /// How long the client should wait before trying again, when known.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         ApiError {
-            status,
-            code,
+            reason,
             message: message.into(),
+            retry_after: None,
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.reason.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.reason.public_code()
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        ApiError::new(Reason::InvalidArgument, message)
     }
 
     pub fn missing_token() -> Self {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
+            Reason::MissingToken,
             "send the session token as Authorization: Bearer <token>",
         )
     }
 
     pub fn invalid_token() -> Self {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            Reason::InvalidToken,
             "the session token is unknown or expired; log in again",
         )
     }
 
     pub fn internal() -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error",
-        )
+        ApiError::new(Reason::Internal, "internal error")
     }
 
     pub fn unavailable() -> Self {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
+            Reason::DependencyUnavailable,
             "a service this request needs is unavailable; try again",
         )
+    }
+
+    /// The JSON body of this error, for answers that add fields to it.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.code(), "message": self.message } })
     }
 }
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        let message = status.message().to_owned();
-        match reason::of(&status) {
-            Some(Reason::InvalidArgument) => ApiError::bad_request(message),
-            Some(Reason::UnknownApp) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "unknown_app", message)
+        let Some(reason) = reason::of(&status) else {
+            // Not a wxlogin handler's answer: the transport's (a peer that
+            // died, froze past the deadline or reset the connection).
+            tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
+            return ApiError::unavailable();
+        };
+        let message = match reason {
+            // The service's message may name what an operator fixes; the
+            // client only learns that it is not its fault.
+            Reason::WechatConfig | Reason::CallerUnauthenticated | Reason::CallerForbidden => {
+                tracing::error!(
+                    ?reason,
+                    message = status.message(),
+                    "an upstream refused us: check the configuration"
+                );
+                "the login service is misconfigured".to_owned()
             }
-            Some(Reason::InvalidCode) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_code", message)
+            Reason::Internal => "internal error".to_owned(),
+            Reason::DependencyUnavailable => {
+                "a service this request needs is unavailable; try again".to_owned()
             }
-            Some(Reason::CodeUsed) => ApiError::new(StatusCode::UNAUTHORIZED, "code_used", message),
-            Some(Reason::UserBlocked) => {
-                ApiError::new(StatusCode::FORBIDDEN, "user_blocked", message)
-            }
-            Some(Reason::RateLimited) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-            }
-            Some(Reason::WechatBusy) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wechat_busy", message)
-            }
-            Some(Reason::WechatUnavailable) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "wechat_unavailable", message)
-            }
-            Some(Reason::WechatConfig) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_misconfigured",
-                "the login service is misconfigured",
-            ),
-            Some(Reason::InvalidToken) => ApiError::invalid_token(),
-            Some(Reason::UserNotFound) => {
-                ApiError::new(StatusCode::NOT_FOUND, "user_not_found", message)
-            }
-            Some(Reason::DependencyUnavailable) => ApiError::unavailable(),
-            Some(Reason::InvalidEncryptedData) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_encrypted_data",
-                message,
-            ),
-            Some(Reason::InvalidSignature) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_signature",
-                message,
-            ),
-            Some(Reason::SessionKeyStale) => {
-                ApiError::new(StatusCode::CONFLICT, "session_key_stale", message)
-            }
-            None => match status.code() {
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::ResourceExhausted => {
-                    tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
-                    ApiError::unavailable()
-                }
-                _ => {
-                    tracing::error!(code = ?status.code(), message = status.message(), "upstream failed");
-                    ApiError::internal()
-                }
-            },
+            _ => status.message().to_owned(),
+        };
+        ApiError {
+            reason,
+            message,
+            retry_after: reason::retry_after(&status),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        let status = self.status();
+        if status.is_server_error() {
             tracing::warn!(
-                status = self.status.as_u16(),
-                code = self.code,
+                status = status.as_u16(),
+                code = self.code(),
                 "request failed"
             );
         }
-        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        let mut response = (self.status, body).into_response();
+        let mut response = (status, Json(self.body())).into_response();
         let headers = response.headers_mut();
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::TOO_MANY_REQUESTS => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.reason.is_retryable() {
+            let default = if status == StatusCode::TOO_MANY_REQUESTS {
+                RETRY_RATE_LIMITED
+            } else {
+                RETRY_UNAVAILABLE
+            };
+            // Whole seconds, rounded up: never ask for less than the wait.
+            let wait = self.retry_after.unwrap_or(default);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }
@@ -162,33 +149,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reason_maps_to_a_client_answer() {
+    fn every_reason_is_answered_by_the_table() {
         for &reason in Reason::ALL {
-            let error = ApiError::from(reason::status(Code::Unknown, reason, "m"));
-            assert!(!error.code.is_empty());
-            assert!(
-                error
-                    .code
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{}",
-                error.code
+            let error = ApiError::from(reason.status("m"));
+            assert_eq!(error.reason, reason);
+            assert_eq!(error.status().as_u16(), reason.http_status());
+            assert_eq!(error.code(), reason.public_code());
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), reason.http_status());
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                matches!(reason.http_status(), 429 | 503),
+                "{reason:?}"
             );
         }
     }
 
     #[test]
-    fn statuses_without_a_reason() {
-        assert_eq!(
-            ApiError::from(tonic::Status::unavailable("x")).status,
-            StatusCode::SERVICE_UNAVAILABLE
+    fn a_status_without_a_reason_is_503() {
+        for status in [
+            tonic::Status::unavailable("x"),
+            tonic::Status::deadline_exceeded("x"),
+            tonic::Status::unknown("transport error"),
+            tonic::Status::cancelled("x"),
+            tonic::Status::internal("h2 protocol error: db password is hunter2"),
+        ] {
+            let error = ApiError::from(status);
+            assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(error.code(), "service_unavailable");
+            assert!(!error.message.contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn internal_messages_are_masked() {
+        let error = ApiError::from(Reason::Internal.status("db password is hunter2"));
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!error.message.contains("hunter2"));
+    }
+
+    #[test]
+    fn retry_after_says_the_wait_in_whole_seconds() {
+        let error = ApiError::from(
+            Reason::RateLimited.status_retry_after("slow down", Duration::from_millis(2500)),
         );
-        assert_eq!(
-            ApiError::from(tonic::Status::deadline_exceeded("x")).status,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        let internal = ApiError::from(tonic::Status::internal("db password is hunter2"));
-        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!internal.message.contains("hunter2"));
+        let response = error.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let wechat = ApiError::from(Reason::RateLimited.status("45011")).into_response();
+        assert_eq!(wechat.headers()[header::RETRY_AFTER], "60");
     }
 }

@@ -8,6 +8,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 use wxlogin_common::request_id;
+use wxlogin_proto::reason::Reason;
 
 use crate::error::ApiError;
 
@@ -25,11 +26,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is too large",
-                    )
+                    ApiError::new(Reason::PayloadTooLarge, "the request body is too large")
                 } else {
                     ApiError::bad_request("the request body could not be read")
                 }
@@ -71,8 +68,7 @@ impl BodyKind {
             "application/json" | "text/json" | "" => Ok(BodyKind::Json),
             "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
             _ => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Reason::UnsupportedMediaType,
                 "send application/json or application/x-www-form-urlencoded",
             )),
         }

@@ -12,7 +12,11 @@ pub mod routes;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use axum::{Router, extract::DefaultBodyLimit};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    response::{IntoResponse, Response},
+};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -22,12 +26,13 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
+    trace::{DefaultOnFailure, TraceLayer},
 };
+use wxlogin_common::grpc::Upstream;
 use wxlogin_common::request_id::RequestSpan;
 use wxlogin_proto::{
-    auth::v1::auth_service_client::AuthServiceClient,
-    user::v1::user_service_client::UserServiceClient,
+    auth::v1::{auth_service_client::AuthServiceClient, auth_service_server},
+    user::v1::{user_service_client::UserServiceClient, user_service_server},
 };
 
 pub use config::Config;
@@ -51,15 +56,12 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
-/// What every handler shares. The channels are multiplexed HTTP/2
+/// What every handler shares. The upstreams hold multiplexed HTTP/2
 /// connections, cloned per call, never re-created.
 #[derive(Clone)]
 pub struct AppState {
-    auth: AuthServiceClient<Channel>,
-    user: UserServiceClient<Channel>,
-    auth_health: HealthClient<Channel>,
-    user_health: HealthClient<Channel>,
-    upstream_timeout: Duration,
+    auth: Upstream,
+    user: Upstream,
 }
 
 /// The result of one readiness check.
@@ -99,16 +101,55 @@ async fn check(mut client: HealthClient<Channel>, service: &str) -> Readiness {
 
 impl AppState {
     async fn check_auth(&self) -> Readiness {
-        check(self.auth_health.clone(), "wxlogin.auth.v1.AuthService").await
+        check(
+            HealthClient::new(self.auth.channel()),
+            auth_service_server::SERVICE_NAME,
+        )
+        .await
     }
 
     async fn check_user(&self) -> Readiness {
-        check(self.user_health.clone(), "wxlogin.user.v1.UserService").await
+        check(
+            HealthClient::new(self.user.channel()),
+            user_service_server::SERVICE_NAME,
+        )
+        .await
+    }
+
+    fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.auth.channel())
+    }
+
+    fn user(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.user.channel())
     }
 }
 
-fn channel(name: &'static str, url: &str) -> Result<Channel, StartError> {
-    wxlogin_common::grpc::lazy_channel(url).map_err(|source| StartError::Upstream { name, source })
+fn upstream(name: &'static str, url: &str, config: &Config) -> Result<Upstream, StartError> {
+    Upstream::new(
+        url,
+        config.upstream_connections,
+        &config.internal_secret,
+        config.upstream_timeout,
+    )
+    .map_err(|source| StartError::Upstream { name, source })
+}
+
+/// Runs each request's handler in a task of its own, so that a client that
+/// hangs up does not cancel the work under way. Cancelling it would spend
+/// more than finishing it: a login's code is already spent at WeChat, and
+/// every gRPC call dropped mid-flight resets a stream on the connection that
+/// every other client's calls share. The finished answer goes nowhere.
+async fn detach(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let handler = tokio::spawn(next.run(request).in_current_span());
+    match handler.await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "a handler panicked");
+            error::ApiError::internal().into_response()
+        }
+    }
 }
 
 /// A bound, ready-to-serve gateway.
@@ -119,23 +160,22 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let auth = channel("AUTH_URL", &config.auth_url)?;
-        let user = channel("USER_URL", &config.user_url)?;
         let state = AppState {
-            auth: AuthServiceClient::new(auth.clone()),
-            user: UserServiceClient::new(user.clone()),
-            auth_health: HealthClient::new(auth),
-            user_health: HealthClient::new(user),
-            upstream_timeout: config.upstream_timeout,
+            auth: upstream("AUTH_URL", &config.auth_url, &config)?,
+            user: upstream("USER_URL", &config.user_url, &config)?,
         };
         let router = routes::router()
+            .layer(axum::middleware::from_fn(detach))
             .layer(DefaultBodyLimit::max(config.body_limit))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                     .layer(
+                        // Failed answers are logged by `ApiError` at the level
+                        // they deserve; an outage's 503s are not each an ERROR.
                         TraceLayer::new_for_http()
-                            .make_span_with(RequestSpan { service: "gateway" }),
+                            .make_span_with(RequestSpan { service: "gateway" })
+                            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
                     )
                     .layer(PropagateRequestIdLayer::x_request_id())
                     .layer(CatchPanicLayer::custom(

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wxlogin_proto::{
     auth::v1::{GetPhoneNumberRequest, LoginRequest, LogoutRequest, ValidateSessionRequest},
+    reason::Reason,
     user::v1::{
         self as user, GetUserRequest, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
         UpdateProfileFromEncryptedRequest, UpdateProfileRequest, UpsertUserRequest,
@@ -49,12 +50,7 @@ impl AppState {
         token: String,
     ) -> Result<wxlogin_proto::auth::v1::ValidateSessionResponse, ApiError> {
         let request = self.request(request_id, ValidateSessionRequest { token });
-        Ok(self
-            .auth
-            .clone()
-            .validate_session(request)
-            .await?
-            .into_inner())
+        Ok(self.auth().validate_session(request).await?.into_inner())
     }
 
     /// The live session `token` names.
@@ -69,10 +65,11 @@ impl AppState {
             .ok_or_else(|| missing("session"))
     }
 
-    /// A gRPC request with the call's deadline and the HTTP request's id.
+    /// A gRPC request with the call's deadline, our credential and the
+    /// HTTP request's id (the same for both upstreams).
     fn request<T>(&self, request_id: &RequestId, message: T) -> tonic::Request<T> {
         let id = request_id.0.as_ref().and_then(|id| id.to_str().ok());
-        wxlogin_common::grpc::call(message, id, self.upstream_timeout)
+        self.auth.call(message, id)
     }
 }
 
@@ -153,8 +150,7 @@ async fn login(
     Body(input): Body<LoginInput>,
 ) -> Result<Json<LoginOutput>, ApiError> {
     let login = state
-        .auth
-        .clone()
+        .auth()
         .login(state.request(
             &request_id,
             LoginRequest {
@@ -166,8 +162,7 @@ async fn login(
         .into_inner();
     let session = login.session.ok_or_else(|| missing("session"))?;
     let upsert = state
-        .user
-        .clone()
+        .user()
         .upsert_user(state.request(
             &request_id,
             UpsertUserRequest {
@@ -185,8 +180,7 @@ async fn login(
             // than leave it to expire.
             let logout = LogoutRequest { token: login.token };
             if let Err(error) = state
-                .auth
-                .clone()
+                .auth()
                 .logout(state.request(&request_id, logout))
                 .await
             {
@@ -221,15 +215,14 @@ async fn me(
         openid: session.openid,
     });
     let found = state
-        .user
-        .clone()
+        .user()
         .get_user(state.request(&request_id, GetUserRequest { key: Some(key) }))
         .await;
     let user = match found {
         Ok(response) => response.into_inner().user.ok_or_else(|| missing("user"))?,
         // A live session whose user is gone (the row was deleted): the
         // client must log in again, which registers the user anew.
-        Err(status) if status.code() == tonic::Code::NotFound => {
+        Err(status) if wxlogin_proto::reason::of(&status) == Some(Reason::UserNotFound) => {
             return Err(ApiError::invalid_token());
         }
         Err(status) => return Err(status.into()),
@@ -243,8 +236,7 @@ async fn logout(
     BearerToken(token): BearerToken,
 ) -> Result<StatusCode, ApiError> {
     let ended = state
-        .auth
-        .clone()
+        .auth()
         .logout(state.request(&request_id, LogoutRequest { token }))
         .await?
         .into_inner()
@@ -288,8 +280,7 @@ async fn profile_from_encrypted(
         signature: input.signature,
     };
     let response = state
-        .user
-        .clone()
+        .user()
         .update_profile_from_encrypted(state.request(&request_id, request))
         .await?;
     user_of(response.into_inner())
@@ -318,8 +309,7 @@ async fn update_profile(
         avatar_url: input.avatar_url,
     };
     let response = state
-        .user
-        .clone()
+        .user()
         .update_profile(state.request(&request_id, request))
         .await?;
     user_of(response.into_inner())
@@ -348,11 +338,9 @@ async fn phone(
             code: Some(code), ..
         } => {
             let answer = state
-                .auth
-                .clone()
+                .auth()
                 .get_phone_number(state.request(&request_id, GetPhoneNumberRequest { token, code }))
-                .await
-                .map_err(phone_code_error)?
+                .await?
                 .into_inner();
             let session = answer.session.ok_or_else(|| missing("session"))?;
             let phone = answer.phone.ok_or_else(|| missing("phone"))?;
@@ -364,8 +352,7 @@ async fn phone(
                 country_code: phone.country_code,
             };
             state
-                .user
-                .clone()
+                .user()
                 .update_phone(state.request(&request_id, request))
                 .await?
         }
@@ -380,8 +367,7 @@ async fn phone(
                 iv,
             };
             state
-                .user
-                .clone()
+                .user()
                 .update_phone_from_encrypted(state.request(&request_id, request))
                 .await?
         }
@@ -402,24 +388,6 @@ async fn phone(
     ))
 }
 
-/// A bad phone code is a bad request, not a failed authentication: the
-/// session token is fine.
-fn phone_code_error(status: tonic::Status) -> ApiError {
-    match wxlogin_proto::reason::of(&status) {
-        Some(wxlogin_proto::reason::Reason::InvalidCode) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_phone_code",
-            "the phone code is invalid, expired or of another mini-program",
-        ),
-        Some(wxlogin_proto::reason::Reason::CodeUsed) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "phone_code_used",
-            "the phone code was already used",
-        ),
-        _ => status.into(),
-    }
-}
-
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -433,23 +401,24 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "ready", "checks": checks })),
         )
     } else {
-        let mut body = json!({
-            "error": { "code": "not_ready", "message": "a dependency is unavailable" },
-            "checks": checks,
-        });
+        let error = ApiError::new(
+            Reason::NotReady,
+            "a service the gateway needs is unavailable",
+        );
+        let mut body = error.body();
         body["status"] = json!("not_ready");
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        body["checks"] = checks;
+        (error.status(), Json(body))
     }
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(Reason::NotFound, "no such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Reason::MethodNotAllowed,
         "this endpoint does not take this method",
     )
 }

@@ -11,7 +11,10 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use tokio::sync::watch;
-use wxlogin_common::config::{ConfigError, Env, Source, optional};
+use wxlogin_common::{
+    config::{ConfigError, Env, Source, optional},
+    grpc,
+};
 
 /// Where the embedded database lives when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://wxlogin.sqlite3";
@@ -30,6 +33,8 @@ pub enum Error {
     Gateway(#[from] wxlogin_gateway::StartError),
     #[error("a service stopped unexpectedly: {0}")]
     Stopped(String),
+    #[error("the OS random number generator failed: {0}")]
+    Random(String),
 }
 
 /// The environment, over the single-process defaults.
@@ -78,6 +83,13 @@ impl System {
             ("USER_ADDR", "127.0.0.1:0".to_owned()),
             ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
         ]);
+        // The services speak to each other over loopback inside this one
+        // process: fresh credentials each start, unless configured.
+        for name in [grpc::INTERNAL_SECRET, grpc::INTERNAL_USER_SECRET] {
+            let secret = wxlogin_auth::token::Token::generate()
+                .map_err(|error| Error::Random(error.to_string()))?;
+            defaults.insert(name, secret.expose().to_owned());
+        }
         let simulator = if optional(env, "WECHAT_SECRET").is_none()
             && optional(env, "WECHAT_APPS").is_none()
         {
@@ -159,23 +171,30 @@ impl System {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let (stop, stopped) = watch::channel(false);
+        let (stop_front, front_stopped) = watch::channel(false);
+        let (stop_back, back_stopped) = watch::channel(false);
         let wait = |mut stopped: watch::Receiver<bool>| async move {
             drop(stopped.wait_for(|stop| *stop).await);
         };
-        let mut user = tokio::spawn(self.user.run_until_stopped(wait(stopped.clone())));
-        let mut auth = tokio::spawn(self.auth.run_until_stopped(wait(stopped.clone())));
-        let mut gateway = tokio::spawn(self.gateway.run_until_stopped(wait(stopped)));
-        let failure = tokio::select! {
+        let mut user = tokio::spawn(self.user.run_until_stopped(wait(back_stopped.clone())));
+        let mut auth = tokio::spawn(self.auth.run_until_stopped(wait(back_stopped)));
+        let mut gateway = tokio::spawn(self.gateway.run_until_stopped(wait(front_stopped)));
+        // Which part stopped by itself (its handle is spent), and how.
+        let failed = tokio::select! {
             () = shutdown => None,
-            result = &mut user => Some(format!("user: {result:?}")),
-            result = &mut auth => Some(format!("auth: {result:?}")),
-            result = &mut gateway => Some(format!("gateway: {result:?}")),
+            result = &mut user => Some(("user", format!("user: {result:?}"))),
+            result = &mut auth => Some(("auth", format!("auth: {result:?}"))),
+            result = &mut gateway => Some(("gateway", format!("gateway: {result:?}"))),
         };
-        let _ = stop.send(true);
-        // Whatever already finished yields its result again as an error;
-        // only the first failure matters.
-        let _ = tokio::join!(gateway, auth, user);
+        let spent = failed.as_ref().map(|(part, _)| *part);
+        // The gateway drains first: a login in flight has spent its code at
+        // WeChat and must still find auth and user to finish; only then do
+        // they stop.
+        let _ = stop_front.send(true);
+        finish(spent, "gateway", gateway).await;
+        let _ = stop_back.send(true);
+        tokio::join!(finish(spent, "auth", auth), finish(spent, "user", user));
+        let failure = failed.map(|(_, failure)| failure);
         if let Some(simulator) = self.simulator {
             drop(simulator.shutdown().await);
         }
@@ -183,6 +202,13 @@ impl System {
             None => Ok(()),
             Some(failure) => Err(Error::Stopped(failure)),
         }
+    }
+}
+
+/// Waits for `part` to stop, unless its handle was already spent.
+async fn finish<T>(spent: Option<&str>, part: &str, handle: tokio::task::JoinHandle<T>) {
+    if spent != Some(part) {
+        drop(handle.await);
     }
 }
 

@@ -9,6 +9,8 @@
 
 use sea_orm::{ConnectionTrait, Database};
 
+pub mod credential;
+
 /// The MySQL server URL tests use, without a database name.
 pub fn mysql_server_url() -> String {
     let url =

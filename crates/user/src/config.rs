@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use wxlogin_common::{
     SecretString,
     config::{self, ConfigError, Source},
+    grpc,
 };
 
 /// Default gRPC listen address (`USER_ADDR`).
@@ -46,6 +47,14 @@ pub struct Config {
     /// How old the watermark of encrypted user data may be
     /// (`WATERMARK_MAX_AGE_SECS`); `None` (0) turns the check off.
     pub watermark_max_age: Option<Duration>,
+    /// `INTERNAL_SECRET`: what callers of this service (the gateway, other
+    /// internal consumers) must present.
+    pub internal_secret: SecretString,
+    /// `INTERNAL_USER_SECRET`: what this service presents to auth, which
+    /// answers session keys to it alone.
+    pub internal_user_secret: SecretString,
+    /// `UPSTREAM_CONNECTIONS`: HTTP/2 connections to auth.
+    pub upstream_connections: usize,
 }
 
 impl Config {
@@ -123,6 +132,9 @@ impl Config {
             database_url: SecretString::from(database_url),
             db_max_connections,
             db_connect_timeout: Duration::from_secs(connect_timeout_secs),
+            internal_secret: grpc::secret(source, grpc::INTERNAL_SECRET)?,
+            internal_user_secret: grpc::secret(source, grpc::INTERNAL_USER_SECRET)?,
+            upstream_connections: grpc::connections(source)?,
         })
     }
 }
@@ -132,8 +144,20 @@ mod tests {
     use super::*;
     use wxlogin_common::ExposeSecret;
 
+    /// `pairs` over an environment that has the internal secrets.
     fn source(pairs: &[(&str, &str)]) -> wxlogin_common::config::Map {
-        wxlogin_common::config::Map::new(pairs)
+        let mut all = vec![
+            (
+                grpc::INTERNAL_SECRET,
+                "internal-secret-0123456789abcdef0123",
+            ),
+            (
+                grpc::INTERNAL_USER_SECRET,
+                "user-secret-0123456789abcdef01234567",
+            ),
+        ];
+        all.extend_from_slice(pairs);
+        wxlogin_common::config::Map::new(&all)
     }
 
     #[test]
@@ -174,6 +198,8 @@ mod tests {
             ("DB_MAX_CONNECTIONS", "0"),
             ("DB_MAX_CONNECTIONS", "many"),
             ("DB_CONNECT_TIMEOUT_SECS", "0"),
+            (grpc::INTERNAL_SECRET, "short"),
+            (grpc::INTERNAL_USER_SECRET, ""),
         ] {
             let error = Config::from_source(&source(&[(name, value)])).unwrap_err();
 

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use sea_orm::{DbErr, RuntimeErr, error::SqlxMySqlError, sqlx};
-use tonic::{Code, Status};
-use wxlogin_proto::reason::{self, Reason};
+use tonic::Status;
+use wxlogin_proto::reason::Reason;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -100,29 +100,18 @@ pub use wxlogin_common::error_report as report;
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
-            Error::InvalidArgument(message) => {
-                reason::status(Code::InvalidArgument, Reason::InvalidArgument, message)
+            Error::InvalidArgument(message) => Reason::InvalidArgument.status(message),
+            Error::UserNotFound => Reason::UserNotFound.status("user not found"),
+            Error::InvalidEncryptedData => {
+                Reason::InvalidEncryptedData.status("the encrypted data is not valid")
             }
-            Error::UserNotFound => {
-                reason::status(Code::NotFound, Reason::UserNotFound, "user not found")
+            Error::InvalidSignature => {
+                Reason::InvalidSignature.status("the rawData signature does not match")
             }
-            Error::InvalidEncryptedData => reason::status(
-                Code::FailedPrecondition,
-                Reason::InvalidEncryptedData,
-                "the encrypted data is not valid",
-            ),
-            Error::InvalidSignature => reason::status(
-                Code::FailedPrecondition,
-                Reason::InvalidSignature,
-                "the rawData signature does not match",
-            ),
             Error::DatabaseUnavailable(_) => {
                 tracing::warn!(error = %report(&error), "database unavailable");
-                reason::status(
-                    Code::Unavailable,
-                    Reason::DependencyUnavailable,
-                    "the user store is unavailable, try again later",
-                )
+                Reason::DependencyUnavailable
+                    .status("the user store is unavailable, try again later")
             }
             Error::Database(_)
             | Error::Connect(_)
@@ -132,7 +121,7 @@ impl From<Error> for Status {
             | Error::InvalidAuthUrl
             | Error::InvalidRedisUrl => {
                 tracing::error!(error = %report(&error), "request failed");
-                Status::internal("internal error")
+                Reason::Internal.status("internal error")
             }
         }
     }
@@ -142,6 +131,8 @@ impl From<Error> for Status {
 mod tests {
     use super::*;
     use sea_orm::ConnAcquireErr;
+    use tonic::Code;
+    use wxlogin_proto::reason;
 
     #[test]
     fn a_pool_timeout_is_unavailable() {

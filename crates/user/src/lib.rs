@@ -17,10 +17,12 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Server, server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
-use wxlogin_common::{ExposeSecret, SecretString};
-use wxlogin_proto::auth::v1::auth_service_client::AuthServiceClient;
+use wxlogin_common::{
+    ExposeSecret, SecretString,
+    grpc::{Authenticator, Caller, Upstream},
+};
 use wxlogin_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
 
 pub mod cache;
@@ -48,7 +50,8 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     db: DatabaseConnection,
-    auth: AuthServiceClient<Channel>,
+    auth: Upstream,
+    callers: Authenticator,
     watermark_max_age: Option<Duration>,
     cache: Option<cache::UserCache>,
 }
@@ -79,14 +82,20 @@ impl Application {
 
         // Lazy: the user service starts (and serves what needs no session
         // key) while auth is still coming up.
-        let auth = wxlogin_common::grpc::lazy_channel(&config.auth_url)
-            .map_err(|_| Error::InvalidAuthUrl)?;
+        let auth = Upstream::new(
+            &config.auth_url,
+            config.upstream_connections,
+            &config.internal_user_secret,
+            service::AUTH_DEADLINE,
+        )
+        .map_err(|_| Error::InvalidAuthUrl)?;
 
         Ok(Application {
             listener,
             local_addr,
             db,
-            auth: AuthServiceClient::new(auth),
+            auth,
+            callers: Authenticator::new(&[(&config.internal_secret, Caller::Internal)]),
             watermark_max_age: config.watermark_max_age,
             cache: match &config.redis_url {
                 Some(url) => Some(
@@ -122,15 +131,11 @@ impl Application {
         // packet count.
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         tracing::info!(addr = %self.local_addr, "user service listening");
-        let served = Server::builder()
+        let api = UserApi::new(repo, self.auth, self.watermark_max_age, self.cache);
+        let served = wxlogin_common::grpc::server()
             .layer(wxlogin_common::request_id::grpc_trace_layer("user"))
             .add_service(health_service)
-            .add_service(UserServiceServer::new(UserApi::new(
-                repo,
-                self.auth,
-                self.watermark_max_age,
-                self.cache,
-            )))
+            .add_service(UserServiceServer::with_interceptor(api, self.callers))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
 

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
 use tonic::transport::Channel;
-use wxlogin_common::grpc;
+use wxlogin_common::grpc::{self, Upstream};
 use wxlogin_proto::{
     auth::v1::{CheckSessionRequest, GetSessionKeyRequest, auth_service_client::AuthServiceClient},
     reason::{self, Reason},
@@ -43,7 +43,7 @@ const ENCRYPTED_MAX_CHARS: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct UserApi {
     repo: UserRepo,
-    auth: AuthServiceClient<Channel>,
+    auth: Upstream,
     watermark_max_age: Option<Duration>,
     cache: Option<UserCache>,
 }
@@ -58,17 +58,12 @@ struct Opened {
 
 /// The deadline of calls to the auth service (a session-key lookup, or
 /// WeChat's checkSessionKey behind it).
-const AUTH_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A call to the auth service, carrying the request id.
-fn auth_request<T>(request_id: &Option<String>, message: T) -> Request<T> {
-    grpc::call(message, request_id.as_deref(), AUTH_DEADLINE)
-}
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 impl UserApi {
     pub fn new(
         repo: UserRepo,
-        auth: AuthServiceClient<Channel>,
+        auth: Upstream,
         watermark_max_age: Option<Duration>,
         cache: Option<UserCache>,
     ) -> Self {
@@ -78,6 +73,10 @@ impl UserApi {
             watermark_max_age,
             cache,
         }
+    }
+
+    fn auth_client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.auth.channel())
     }
 
     /// A returning user: the caller's cached copy when it is current, else
@@ -113,29 +112,25 @@ impl UserApi {
         check: impl FnOnce(&str) -> Result<(), Error>,
     ) -> Result<Opened, Status> {
         if token.is_empty() {
-            return Err(reason::status(
-                tonic::Code::Unauthenticated,
-                Reason::InvalidToken,
-                "token is required",
-            ));
+            return Err(Reason::InvalidToken.status("token is required"));
         }
         required(encrypted_data, "encrypted_data", ENCRYPTED_MAX_CHARS)?;
         required(iv, "iv", 64)?;
         let keyed = self
-            .auth
-            .clone()
-            .get_session_key(auth_request(
-                request_id,
+            .auth_client()
+            .get_session_key(self.auth.call(
                 GetSessionKeyRequest {
                     token: token.to_owned(),
                 },
+                request_id.as_deref(),
             ))
             .await
             .map_err(from_auth)?
             .into_inner();
-        let session = keyed
-            .session
-            .ok_or_else(|| Status::internal("internal error"))?;
+        let session = keyed.session.ok_or_else(|| {
+            tracing::error!("auth answered a session key without its session");
+            Reason::Internal.status("internal error")
+        })?;
         let span = tracing::Span::current();
         span.record("appid", session.appid.as_str());
         check(&keyed.session_key)?;
@@ -156,21 +151,17 @@ impl UserApi {
             }
             Err(DecryptError::Invalid) => {
                 let check = self
-                    .auth
-                    .clone()
-                    .check_session(auth_request(
-                        request_id,
+                    .auth_client()
+                    .check_session(self.auth.call(
                         CheckSessionRequest {
                             token: token.to_owned(),
                         },
+                        request_id.as_deref(),
                     ))
                     .await;
                 match check {
-                    Ok(answer) if !answer.get_ref().valid => Err(reason::status(
-                        tonic::Code::FailedPrecondition,
-                        Reason::SessionKeyStale,
-                        "WeChat replaced this session's session_key; call wx.login again",
-                    )),
+                    Ok(answer) if !answer.get_ref().valid => Err(Reason::SessionKeyStale
+                        .status("WeChat replaced this session's session_key; call wx.login again")),
                     Ok(_) => Err(Error::InvalidEncryptedData.into()),
                     Err(status) => {
                         // Without WeChat's word, the data is what failed.
@@ -504,14 +495,21 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 /// means auth is unavailable to us.
 fn from_auth(status: Status) -> Status {
     match reason::of(&status) {
-        Some(Reason::InvalidToken | Reason::SessionKeyStale | Reason::InvalidArgument) => status,
+        Some(
+            Reason::InvalidToken
+            | Reason::SessionKeyStale
+            | Reason::InvalidArgument
+            | Reason::RateLimited,
+        ) => status,
+        // Auth refused our credential: a deployment mistake, said as such.
+        Some(Reason::CallerUnauthenticated | Reason::CallerForbidden) => {
+            tracing::error!(code = ?status.code(), "the auth service refused our credential: check INTERNAL_USER_SECRET");
+            status
+        }
         _ => {
             tracing::warn!(code = ?status.code(), "the auth service failed");
-            reason::status(
-                tonic::Code::Unavailable,
-                Reason::DependencyUnavailable,
-                "the session store is unavailable, try again later",
-            )
+            Reason::DependencyUnavailable
+                .status("the session store is unavailable, try again later")
         }
     }
 }

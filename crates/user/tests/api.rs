@@ -9,8 +9,12 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use wxlogin_proto::{
     reason::{self, Reason},
-    user::v1::{GetUserRequest, UpsertUserRequest, User, user_service_server::SERVICE_NAME},
+    user::v1::{
+        GetUserRequest, UpsertUserRequest, User, user_service_client::UserServiceClient,
+        user_service_server::SERVICE_NAME,
+    },
 };
+use wxlogin_testkit::credential::{Credential, channel};
 
 #[tokio::test]
 async fn the_first_upsert_registers_the_user() {
@@ -410,6 +414,45 @@ async fn concurrent_first_logins_make_one_user() {
         .count("SELECT CAST(login_count AS SIGNED) FROM users", vec![])
         .await;
     assert_eq!(logins, 50);
+}
+
+#[tokio::test]
+async fn callers_without_the_internal_credential_are_refused() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let request = || UpsertUserRequest {
+        appid: APPID.into(),
+        openid: "o-intruder".into(),
+        unionid: None,
+        cached: None,
+    };
+
+    // Act
+    let mut bare = UserServiceClient::connect(format!("http://{}", app.addr))
+        .await
+        .expect("connect");
+    let without = bare.upsert_user(request()).await.unwrap_err();
+    let mut wrong = UserServiceClient::new(channel(
+        app.addr,
+        Credential::of("not-the-secret-0123456789abcdef0123456"),
+    ));
+    let wrongly = wrong.upsert_user(request()).await.unwrap_err();
+    // The user service's own credential is for auth, not for this API.
+    let mut misused = UserServiceClient::new(channel(app.addr, Credential::user_service()));
+    let misusing = misused.upsert_user(request()).await.unwrap_err();
+
+    // Assert
+    for status in [without, wrongly, misusing] {
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(reason::of(&status), Some(Reason::CallerUnauthenticated));
+    }
+    let rows = app
+        .count(
+            "SELECT COUNT(*) FROM users WHERE openid = ?",
+            vec!["o-intruder".into()],
+        )
+        .await;
+    assert_eq!(rows, 0);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use wxlogin_common::SecretString;
 use wxlogin_proto::user::v1::{UpsertUserRequest, user_service_client::UserServiceClient};
+use wxlogin_testkit::credential::{Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel};
 use wxlogin_user::{Application, Config};
 
 #[tokio::test]
@@ -23,13 +24,14 @@ async fn upserts_on_sqlite_keep_their_guarantees() {
         watermark_max_age: None,
         redis_url: None,
         redis_key_prefix: String::new(),
+        internal_secret: SecretString::from(INTERNAL_SECRET),
+        internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
+        upstream_connections: 1,
     };
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let client = UserServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let client = UserServiceClient::new(channel(addr, Credential::internal()));
     let upsert = |unionid: Option<&str>| {
         let mut client = client.clone();
         let request = UpsertUserRequest {

@@ -19,6 +19,9 @@ use wxlogin_proto::user::v1::{
     user_service_client::UserServiceClient,
 };
 use wxlogin_testkit::TestDatabase;
+use wxlogin_testkit::credential::{
+    Authed, Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel,
+};
 use wxlogin_user::{Application, Config};
 
 pub const APPID: &str = "wx-test-app";
@@ -26,7 +29,7 @@ pub const APPID: &str = "wx-test-app";
 /// The user service running against its own throw-away database.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub client: UserServiceClient<Channel>,
+    pub client: UserServiceClient<Authed>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), wxlogin_user::Error>>,
     pub database: TestDatabase,
@@ -51,6 +54,9 @@ impl TestApp {
             watermark_max_age: None,
             redis_url: None,
             redis_key_prefix: String::new(),
+            internal_secret: SecretString::from(INTERNAL_SECRET),
+            internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
+            upstream_connections: 1,
         };
         let app = Application::build(config)
             .await
@@ -60,9 +66,7 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async {
             drop(stopped.await);
         }));
-        let client = UserServiceClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect to the user service");
+        let client = UserServiceClient::new(channel(addr, Credential::internal()));
         TestApp {
             addr,
             client,

@@ -1,0 +1,60 @@
+//! The internal credentials tests configure the services with, and a client
+//! interceptor that presents one, as the gateway and the user service do.
+
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// `INTERNAL_SECRET` of every test deployment.
+pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789abcdef";
+/// `INTERNAL_USER_SECRET` of every test deployment.
+pub const INTERNAL_USER_SECRET: &str = "test-user-secret-0123456789abcdef0123";
+
+/// Presents a credential on every call.
+#[derive(Clone)]
+pub struct Credential(AsciiMetadataValue);
+
+impl Credential {
+    /// The gateway's (and any internal consumer's) credential.
+    pub fn internal() -> Credential {
+        Credential::of(INTERNAL_SECRET)
+    }
+
+    /// The user service's credential.
+    pub fn user_service() -> Credential {
+        Credential::of(INTERNAL_USER_SECRET)
+    }
+
+    /// Any credential, right or wrong.
+    pub fn of(secret: &str) -> Credential {
+        Credential(
+            AsciiMetadataValue::try_from(format!("Bearer {secret}"))
+                .unwrap_or_else(|_| AsciiMetadataValue::from_static("Bearer -")),
+        )
+    }
+}
+
+impl Interceptor for Credential {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel that presents a credential.
+pub type Authed = InterceptedService<Channel, Credential>;
+
+/// A channel to `http://{addr}` presenting `credential` (connects lazily).
+pub fn channel(addr: std::net::SocketAddr, credential: Credential) -> Authed {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map(|endpoint| endpoint.connect_lazy())
+        .unwrap_or_else(|error| panic!("http://{addr} is not an endpoint: {error}"));
+    InterceptedService::new(channel, credential)
+}
