@@ -266,8 +266,9 @@ mod tests {
         SecretString::from(text.to_owned())
     }
 
-    #[test]
-    fn a_call_carries_its_deadline_request_id_and_credential() {
+    // Lazy connections still need a runtime to be made in.
+    #[tokio::test]
+    async fn a_call_carries_its_deadline_request_id_and_credential() {
         let upstream = Upstream::new(
             "http://127.0.0.1:1",
             2,

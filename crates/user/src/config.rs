@@ -63,13 +63,9 @@ impl Config {
         Config::from_source(&config::Env)
     }
 
-    /// Reads the settings from `source`, using the defaults for unset ones.
-    pub fn from_source(source: &dyn Source) -> Result<Config, ConfigError> {
-        let default_addr = DEFAULT_LISTEN_ADDR
-            .parse()
-            .map_err(|_| ConfigError::invalid("USER_ADDR", "built-in default is not valid"))?;
-        let listen_addr = config::parsed(source, "USER_ADDR", default_addr)?;
-
+    /// What `wxlogin-user migrate` needs, and nothing more: the database
+    /// (`DATABASE_URL`) and how long to wait for it (`DB_CONNECT_TIMEOUT_SECS`).
+    pub fn database(source: &dyn Source) -> Result<(SecretString, Duration), ConfigError> {
         let database_url = config::optional(source, "DATABASE_URL")
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         // The value is not echoed: it may carry a password.
@@ -79,16 +75,6 @@ impl Config {
                 "must be a mysql:// URL, or a sqlite: URL for a single-process setup",
             ));
         }
-
-        let db_max_connections =
-            config::parsed(source, "DB_MAX_CONNECTIONS", DEFAULT_DB_MAX_CONNECTIONS)?;
-        if db_max_connections == 0 {
-            return Err(ConfigError::invalid(
-                "DB_MAX_CONNECTIONS",
-                "must be at least 1",
-            ));
-        }
-
         let connect_timeout_secs = config::parsed(
             source,
             "DB_CONNECT_TIMEOUT_SECS",
@@ -100,6 +86,30 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        Ok((
+            SecretString::from(database_url),
+            Duration::from_secs(connect_timeout_secs),
+        ))
+    }
+
+    /// Reads the settings from `source`, using the defaults for unset ones.
+    pub fn from_source(source: &dyn Source) -> Result<Config, ConfigError> {
+        let default_addr = DEFAULT_LISTEN_ADDR
+            .parse()
+            .map_err(|_| ConfigError::invalid("USER_ADDR", "built-in default is not valid"))?;
+        let listen_addr = config::parsed(source, "USER_ADDR", default_addr)?;
+
+        let (database_url, db_connect_timeout) = Config::database(source)?;
+
+        let db_max_connections =
+            config::parsed(source, "DB_MAX_CONNECTIONS", DEFAULT_DB_MAX_CONNECTIONS)?;
+        if db_max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+
 
         let auth_url =
             config::optional(source, "AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.to_owned());
@@ -129,9 +139,9 @@ impl Config {
             watermark_max_age: (watermark_max_age > 0)
                 .then(|| Duration::from_secs(watermark_max_age)),
             listen_addr,
-            database_url: SecretString::from(database_url),
+            database_url,
             db_max_connections,
-            db_connect_timeout: Duration::from_secs(connect_timeout_secs),
+            db_connect_timeout,
             internal_secret: grpc::secret(source, grpc::INTERNAL_SECRET)?,
             internal_user_secret: grpc::secret(source, grpc::INTERNAL_USER_SECRET)?,
             upstream_connections: grpc::connections(source)?,

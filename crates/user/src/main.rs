@@ -14,19 +14,16 @@ async fn main() -> ExitCode {
     wxlogin_common::telemetry::init();
 
     let command = std::env::args().nth(1);
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("wxlogin-user: configuration error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-
     let outcome = match command.as_deref() {
-        None | Some("serve") => serve(config).await,
-        Some("migrate") => {
-            wxlogin_user::migrate(&config.database_url, config.db_connect_timeout).await
-        }
+        None | Some("serve") => match Config::from_env() {
+            Ok(config) => serve(config).await,
+            Err(error) => return config_error(&error),
+        },
+        // Migrating needs the database alone, not the service's credentials.
+        Some("migrate") => match Config::database(&wxlogin_common::config::Env) {
+            Ok((url, timeout)) => wxlogin_user::migrate(&url, timeout).await,
+            Err(error) => return config_error(&error),
+        },
         Some(other) => {
             eprintln!(
                 "wxlogin-user: unknown command {other:?}; usage: wxlogin-user [serve|migrate]"
@@ -42,6 +39,11 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn config_error(error: &wxlogin_common::config::ConfigError) -> ExitCode {
+    eprintln!("wxlogin-user: configuration error: {error}");
+    ExitCode::from(2)
 }
 
 async fn serve(config: Config) -> Result<(), wxlogin_user::Error> {

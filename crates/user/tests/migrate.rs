@@ -165,11 +165,11 @@ async fn the_migrate_subcommand_migrates_and_exits() {
 #[test]
 fn a_bad_setting_exits_with_status_2_and_names_the_variable() {
     // Act
-    let output = run_binary(&["migrate"], &[("DB_MAX_CONNECTIONS", "lots")]);
+    let output = run_binary(&["migrate"], &[("DB_CONNECT_TIMEOUT_SECS", "soon")]);
 
     // Assert
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("DB_MAX_CONNECTIONS"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DB_CONNECT_TIMEOUT_SECS"));
 }
 
 #[test]
