@@ -378,7 +378,7 @@ struct Stand {
     redis_prefix: String,
 }
 
-fn binary(name: &str) -> PathBuf {
+pub(crate) fn binary(name: &str) -> PathBuf {
     assert!(
         name.starts_with("wxlogin-"),
         "{name} is not one of our binaries"

@@ -5,6 +5,7 @@
 
 mod compose;
 mod errors;
+mod faults;
 mod login;
 mod secrets;
 mod sessions;

@@ -1,0 +1,384 @@
+//! Faults under load: clients that hang up mid-login, a service killed or
+//! frozen while requests are in flight. Innocent clients never get a 500;
+//! every request is answered; a failure of a neighbour is a 503 with
+//! `Retry-After`, and the system recovers when the neighbour does.
+//!
+//! The kill and freeze tests run the real binaries as processes (the only way
+//! to SIGKILL or SIGSTOP a service), against the test's own database, Redis
+//! key prefix and an in-process WeChat simulator.
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use wxlogin_testkit::{
+    TestDatabase, TestRedisPrefix,
+    credential::{INTERNAL_SECRET, INTERNAL_USER_SECRET},
+};
+use wxlogin_tests::{DEFAULT_APPID, DEFAULT_SECRET, TestApp};
+use wxlogin_wechat_sim::{MintCode, RunningSimulator, SimConfig, Simulator};
+
+/// Answers by HTTP status; 0 counts requests that got no answer at all.
+type Tally = BTreeMap<u16, u64>;
+
+fn merge(into: &mut Tally, from: Tally) {
+    for (status, count) in from {
+        *into.entry(status).or_default() += count;
+    }
+}
+
+/// Logs in with fresh codes, one after the other, until `until`; checks
+/// the shape of each answer (a 503 must say when to retry).
+async fn keep_logging_in(
+    http: reqwest::Client,
+    base_url: String,
+    sim: Arc<Simulator>,
+    until: Instant,
+) -> Tally {
+    let mut tally = Tally::new();
+    while Instant::now() < until {
+        let code = sim.mint_code(MintCode::default()).code;
+        let answer = http
+            .post(format!("{base_url}/v1/login"))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await;
+        let status = match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if status == 503 {
+                    assert!(
+                        response.headers().contains_key("retry-after"),
+                        "a 503 without Retry-After"
+                    );
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
+                }
+                status
+            }
+            Err(_) => 0,
+        };
+        *tally.entry(status).or_default() += 1;
+    }
+    tally
+}
+
+/// `workers` clients logging in until `until`, their answers tallied.
+async fn load(
+    base_url: &str,
+    sim: &Arc<Simulator>,
+    workers: usize,
+    until: Instant,
+) -> tokio::task::JoinHandle<Tally> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            tokio::spawn(keep_logging_in(
+                http.clone(),
+                base_url.to_owned(),
+                Arc::clone(sim),
+                until,
+            ))
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut total = Tally::new();
+        for task in tasks {
+            merge(&mut total, task.await.unwrap());
+        }
+        total
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_hang_up_mid_login_fail_nobody_else() {
+    // Arrange: WeChat takes 100 ms, so a client that gives up after 40 ms
+    // leaves while its login waits for WeChat.
+    let app = TestApp::spawn().await;
+    app.simulator().set_latency(Duration::from_millis(100));
+    let sim = Arc::new(app.simulator().clone());
+    let until = Instant::now() + Duration::from_secs(4);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(40))
+        .build()
+        .unwrap();
+
+    // Act: 16 clients that stay, 96 that hang up, at once.
+    let staying = load(&app.base_url, &sim, 16, until).await;
+    let hangers: Vec<_> = (0..96)
+        .map(|_| {
+            let (http, url, sim) = (impatient.clone(), app.url("/v1/login"), Arc::clone(&sim));
+            tokio::spawn(async move {
+                let mut gave_up = 0u64;
+                while Instant::now() < until {
+                    let code = sim.mint_code(MintCode::default()).code;
+                    let sent = http
+                        .post(&url)
+                        .json(&serde_json::json!({ "code": code }))
+                        .send()
+                        .await;
+                    gave_up += u64::from(sent.is_err());
+                }
+                gave_up
+            })
+        })
+        .collect();
+    let tally = staying.await.unwrap();
+    let mut gave_up = 0;
+    for hanger in hangers {
+        gave_up += hanger.await.unwrap();
+    }
+
+    // Assert
+    eprintln!("clients that stayed: {tally:?}; logins abandoned: {gave_up}");
+    assert!(gave_up > 100, "too few hang-ups to prove anything: {gave_up}");
+    assert_eq!(tally.keys().copied().collect::<Vec<_>>(), [200], "{tally:?}");
+    // The abandoned logins were finished, not left half-done: the system
+    // still answers at once.
+    let code = app.mint().code;
+    app.login_ok(&code).await;
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap()
+}
+
+/// One of our service binaries, run as its own process.
+struct Service {
+    name: &'static str,
+    env: Vec<(&'static str, String)>,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn start(name: &'static str, env: Vec<(&'static str, String)>) -> Service {
+        let mut service = Service {
+            name,
+            env,
+            child: None,
+        };
+        service.restart();
+        service
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(crate::compose::binary(self.name))
+            .env_clear()
+            .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.name));
+        self.child = Some(child);
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {}", self.name);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.kill());
+            drop(child.wait());
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // Resume a frozen process so that it can die.
+            drop(
+                Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .status(),
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The three services as processes, the simulator in this one.
+struct Stack {
+    base_url: String,
+    sim: RunningSimulator,
+    auth: Service,
+    user: Service,
+    _gateway: Service,
+    _db: TestDatabase,
+    _redis: TestRedisPrefix,
+}
+
+impl Stack {
+    async fn start(upstream_timeout: Duration) -> Stack {
+        let sim = Simulator::new(SimConfig::default())
+            .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let db = TestDatabase::create().await;
+        let redis = TestRedisPrefix::new();
+        let (auth_port, user_port, gateway_port) = (free_port(), free_port(), free_port());
+        let auth_url = format!("http://127.0.0.1:{auth_port}");
+        let user_url = format!("http://127.0.0.1:{user_port}");
+        let secrets = || {
+            vec![
+                ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+                ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+            ]
+        };
+        let mut auth_env = vec![
+            ("AUTH_ADDR", format!("127.0.0.1:{auth_port}")),
+            ("REDIS_URL", redis.url().to_owned()),
+            ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+            ("WECHAT_API_BASE", sim.base_url()),
+            ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+            ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
+        ];
+        auth_env.extend(secrets());
+        let mut user_env = vec![
+            ("USER_ADDR", format!("127.0.0.1:{user_port}")),
+            ("DATABASE_URL", db.url()),
+            ("AUTH_URL", auth_url.clone()),
+            ("REDIS_URL", redis.url().to_owned()),
+            ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ];
+        user_env.extend(secrets());
+        let gateway_env = vec![
+            ("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")),
+            ("AUTH_URL", auth_url),
+            ("USER_URL", user_url),
+            (
+                "UPSTREAM_TIMEOUT_MS",
+                upstream_timeout.as_millis().to_string(),
+            ),
+            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+        ];
+        let stack = Stack {
+            base_url: format!("http://127.0.0.1:{gateway_port}"),
+            auth: Service::start("wxlogin-auth", auth_env),
+            user: Service::start("wxlogin-user", user_env),
+            _gateway: Service::start("wxlogin-gateway", gateway_env),
+            sim,
+            _db: db,
+            _redis: redis,
+        };
+        stack.wait_ready(Duration::from_secs(30)).await;
+        stack
+    }
+
+    /// Waits until `/readyz` answers 200; answers how long that took.
+    async fn wait_ready(&self, at_most: Duration) -> Duration {
+        let started = Instant::now();
+        let http = reqwest::Client::new();
+        while started.elapsed() < at_most {
+            if let Ok(response) = http.get(format!("{}/readyz", self.base_url)).send().await
+                && response.status() == 200
+            {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the stack did not become ready within {at_most:?}");
+    }
+
+    fn sim(&self) -> Arc<Simulator> {
+        Arc::new(self.sim.sim.clone())
+    }
+}
+
+/// Kills `victim` of a loaded stack, starts it again, and checks every
+/// answer.
+async fn kill_under_load(victim: fn(&mut Stack) -> &mut Service) {
+    // Arrange
+    let mut stack = Stack::start(Duration::from_secs(2)).await;
+    stack.sim.sim.set_latency(Duration::from_millis(20));
+    let sim = stack.sim();
+
+    // Act: 32 clients log in for 4 s; the victim dies after 1 s and comes
+    // back after 2 s.
+    let until = Instant::now() + Duration::from_secs(4);
+    let running = load(&stack.base_url, &sim, 32, until).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    victim(&mut stack).kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    victim(&mut stack).restart();
+    let back = stack.wait_ready(Duration::from_secs(20)).await;
+    let tally = running.await.unwrap();
+    let after = load(&stack.base_url, &sim, 8, Instant::now() + Duration::from_secs(1))
+        .await
+        .await
+        .unwrap();
+
+    // Assert
+    eprintln!("answers while the service died and came back: {tally:?}; ready again after {back:?}; then {after:?}");
+    assert!(tally.get(&200).copied().unwrap_or(0) > 0, "{tally:?}");
+    assert!(tally.get(&503).copied().unwrap_or(0) > 0, "no outage seen: {tally:?}");
+    assert!(
+        tally.keys().all(|status| [200, 503].contains(status)),
+        "only 200 and 503 (with Retry-After): {tally:?}"
+    );
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [200], "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_killed_under_load_is_503_never_500() {
+    kill_under_load(|stack| &mut stack.auth).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_killed_under_load_is_503_never_500() {
+    kill_under_load(|stack| &mut stack.user).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_auth_costs_deadlines_not_the_connection() {
+    // Arrange: calls give up after 300 ms, so a 3 s freeze cancels every
+    // call the 48 clients have in flight, well over h2's default of 20
+    // reset streams.
+    let stack = Stack::start(Duration::from_millis(300)).await;
+    let sim = stack.sim();
+
+    // Act
+    let until = Instant::now() + Duration::from_secs(4);
+    let running = load(&stack.base_url, &sim, 48, until).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.auth.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.auth.signal("-CONT");
+    let tally = running.await.unwrap();
+    // Auth first works off what queued up while it was frozen (logins whose
+    // codes it had already taken finish, see README), then serves at once
+    // again, on the same connections.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = load(&stack.base_url, &sim, 8, Instant::now() + Duration::from_secs(1))
+        .await
+        .await
+        .unwrap();
+
+    // Assert
+    eprintln!("answers around a 3 s freeze: {tally:?}; after it: {after:?}");
+    assert!(tally.get(&503).copied().unwrap_or(0) >= 48, "{tally:?}");
+    assert!(
+        tally.keys().all(|status| [200, 503].contains(status)),
+        "only 200 and 503: {tally:?}"
+    );
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [200], "{after:?}");
+}
