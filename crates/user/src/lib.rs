@@ -28,6 +28,7 @@ pub mod config;
 pub mod crypto;
 pub mod entity;
 pub mod error;
+pub mod fields;
 pub mod migration;
 pub mod repo;
 pub mod service;

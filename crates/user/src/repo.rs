@@ -13,6 +13,7 @@ use sea_orm::{
 use crate::{
     entity::user,
     error::{Error, mysql_error_number},
+    fields::Validated,
 };
 
 /// How many times the upsert is tried when InnoDB gives up on a lock.
@@ -194,7 +195,7 @@ impl UserRepo {
         &self,
         appid: &str,
         openid: &str,
-        update: &ProfileUpdate,
+        update: &Validated,
     ) -> Result<Option<user::Model>, Error> {
         use user::Column;
         let mut statement = user::Entity::update_many()
@@ -250,23 +251,6 @@ pub enum Upserted {
     /// A returning user: the login was recorded; the rest of the row is as
     /// it was (but a unionid the call brought, when it had none).
     Existing { id: i64 },
-}
-
-/// Profile fields to store; `None` leaves the stored value as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProfileUpdate {
-    pub nickname: Option<String>,
-    pub avatar_url: Option<String>,
-    pub gender: Option<i8>,
-    pub country: Option<String>,
-    pub province: Option<String>,
-    pub city: Option<String>,
-    pub language: Option<String>,
-    /// Stored only when the user has no unionid yet.
-    pub unionid: Option<String>,
-    pub phone_number: Option<String>,
-    pub pure_phone_number: Option<String>,
-    pub phone_country_code: Option<String>,
 }
 
 /// `INSERT ... ON DUPLICATE KEY UPDATE` with bound values.

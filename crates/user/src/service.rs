@@ -24,19 +24,14 @@ use crate::{
     crypto::{self, DecryptError, Expectations, PhoneNumber, UserInfo},
     entity::user,
     error::Error,
-    repo::{ProfileUpdate, Upserted, UserRepo},
+    fields::{self, Field, Origin, ProfileUpdate, Validated},
+    repo::{Upserted, UserRepo},
 };
 
-/// Column widths of `users`; longer values are refused rather than truncated.
-const APPID_MAX_CHARS: usize = 64;
-const OPENID_MAX_CHARS: usize = 128;
-const UNIONID_MAX_CHARS: usize = 128;
-const NICKNAME_MAX_CHARS: usize = 128;
-const AVATAR_MAX_CHARS: usize = 1024;
-const PHONE_MAX_CHARS: usize = 32;
-const COUNTRY_CODE_MAX_CHARS: usize = 8;
 /// encryptedData of getUserInfo is well under 2 KiB; this bounds the work.
-const ENCRYPTED_MAX_CHARS: usize = 16 * 1024;
+const ENCRYPTED_MAX_CHARS: u32 = 16 * 1024;
+/// A base64 iv of 16 bytes is 24 characters; this only bounds the work.
+const IV_MAX_CHARS: u32 = 64;
 
 /// The service's state: the repository, and the auth service that holds
 /// the session_keys. Cheap to clone.
@@ -120,7 +115,7 @@ impl UserApi {
             ));
         }
         required(encrypted_data, "encrypted_data", ENCRYPTED_MAX_CHARS)?;
-        required(iv, "iv", 64)?;
+        required(iv, "iv", IV_MAX_CHARS)?;
         let keyed = self
             .auth
             .clone()
@@ -186,7 +181,7 @@ impl UserApi {
         &self,
         appid: &str,
         openid: &str,
-        update: &ProfileUpdate,
+        update: &Validated,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let user = self
             .repo
@@ -199,25 +194,10 @@ impl UserApi {
         }))
     }
 
-    async fn store_phone(
-        &self,
-        appid: &str,
-        openid: &str,
-        phone: PhoneNumber,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        let update = ProfileUpdate {
-            phone_number: Some(phone.phone_number),
-            pure_phone_number: Some(phone.pure_phone_number),
-            phone_country_code: Some(phone.country_code),
-            ..ProfileUpdate::default()
-        };
-        self.store(appid, openid, &update).await
-    }
-
     async fn upsert(&self, request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
-        let appid = required(&request.appid, "appid", APPID_MAX_CHARS)?;
-        let openid = required(&request.openid, "openid", OPENID_MAX_CHARS)?;
-        let unionid = optional(request.unionid.as_deref(), "unionid", UNIONID_MAX_CHARS)?;
+        let appid = Field::Appid.required("appid", &request.appid)?;
+        let openid = Field::Openid.required("openid", &request.openid)?;
+        let unionid = Field::Unionid.optional("unionid", request.unionid.as_deref())?;
         let span = tracing::Span::current();
         span.record("appid", appid);
 
@@ -250,8 +230,8 @@ impl UserApi {
                 Err(_) => None,
             },
             Some(Key::Openid(OpenId { appid, openid })) => {
-                let appid = required(&appid, "openid.appid", APPID_MAX_CHARS)?;
-                let openid = required(&openid, "openid.openid", OPENID_MAX_CHARS)?;
+                let appid = Field::Appid.required("openid.appid", &appid)?;
+                let openid = Field::Openid.required("openid.openid", &openid)?;
                 tracing::Span::current().record("appid", appid);
                 self.repo.get_by_openid(appid, openid).await?
             }
@@ -298,7 +278,7 @@ impl UserService for UserApi {
         &self,
         request: Request<ListUsersByUnionidRequest>,
     ) -> Result<Response<ListUsersByUnionidResponse>, Status> {
-        let unionid = required(&request.get_ref().unionid, "unionid", UNIONID_MAX_CHARS)?;
+        let unionid = Field::Unionid.required("unionid", &request.get_ref().unionid)?;
         let users = self.repo.list_by_unionid(unionid).await?;
         Ok(Response::new(ListUsersByUnionidResponse {
             users: users.into_iter().map(to_proto).collect(),
@@ -348,7 +328,8 @@ impl UserService for UserApi {
             language: info.language,
             unionid: info.unionid,
             ..ProfileUpdate::default()
-        };
+        }
+        .validated(Origin::WeChat)?;
         self.store(&opened.appid, &opened.openid, &update).await
     }
 
@@ -358,32 +339,24 @@ impl UserService for UserApi {
         request: Request<UpdateProfileRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let request = request.into_inner();
-        let appid = required(&request.appid, "appid", APPID_MAX_CHARS)?;
-        let openid = required(&request.openid, "openid", OPENID_MAX_CHARS)?;
+        let appid = Field::Appid.required("appid", &request.appid)?;
+        let openid = Field::Openid.required("openid", &request.openid)?;
         // Empty values and WeChat's anonymous placeholders never replace
         // what is stored: they say nothing about the user.
-        let nickname = optional(
-            request.nickname.as_deref().map(str::trim),
-            "nickname",
-            NICKNAME_MAX_CHARS,
-        )?
-        .filter(|name| !crypto::is_placeholder_nickname(name));
-        let avatar_url = optional(
-            request.avatar_url.as_deref().map(str::trim),
-            "avatar_url",
-            AVATAR_MAX_CHARS,
-        )?
-        .filter(|url| !crypto::is_placeholder_avatar(url));
-        if let Some(url) = avatar_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(Error::InvalidArgument("avatar_url must be an http(s) URL".into()).into());
-        }
-        let update = ProfileUpdate {
-            nickname: nickname.map(str::to_owned),
-            avatar_url: avatar_url.map(str::to_owned),
-            ..ProfileUpdate::default()
+        let text = |value: Option<&str>| {
+            value
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
         };
+        let update = ProfileUpdate {
+            nickname: text(request.nickname.as_deref())
+                .filter(|name| !crypto::is_placeholder_nickname(name)),
+            avatar_url: text(request.avatar_url.as_deref())
+                .filter(|url| !crypto::is_placeholder_avatar(url)),
+            ..ProfileUpdate::default()
+        }
+        .validated(Origin::Request)?;
         self.store(appid, openid, &update).await
     }
 
@@ -407,7 +380,8 @@ impl UserService for UserApi {
             Ok(phone) => phone,
             Err(_) => return Err(Error::InvalidEncryptedData.into()),
         };
-        self.store_phone(&opened.appid, &opened.openid, phone).await
+        let update = ProfileUpdate::phone(phone).validated(Origin::WeChat)?;
+        self.store(&opened.appid, &opened.openid, &update).await
     }
 
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
@@ -416,56 +390,36 @@ impl UserService for UserApi {
         request: Request<UpdatePhoneRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let request = request.into_inner();
-        let appid = required(&request.appid, "appid", APPID_MAX_CHARS)?.to_owned();
-        let openid = required(&request.openid, "openid", OPENID_MAX_CHARS)?.to_owned();
-        let phone = PhoneNumber {
-            phone_number: required(&request.phone_number, "phone_number", PHONE_MAX_CHARS)?
-                .to_owned(),
-            pure_phone_number: required(
-                &request.pure_phone_number,
-                "pure_phone_number",
-                PHONE_MAX_CHARS,
-            )?
-            .to_owned(),
-            country_code: required(
-                &request.country_code,
-                "country_code",
-                COUNTRY_CODE_MAX_CHARS,
-            )?
-            .to_owned(),
-        };
-        self.store_phone(&appid, &openid, phone).await
+        let appid = Field::Appid.required("appid", &request.appid)?;
+        let openid = Field::Openid.required("openid", &request.openid)?;
+        let phone = [
+            (Field::PhoneNumber, &request.phone_number),
+            (Field::PurePhoneNumber, &request.pure_phone_number),
+            (Field::PhoneCountryCode, &request.country_code),
+        ];
+        for (field, value) in phone {
+            if value.is_empty() {
+                let name = field.name(Origin::Request);
+                return Err(Error::InvalidArgument(format!("{name} is required")).into());
+            }
+        }
+        let update = ProfileUpdate::phone(PhoneNumber {
+            phone_number: request.phone_number,
+            pure_phone_number: request.pure_phone_number,
+            country_code: request.country_code,
+        })
+        .validated(Origin::Request)?;
+        self.store(appid, openid, &update).await
     }
 }
 
-/// `value`, which must be non-empty and at most `max_chars` characters.
-fn required<'a>(value: &'a str, field: &str, max_chars: usize) -> Result<&'a str, Error> {
+/// `value`, which must be non-empty and at most `max_chars` characters: for
+/// inputs that are no user field (those are [`Field`]s).
+fn required<'a>(value: &'a str, name: &str, max_chars: u32) -> Result<&'a str, Error> {
     if value.is_empty() {
-        return Err(Error::InvalidArgument(format!("{field} is required")));
+        return Err(Error::InvalidArgument(format!("{name} is required")));
     }
-    within(value, field, max_chars)
-}
-
-/// `value` if present; an empty string counts as absent, because proto3
-/// clients often send "" for "none".
-fn optional<'a>(
-    value: Option<&'a str>,
-    field: &str,
-    max_chars: usize,
-) -> Result<Option<&'a str>, Error> {
-    match value {
-        None | Some("") => Ok(None),
-        Some(value) => within(value, field, max_chars).map(Some),
-    }
-}
-
-fn within<'a>(value: &'a str, field: &str, max_chars: usize) -> Result<&'a str, Error> {
-    if value.chars().count() > max_chars {
-        return Err(Error::InvalidArgument(format!(
-            "{field} is longer than {max_chars} characters"
-        )));
-    }
-    Ok(value)
+    fields::at_most(name, value, max_chars)
 }
 
 fn to_proto(user: user::Model) -> User {
@@ -539,35 +493,6 @@ impl Returning<'_> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn required_values_must_be_present_and_short_enough() {
-        assert!(required("", "appid", 3).is_err());
-        assert!(required("abcd", "appid", 3).is_err());
-        assert_eq!(required("abc", "appid", 3).ok(), Some("abc"));
-    }
-
-    #[test]
-    fn lengths_count_characters_not_bytes() {
-        assert_eq!(required("微信号", "appid", 3).ok(), Some("微信号"));
-    }
-
-    #[test]
-    fn an_empty_optional_value_is_absent() {
-        assert_eq!(optional(Some(""), "unionid", 3).ok(), Some(None));
-        assert_eq!(optional(None, "unionid", 3).ok(), Some(None));
-        assert_eq!(optional(Some("u1"), "unionid", 3).ok(), Some(Some("u1")));
-        assert!(optional(Some("u1234"), "unionid", 3).is_err());
-    }
-
-    #[test]
-    fn an_error_names_the_field() {
-        let Err(Error::InvalidArgument(message)) = required("", "openid", 3) else {
-            panic!("expected InvalidArgument");
-        };
-
-        assert_eq!(message, "openid is required");
-    }
 
     #[test]
     fn timestamps_keep_microseconds() {
