@@ -127,7 +127,11 @@ impl Field {
 
     /// `value` if present; an empty string counts as absent, because proto3
     /// clients often send "" for "none".
-    pub fn optional<'a>(self, name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Error> {
+    pub fn optional<'a>(
+        self,
+        name: &str,
+        value: Option<&'a str>,
+    ) -> Result<Option<&'a str>, Error> {
         match value {
             None | Some("") => Ok(None),
             Some(value) => self.fits(name, value).map(Some),
@@ -317,7 +321,10 @@ mod tests {
     fn an_empty_optional_value_is_absent() {
         assert_eq!(Field::Unionid.optional("u", Some("")).ok(), Some(None));
         assert_eq!(Field::Unionid.optional("u", None).ok(), Some(None));
-        assert_eq!(Field::Unionid.optional("u", Some("u1")).ok(), Some(Some("u1")));
+        assert_eq!(
+            Field::Unionid.optional("u", Some("u1")).ok(),
+            Some(Some("u1"))
+        );
         let long = of_len('u', 129);
         assert!(Field::Unionid.optional("u", Some(&long)).is_err());
     }
@@ -375,7 +382,11 @@ mod tests {
         let cases: [(&str, fn(&mut ProfileUpdate, String), u32); 10] = [
             ("unionId", |u, v| u.unionid = Some(v), 128),
             ("nickName", |u, v| u.nickname = Some(v), 128),
-            ("avatarUrl", |u, v| u.avatar_url = Some(format!("https://a/{v}")), 1014),
+            (
+                "avatarUrl",
+                |u, v| u.avatar_url = Some(format!("https://a/{v}")),
+                1014,
+            ),
             ("country", |u, v| u.country = Some(v), 64),
             ("province", |u, v| u.province = Some(v), 64),
             ("city", |u, v| u.city = Some(v), 64),
@@ -394,7 +405,10 @@ mod tests {
             let Err(Error::InvalidArgument(message)) = over.validated(Origin::WeChat) else {
                 panic!("{name}: over-long value accepted");
             };
-            assert!(message.starts_with(&format!("{name} is longer than")), "{message}");
+            assert!(
+                message.starts_with(&format!("{name} is longer than")),
+                "{message}"
+            );
         }
     }
 
