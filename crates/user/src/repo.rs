@@ -11,6 +11,7 @@ use sea_orm::{
 };
 
 use crate::{
+    availability::Availability,
     entity::user,
     error::{Error, mysql_error_number},
     fields::Validated,
@@ -22,14 +23,18 @@ const UPSERT_ATTEMPTS: u32 = 5;
 const LOCK_CONFLICTS: [u16; 2] = [1205, 1213];
 
 /// The users table, through a connection pool. Cheap to clone.
+///
+/// Every statement goes through [`Availability::guard`]: while the database
+/// is known down, none is tried.
 #[derive(Debug, Clone)]
 pub struct UserRepo {
     db: DatabaseConnection,
+    availability: Availability,
 }
 
 impl UserRepo {
-    pub fn new(db: DatabaseConnection) -> Self {
-        UserRepo { db }
+    pub fn new(db: DatabaseConnection, availability: Availability) -> Self {
+        UserRepo { db, availability }
     }
 
     /// Registers (appid, openid), or records another login of the user who
@@ -42,6 +47,17 @@ impl UserRepo {
     /// WeChat never changes a user's unionid, so a different value is a
     /// caller's bug, and the first value is the one other records point to.
     pub async fn upsert(
+        &self,
+        appid: &str,
+        openid: &str,
+        unionid: Option<&str>,
+    ) -> Result<Upserted, Error> {
+        self.availability
+            .guard(self.upsert_now(appid, openid, unionid))
+            .await
+    }
+
+    async fn upsert_now(
         &self,
         appid: &str,
         openid: &str,
@@ -113,7 +129,11 @@ impl UserRepo {
 
     /// The row with this id, which must exist.
     pub async fn row(&self, id: i64) -> Result<user::Model, Error> {
-        self.get_by_id(id).await?.ok_or_else(|| {
+        self.availability.guard(self.row_now(id)).await
+    }
+
+    async fn row_now(&self, id: i64) -> Result<user::Model, Error> {
+        self.get_by_id_now(id).await?.ok_or_else(|| {
             Error::Database(DbErr::RecordNotFound(format!(
                 "user {id} vanished right after its upsert"
             )))
@@ -155,7 +175,7 @@ impl UserRepo {
         })?;
         let id: i64 = row.try_get("", "id")?;
         let login_count: i64 = row.try_get("", "login_count")?;
-        let user = self.get_by_id(id).await?.ok_or_else(|| {
+        let user = self.get_by_id_now(id).await?.ok_or_else(|| {
             Error::Database(DbErr::RecordNotFound(format!(
                 "user {id} vanished right after its upsert"
             )))
@@ -164,10 +184,24 @@ impl UserRepo {
     }
 
     pub async fn get_by_id(&self, id: i64) -> Result<Option<user::Model>, Error> {
+        self.availability.guard(self.get_by_id_now(id)).await
+    }
+
+    async fn get_by_id_now(&self, id: i64) -> Result<Option<user::Model>, Error> {
         Ok(user::Entity::find_by_id(id).one(&self.db).await?)
     }
 
     pub async fn get_by_openid(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Option<user::Model>, Error> {
+        self.availability
+            .guard(self.get_by_openid_now(appid, openid))
+            .await
+    }
+
+    async fn get_by_openid_now(
         &self,
         appid: &str,
         openid: &str,
@@ -181,6 +215,12 @@ impl UserRepo {
 
     /// Every user with this unionid, oldest first.
     pub async fn list_by_unionid(&self, unionid: &str) -> Result<Vec<user::Model>, Error> {
+        self.availability
+            .guard(self.list_by_unionid_now(unionid))
+            .await
+    }
+
+    async fn list_by_unionid_now(&self, unionid: &str) -> Result<Vec<user::Model>, Error> {
         Ok(user::Entity::find()
             .filter(user::Column::Unionid.eq(unionid))
             .order_by_asc(user::Column::Id)
@@ -192,6 +232,17 @@ impl UserRepo {
     /// unionid only when the user has none yet. `None` when there is no
     /// such user.
     pub async fn update_profile(
+        &self,
+        appid: &str,
+        openid: &str,
+        update: &Validated,
+    ) -> Result<Option<user::Model>, Error> {
+        self.availability
+            .guard(self.update_profile_now(appid, openid, update))
+            .await
+    }
+
+    async fn update_profile_now(
         &self,
         appid: &str,
         openid: &str,
@@ -231,12 +282,7 @@ impl UserRepo {
         if result.rows_affected == 0 {
             return Ok(None);
         }
-        self.get_by_openid(appid, openid).await
-    }
-
-    /// Whether the database answers, for the health check.
-    pub async fn ping(&self) -> Result<(), Error> {
-        Ok(self.db.ping().await?)
+        self.get_by_openid_now(appid, openid).await
     }
 }
 

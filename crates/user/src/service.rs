@@ -201,17 +201,38 @@ impl UserApi {
         let span = tracing::Span::current();
         span.record("appid", appid);
 
-        let (user, created) = match self.repo.upsert(appid, openid, unionid).await? {
-            Upserted::Row { user, created } => (self.written(*user).await, created),
-            Upserted::Existing { id } => {
-                let returning = Returning {
-                    id,
-                    appid,
-                    openid,
-                    unionid,
+        let login = Login {
+            appid,
+            openid,
+            unionid,
+        };
+        let upserted = match self.repo.upsert(appid, openid, unionid).await {
+            Ok(upserted) => upserted,
+            // The database cannot record this login, but a returning user's
+            // copy is all the answer needs: their login depends on Redis and
+            // WeChat only. What goes unrecorded is the login itself
+            // (`last_login_at`, `login_count`), which no answer shows.
+            Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
+                let Some(user) = request.cached.filter(|copy| login.holds(copy)) else {
+                    return Err(error);
                 };
-                (self.returning(returning, request.cached).await?, false)
+                span.record("degraded", true);
+                span.record("user_id", user.id);
+                span.record("created", false);
+                return Ok(UpsertUserResponse {
+                    user: Some(user),
+                    created: false,
+                });
             }
+            Err(error) => return Err(error),
+        };
+        let (user, created) = match upserted {
+            Upserted::Row { user, created } => (self.written(*user).await, created),
+            Upserted::Existing { id } => (
+                self.returning(Returning { id, login }, request.cached)
+                    .await?,
+                false,
+            ),
         };
 
         span.record("user_id", user.id);
@@ -256,7 +277,7 @@ impl UserApi {
 impl UserService for UserApi {
     #[tracing::instrument(
         skip_all,
-        fields(appid = Empty, user_id = Empty, created = Empty)
+        fields(appid = Empty, user_id = Empty, created = Empty, degraded = Empty)
     )]
     async fn upsert_user(
         &self,
@@ -470,22 +491,35 @@ fn from_auth(status: Status) -> Status {
     }
 }
 
-/// A login of a user who was already registered, as its upsert left the row.
-struct Returning<'a> {
-    id: i64,
+/// A login: whose, and the unionid WeChat gave with it.
+#[derive(Clone, Copy)]
+struct Login<'a> {
     appid: &'a str,
     openid: &'a str,
     unionid: Option<&'a str>,
 }
 
+impl Login<'_> {
+    /// Whether a cached copy is this user and the login changes nothing it
+    /// holds, so that the copy is the user as this login leaves them.
+    fn holds(&self, user: &User) -> bool {
+        user.appid == self.appid
+            && user.openid == self.openid
+            // The login may backfill the unionid the copy lacks.
+            && (self.unionid.is_none() || user.unionid.is_some())
+    }
+}
+
+/// A login of a user who was already registered, as its upsert left the row.
+struct Returning<'a> {
+    id: i64,
+    login: Login<'a>,
+}
+
 impl Returning<'_> {
     /// Whether a cached copy is this user as the upsert left them.
     fn holds(&self, user: &User) -> bool {
-        u64::try_from(self.id).is_ok_and(|id| id == user.id)
-            && user.appid == self.appid
-            && user.openid == self.openid
-            // The login may have backfilled the unionid the copy lacks.
-            && (self.unionid.is_none() || user.unionid.is_some())
+        u64::try_from(self.id).is_ok_and(|id| id == user.id) && self.login.holds(user)
     }
 }
 
