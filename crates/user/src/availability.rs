@@ -4,12 +4,16 @@
 //! timeout for a connection that cannot come; and the health status says
 //! NOT_SERVING.
 //!
-//! Two things set the state: a statement that fails because its connection
-//! failed, and [`probe`], which asks the database on a connection of its
+//! [`probe`] owns the state: it asks the database on a connection of its
 //! own every [`PROBE_EVERY_UP`] (every [`PROBE_EVERY_DOWN`] while it is
-//! down) and is the only thing that clears it. A pool that cannot hand out a
-//! connection in time does not set it: that is also what overload looks
-//! like, and the probe tells the two apart.
+//! down), and at once when a statement fails because its connection failed.
+//! Such a failure does not set the state by itself: a restarted MySQL drops
+//! every connection but answers new ones, and one dead connection must not
+//! fail every request for a probe period. It does make every pooled
+//! connection idle since then suspect (pinged before use), so that the
+//! others are found dead by a ping rather than by a request. A pool that
+//! cannot hand out a connection in time does not wake the probe: that is
+//! also what overload looks like.
 
 use std::{
     fmt::Display,
@@ -22,7 +26,7 @@ use std::{
 };
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::error::{self, Error};
 
@@ -45,6 +49,8 @@ pub struct Availability {
 struct Inner {
     /// `true` while the database is known to be down.
     down: watch::Sender<bool>,
+    /// Wakes the probe when a statement's connection failed.
+    suspected: Notify,
     /// When the database was last seen down, in milliseconds after `epoch`
     /// plus one (0: never).
     last_seen_down: AtomicU64,
@@ -63,6 +69,7 @@ impl Availability {
         Availability {
             inner: Arc::new(Inner {
                 down: watch::Sender::new(false),
+                suspected: Notify::new(),
                 last_seen_down: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),
@@ -76,13 +83,24 @@ impl Availability {
     /// The database failed to answer; the first failure after it answered
     /// is logged, the others are not.
     pub fn mark_down(&self, why: &dyn Display) {
+        self.seen_down();
+        if !self.inner.down.send_replace(true) {
+            tracing::warn!(error = %why, "the database is down: requests that need it fail at once until it answers");
+        }
+    }
+
+    /// A statement's connection failed: pooled connections idle since now
+    /// are suspect, and the probe checks the database at once.
+    pub fn suspect(&self) {
+        self.seen_down();
+        self.inner.suspected.notify_one();
+    }
+
+    fn seen_down(&self) {
         let since_epoch = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.inner
             .last_seen_down
             .store(since_epoch.saturating_add(1), Ordering::Relaxed);
-        if !self.inner.down.send_replace(true) {
-            tracing::warn!(error = %why, "the database is down: requests that need it fail at once until it answers");
-        }
     }
 
     /// The database answered.
@@ -113,8 +131,8 @@ impl Availability {
     /// Runs `statement`, unless the database is known down; gives up on it
     /// as soon as the database becomes known down (a request waiting for a
     /// pool connection would otherwise wait the whole acquire timeout). A
-    /// statement that fails because its connection failed marks the
-    /// database down.
+    /// statement that fails because its connection failed makes the probe
+    /// check at once.
     pub async fn guard<T>(
         &self,
         statement: impl Future<Output = Result<T, Error>>,
@@ -130,7 +148,8 @@ impl Availability {
         if let Err(Error::DatabaseUnavailable(cause)) = &result
             && error::is_connection_failure(cause)
         {
-            self.mark_down(&error::report(cause));
+            tracing::debug!(error = %error::report(cause), "a statement's connection failed");
+            self.suspect();
         }
         result
     }
@@ -141,10 +160,17 @@ impl Availability {
 /// and keeps `availability` in step.
 pub async fn probe(db: DatabaseConnection, availability: Availability) {
     loop {
-        match tokio::time::timeout(PROBE_TIMEOUT, db.ping()).await {
-            Ok(Ok(())) => availability.mark_up(),
-            Ok(Err(cause)) => availability.mark_down(&error::report(&cause)),
-            Err(_) => availability.mark_down(&format_args!(
+        let mut answer = ping(&db).await;
+        // The probe's own connection may be one that MySQL or the network
+        // cut while the database answers new ones: a new one decides. (A
+        // timeout already took its time and is not tried again.)
+        if let Err(Some(_)) = answer {
+            answer = ping(&db).await;
+        }
+        match answer {
+            Ok(()) => availability.mark_up(),
+            Err(Some(cause)) => availability.mark_down(&error::report(&cause)),
+            Err(None) => availability.mark_down(&format_args!(
                 "no answer within {} ms",
                 PROBE_TIMEOUT.as_millis()
             )),
@@ -154,7 +180,18 @@ pub async fn probe(db: DatabaseConnection, availability: Availability) {
         } else {
             PROBE_EVERY_UP
         };
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = availability.inner.suspected.notified() => {}
+        }
+    }
+}
+
+/// One ping, within [`PROBE_TIMEOUT`]; `Err(None)` when it timed out.
+async fn ping(db: &DatabaseConnection) -> Result<(), Option<sea_orm::DbErr>> {
+    match tokio::time::timeout(PROBE_TIMEOUT, db.ping()).await {
+        Ok(answer) => answer.map_err(Some),
+        Err(_) => Err(None),
     }
 }
 
@@ -187,7 +224,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_failure_marks_the_database_down_and_an_answer_up() {
+    async fn a_connection_failure_makes_idle_connections_suspect_and_wakes_the_probe() {
         let availability = Availability::new();
 
         let result: Result<(), Error> = availability
@@ -195,13 +232,28 @@ mod tests {
             .await;
 
         assert!(matches!(result, Err(Error::DatabaseUnavailable(_))));
+        assert!(!availability.is_down(), "only the probe decides");
+        assert!(availability.idle_across_an_outage(Duration::from_secs(60)));
+        let woken = tokio::time::timeout(
+            Duration::from_secs(1),
+            availability.inner.suspected.notified(),
+        )
+        .await;
+        assert!(woken.is_ok());
+    }
+
+    #[test]
+    fn the_probe_marks_it_down_and_up() {
+        let availability = Availability::new();
+
+        availability.mark_down(&"probe");
         assert!(availability.is_down());
         availability.mark_up();
         assert!(!availability.is_down());
     }
 
     #[tokio::test]
-    async fn other_failures_leave_it_up() {
+    async fn other_failures_suspect_nothing() {
         let availability = Availability::new();
 
         let result: Result<(), Error> = availability
@@ -213,7 +265,7 @@ mod tests {
             .await;
 
         assert!(result.is_err());
-        assert!(!availability.is_down());
+        assert!(!availability.idle_across_an_outage(Duration::from_secs(60)));
     }
 
     #[tokio::test]
