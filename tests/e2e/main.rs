@@ -6,6 +6,7 @@
 mod compose;
 mod errors;
 mod login;
+mod outage;
 mod secrets;
 mod sessions;
 mod standalone;
