@@ -379,7 +379,8 @@ mod tests {
 
     #[test]
     fn every_text_of_an_update_is_checked() {
-        let cases: [(&str, fn(&mut ProfileUpdate, String), u32); 10] = [
+        type Set = fn(&mut ProfileUpdate, String);
+        let cases: [(&str, Set, u32); 10] = [
             ("unionId", |u, v| u.unionid = Some(v), 128),
             ("nickName", |u, v| u.nickname = Some(v), 128),
             (
