@@ -62,7 +62,7 @@ impl From<DbErr> for Error {
 
 /// MySQL server errors that say "not now" rather than "never":
 /// too many connections, server shutting down, lock wait timeout, deadlock.
-const TRANSIENT_SERVER_ERRORS: [u16; 4] = [1040, 1053, 1205, 1213];
+const TRANSIENT_SERVER_ERRORS: [u16; 4] = [1040, SERVER_SHUTDOWN, 1205, 1213];
 
 fn is_unavailable(error: &DbErr) -> bool {
     match error {
