@@ -7,6 +7,7 @@ mod compose;
 mod errors;
 mod faults;
 mod login;
+mod outage;
 mod secrets;
 mod sessions;
 mod standalone;

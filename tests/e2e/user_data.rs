@@ -531,3 +531,171 @@ async fn one_unionid_links_a_person_across_mini_programs() {
     assert_eq!(apps.len(), 2, "{apps:?}");
     assert!(apps.contains(&OTHER_APPID));
 }
+
+/// The user's row as the database holds it.
+async fn row_of(app: &TestApp, appid: &str, openid: &str) -> wxlogin_user::entity::user::Model {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use wxlogin_user::entity::user;
+    let db = app.database().await;
+    let row = user::Entity::find()
+        .filter(user::Column::Appid.eq(appid))
+        .filter(user::Column::Openid.eq(openid))
+        .one(&db)
+        .await
+        .expect("read the user")
+        .expect("the user exists");
+    drop(db.close().await);
+    row
+}
+
+#[tokio::test]
+async fn sealed_values_too_long_for_their_column_or_unsafe_are_refused_and_nothing_is_stored() {
+    // Arrange: a user with a stored profile and phone number.
+    let app = TestApp::spawn().await;
+    let (minted, token) = logged_in(&app).await;
+    let real = sealed_for(&app, &minted.appid, &minted.openid, profile());
+    let stored = post(&app, "/v1/me/profile", &token, &sealed_body(&real)).await;
+    assert_eq!(stored.status(), 200);
+    let phone = json!({ "phoneNumber": "+86 13800138000", "purePhoneNumber": "13800138000", "countryCode": "86" });
+    let sealed = sealed_for(&app, &minted.appid, &minted.openid, phone.clone());
+    let stored = post(&app, "/v1/me/phone", &token, &sealed_body(&sealed)).await;
+    assert_eq!(stored.status(), 200);
+    let before = row_of(&app, &minted.appid, &minted.openid).await;
+    // Characters, not bytes: '字' is three bytes in UTF-8.
+    let chars = |n: usize| "字".repeat(n);
+    let cases = [
+        (
+            "/v1/me/profile",
+            "nickName",
+            json!(chars(129)),
+            "nickName is longer than 128 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "avatarUrl",
+            json!(format!("https://thirdwx.qlogo.cn/{}", "a".repeat(1000))),
+            "avatarUrl is longer than 1024 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "country",
+            json!(chars(65)),
+            "country is longer than 64 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "province",
+            json!(chars(65)),
+            "province is longer than 64 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "city",
+            json!(chars(65)),
+            "city is longer than 64 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "language",
+            json!(chars(17)),
+            "language is longer than 16 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "unionId",
+            json!(chars(129)),
+            "unionId is longer than 128 characters",
+        ),
+        (
+            "/v1/me/profile",
+            "avatarUrl",
+            json!("javascript:alert(1)"),
+            "avatarUrl must be an http(s) URL",
+        ),
+        (
+            "/v1/me/profile",
+            "avatarUrl",
+            json!("data:text/html,<script>alert(1)</script>"),
+            "avatarUrl must be an http(s) URL",
+        ),
+        (
+            "/v1/me/phone",
+            "phoneNumber",
+            json!("1".repeat(33)),
+            "phoneNumber is longer than 32 characters",
+        ),
+        (
+            "/v1/me/phone",
+            "purePhoneNumber",
+            json!("1".repeat(33)),
+            "purePhoneNumber is longer than 32 characters",
+        ),
+        (
+            "/v1/me/phone",
+            "countryCode",
+            json!("1".repeat(9)),
+            "countryCode is longer than 8 characters",
+        ),
+        (
+            "/v1/me/phone",
+            "countryCode",
+            json!(123_456_789),
+            "countryCode is longer than 8 characters",
+        ),
+    ];
+
+    for (path, field, value, expected) in cases {
+        let mut data = if path == "/v1/me/phone" {
+            phone.clone()
+        } else {
+            profile()
+        };
+        data[field] = value;
+        let sealed = sealed_for(&app, &minted.appid, &minted.openid, data);
+
+        // Act
+        let response = post(&app, path, &token, &sealed_body(&sealed)).await;
+
+        // Assert
+        let message = assert_error(response, 400, "invalid_request").await;
+        assert_eq!(message, expected, "{path} {field}");
+        assert_eq!(
+            row_of(&app, &minted.appid, &minted.openid).await,
+            before,
+            "{path} {field}: the row changed"
+        );
+    }
+    // The self-service path refuses the same avatar.
+    let put = app
+        .json_with_token(
+            Method::PUT,
+            "/v1/me/profile",
+            &token,
+            &json!({ "avatar_url": "javascript:alert(1)" }),
+        )
+        .await;
+    assert_error(put, 400, "invalid_request").await;
+    assert_eq!(row_of(&app, &minted.appid, &minted.openid).await, before);
+}
+
+#[tokio::test]
+async fn sealed_values_exactly_as_long_as_their_column_are_stored() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let (minted, token) = logged_in(&app).await;
+    let mut data = profile();
+    data["nickName"] = json!("字".repeat(128));
+    data["city"] = json!("字".repeat(64));
+    data["language"] = json!("字".repeat(16));
+    let sealed = sealed_for(&app, &minted.appid, &minted.openid, data);
+
+    // Act
+    let response = post(&app, "/v1/me/profile", &token, &sealed_body(&sealed)).await;
+
+    // Assert
+    assert_eq!(response.status(), 200);
+    let row = row_of(&app, &minted.appid, &minted.openid).await;
+    assert_eq!(row.nickname, Some("字".repeat(128)));
+    assert_eq!(row.city, Some("字".repeat(64)));
+    assert_eq!(row.language, Some("字".repeat(16)));
+}

@@ -20,7 +20,7 @@ use std::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter, prelude::*};
 use wxlogin_testkit::{
-    TestDatabase, TestRedisPrefix,
+    Proxy, TestDatabase, TestRedisPrefix,
     credential::{INTERNAL_SECRET, INTERNAL_USER_SECRET},
 };
 
@@ -163,6 +163,10 @@ pub struct Options {
     pub wechat_base: Option<String>,
     /// The user service's `WATERMARK_MAX_AGE_SECS`.
     pub watermark_max_age_secs: u64,
+    /// The user service reaches MySQL through a [`Proxy`] the test can cut
+    /// ([`TestApp::mysql_proxy`]). Implies MySQL and Redis whatever
+    /// `WXLOGIN_TEST_BACKEND` says: an outage of MySQL is what it tests.
+    pub mysql_proxy: bool,
 }
 
 impl Default for Options {
@@ -175,6 +179,7 @@ impl Default for Options {
             secret: DEFAULT_SECRET.to_owned(),
             wechat_base: None,
             watermark_max_age_secs: 3600,
+            mysql_proxy: false,
         }
     }
 }
@@ -222,6 +227,8 @@ pub struct TestApp {
     pub redis: Option<TestRedisPrefix>,
     pub auth_addr: SocketAddr,
     pub user_addr: SocketAddr,
+    /// In front of MySQL when [`Options::mysql_proxy`] asked for it.
+    pub mysql_proxy: Option<Proxy>,
     user: Running,
     auth: Running,
     gateway: Running,
@@ -252,7 +259,11 @@ impl TestApp {
         .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("start the WeChat simulator");
-        let backend = Backend::from_env();
+        let backend = if options.mysql_proxy {
+            Backend::MysqlRedis
+        } else {
+            Backend::from_env()
+        };
         let (db, redis) = match backend {
             Backend::MysqlRedis => (
                 TestDb::Mysql(TestDatabase::create().await),
@@ -295,9 +306,15 @@ impl TestApp {
         let auth_addr = auth_app.local_addr();
         let auth = Running::spawn(|stopped| auth_app.run_until_stopped(wait_stopped(stopped)));
 
+        let (mysql_proxy, user_database_url) = if options.mysql_proxy {
+            let (proxy, url) = Proxy::in_front_of(&db.url()).await;
+            (Some(proxy), url)
+        } else {
+            (None, db.url())
+        };
         let user_config = wxlogin_user::Config::from_source(&source(HashMap::from([
             ("USER_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url()),
+            ("DATABASE_URL", user_database_url),
             ("DB_MAX_CONNECTIONS", "8".to_owned()),
             ("AUTH_URL", format!("http://{auth_addr}")),
             (
@@ -343,6 +360,7 @@ impl TestApp {
             redis,
             auth_addr,
             user_addr,
+            mysql_proxy,
             user,
             auth,
             gateway,

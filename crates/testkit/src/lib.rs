@@ -1,6 +1,7 @@
 //! Test-only helpers shared by the services' integration tests and the
 //! end-to-end suite: a throw-away MySQL database and a private Redis key
-//! prefix per test, so tests run in parallel against the real servers.
+//! prefix per test, so tests run in parallel against the real servers, and
+//! a [`Proxy`] a test cuts to take MySQL away from a service.
 //!
 //! Servers come from `DATABASE_URL` and `REDIS_URL` (the test command sets
 //! them, starting private servers when needed); the defaults are the local
@@ -10,6 +11,9 @@
 use sea_orm::{ConnectionTrait, Database};
 
 pub mod credential;
+mod proxy;
+
+pub use proxy::Proxy;
 
 /// The MySQL server URL tests use, without a database name.
 pub fn mysql_server_url() -> String {

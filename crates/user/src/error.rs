@@ -26,6 +26,10 @@ pub enum Error {
     /// again later may succeed.
     #[error("the database is unavailable")]
     DatabaseUnavailable(#[source] DbErr),
+    /// The database is known to be down (see `availability`): the request
+    /// did not try it.
+    #[error("the database is down")]
+    DatabaseDown,
     #[error("database error")]
     Database(#[source] DbErr),
     #[error("cannot connect to the database")]
@@ -58,7 +62,7 @@ impl From<DbErr> for Error {
 
 /// MySQL server errors that say "not now" rather than "never":
 /// too many connections, server shutting down, lock wait timeout, deadlock.
-const TRANSIENT_SERVER_ERRORS: [u16; 4] = [1040, 1053, 1205, 1213];
+const TRANSIENT_SERVER_ERRORS: [u16; 4] = [1040, SERVER_SHUTDOWN, 1205, 1213];
 
 fn is_unavailable(error: &DbErr) -> bool {
     match error {
@@ -79,6 +83,28 @@ fn is_unavailable(error: &DbErr) -> bool {
         _ => false,
     }
 }
+
+/// Whether `error` says the connection to the database failed (refused,
+/// reset, closed, TLS), as opposed to the database refusing one statement,
+/// or a pool too busy to hand out a connection in time.
+pub(crate) fn is_connection_failure(error: &DbErr) -> bool {
+    match error {
+        DbErr::Conn(_) => true,
+        DbErr::ConnectionAcquire(acquire) => {
+            matches!(acquire, sea_orm::ConnAcquireErr::ConnectionClosed)
+        }
+        DbErr::Exec(RuntimeErr::SqlxError(cause)) | DbErr::Query(RuntimeErr::SqlxError(cause)) => {
+            matches!(
+                &**cause,
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed
+            ) || mysql_error_number(error) == Some(SERVER_SHUTDOWN)
+        }
+        _ => false,
+    }
+}
+
+/// MySQL's "server shutdown in progress".
+const SERVER_SHUTDOWN: u16 = 1053;
 
 /// The MySQL error number of `error`, if the server sent one.
 pub(crate) fn mysql_error_number(error: &DbErr) -> Option<u16> {
@@ -108,8 +134,12 @@ impl From<Error> for Status {
             Error::InvalidSignature => {
                 Reason::InvalidSignature.status("the rawData signature does not match")
             }
-            Error::DatabaseUnavailable(_) => {
-                tracing::warn!(error = %report(&error), "database unavailable");
+            Error::DatabaseUnavailable(_) | Error::DatabaseDown => {
+                // While the database is known down, the outage was logged
+                // once when it began.
+                if !matches!(error, Error::DatabaseDown) {
+                    tracing::warn!(error = %report(&error), "database unavailable");
+                }
                 Reason::DependencyUnavailable
                     .status("the user store is unavailable, try again later")
             }

@@ -25,11 +25,13 @@ use wxlogin_common::{
 };
 use wxlogin_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
 
+pub mod availability;
 pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod entity;
 pub mod error;
+pub mod fields;
 pub mod migration;
 pub mod repo;
 pub mod service;
@@ -37,12 +39,10 @@ pub mod service;
 pub use config::Config;
 pub use error::Error;
 
+use availability::Availability;
 use migration::Migrator;
 use repo::UserRepo;
 use service::UserApi;
-
-/// How often the health service asks the database whether it answers.
-const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The user service, built and listening but not serving yet.
 #[derive(Debug)]
@@ -50,6 +50,9 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     db: DatabaseConnection,
+    /// A pool of one connection for the availability probe.
+    probe_db: DatabaseConnection,
+    availability: Availability,
     auth: Upstream,
     callers: Authenticator,
     watermark_max_age: Option<Duration>,
@@ -72,13 +75,16 @@ impl Application {
             source,
         })?;
 
+        let availability = Availability::new();
         let db = connect(
             &config.database_url,
             config.db_max_connections,
             config.db_connect_timeout,
+            &availability,
         )
         .await?;
         Migrator::up(&db, None).await.map_err(Error::Migrate)?;
+        let probe_db = connect_probe(&config.database_url, &db)?;
 
         // Lazy: the user service starts (and serves what needs no session
         // key) while auth is still coming up.
@@ -94,6 +100,8 @@ impl Application {
             listener,
             local_addr,
             db,
+            probe_db,
+            availability,
             auth,
             callers: Authenticator::new(&[(&config.internal_secret, Caller::Internal)]),
             watermark_max_age: config.watermark_max_age,
@@ -120,12 +128,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let repo = UserRepo::new(self.db.clone());
+        let repo = UserRepo::new(self.db.clone(), self.availability.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
-        let readiness = tokio::spawn(report_readiness(health, repo.clone()));
+        let readiness = tokio::spawn(report_readiness(health, self.availability.watch()));
+        let probe = tokio::spawn(availability::probe(
+            self.probe_db.clone(),
+            self.availability.clone(),
+        ));
 
         // Small messages: answering without Nagle's delay matters more than
         // packet count.
@@ -140,6 +149,12 @@ impl Application {
             .await;
 
         readiness.abort();
+        probe.abort();
+        if self.probe_db.get_database_backend() != sea_orm::DbBackend::Sqlite
+            && let Err(error) = self.probe_db.close().await
+        {
+            tracing::warn!(error = %error::report(&error), "closing the probe's pool failed");
+        }
         if let Err(error) = self.db.close().await {
             tracing::warn!(error = %error::report(&error), "closing the database pool failed");
         }
@@ -153,7 +168,7 @@ impl Application {
 /// `wxlogin-user migrate` runs. Running it again is a no-op. Gives up when
 /// no connection is made within `connect_timeout`.
 pub async fn migrate(database_url: &SecretString, connect_timeout: Duration) -> Result<(), Error> {
-    let db = connect(database_url, 1, connect_timeout).await?;
+    let db = connect(database_url, 1, connect_timeout, &Availability::new()).await?;
     let migrated = Migrator::up(&db, None).await.map_err(Error::Migrate);
     if let Err(error) = db.close().await {
         tracing::warn!(error = %error::report(&error), "closing the database connection failed");
@@ -169,6 +184,7 @@ async fn connect(
     url: &SecretString,
     max_connections: u32,
     timeout: Duration,
+    availability: &Availability,
 ) -> Result<DatabaseConnection, Error> {
     let url = url.expose_secret();
     if url.starts_with("sqlite:") {
@@ -176,10 +192,25 @@ async fn connect(
     }
     // sqlx's parse errors describe the problem without quoting the URL.
     let options: MySqlConnectOptions = url.parse().map_err(Error::Connect)?;
-    let pool = mysql_pool_options(max_connections, timeout)
+    let pool = pool_options(max_connections, timeout, availability.clone())
         .connect_with(options.disable_statement_logging())
         .await
         .map_err(Error::Connect)?;
+    Ok(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
+}
+
+/// The availability probe's own pool of one connection, made when first
+/// needed: it waits for no connection the service's requests hold, and
+/// gives up within the probe's timeout. SQLite, a file, has no outage to
+/// probe for: the service's pool answers.
+fn connect_probe(url: &SecretString, db: &DatabaseConnection) -> Result<DatabaseConnection, Error> {
+    let url = url.expose_secret();
+    if url.starts_with("sqlite:") {
+        return Ok(db.clone());
+    }
+    let options: MySqlConnectOptions = url.parse().map_err(Error::Connect)?;
+    let pool = pool_options(1, availability::PROBE_TIMEOUT, Availability::new())
+        .connect_lazy_with(options.disable_statement_logging());
     Ok(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
 }
 
@@ -188,6 +219,12 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// The options of the service's MySQL pool (the benchmark's MySQL floor uses
 /// the same).
+pub fn mysql_pool_options(max_connections: u32, acquire_timeout: Duration) -> MySqlPoolOptions {
+    pool_options(max_connections, acquire_timeout, Availability::new())
+}
+
+/// [`mysql_pool_options`], for a pool whose connections may have been cut
+/// while `availability` saw the database down.
 ///
 /// sqlx pings every connection when it goes back to the pool, and by default
 /// again when it is taken out: two extra round trips per statement, which
@@ -196,15 +233,23 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 /// connection is pinged when taken only after `PING_AFTER_IDLE` unused, so
 /// one that MySQL dropped in a quiet period is replaced, not used; one that
 /// breaks while busy (MySQL restarted) fails its next statement once (the
-/// client sees 503) and is closed.
-pub fn mysql_pool_options(max_connections: u32, acquire_timeout: Duration) -> MySqlPoolOptions {
+/// client sees 503) and is closed. After an outage, every connection idle
+/// since before it is pinged once too: MySQL (or the network) probably cut
+/// them all, and requests would otherwise find them dead one at a time.
+fn pool_options(
+    max_connections: u32,
+    acquire_timeout: Duration,
+    availability: Availability,
+) -> MySqlPoolOptions {
     MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
+            let suspect = meta.idle_for >= PING_AFTER_IDLE
+                || availability.idle_across_an_outage(meta.idle_for);
             Box::pin(async move {
-                if meta.idle_for >= PING_AFTER_IDLE {
+                if suspect {
                     conn.ping().await?;
                 }
                 Ok(true)
@@ -235,32 +280,20 @@ async fn connect_sqlite(
 }
 
 /// Keeps the health status of the user service in step with whether the
-/// database answers, so that a load balancer stops sending requests that can
-/// only fail. Logs transitions only.
-async fn report_readiness(health: HealthReporter, repo: UserRepo) {
-    let mut interval = tokio::time::interval(READINESS_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut serving = true;
+/// database is known down, so that `/readyz` shows an outage within a probe
+/// period. Only the named service follows the database: the server as a
+/// whole ("") stays SERVING, because the service still answers what needs
+/// no database (a returning login from its cached copy).
+async fn report_readiness(health: HealthReporter, mut down: tokio::sync::watch::Receiver<bool>) {
     loop {
-        interval.tick().await;
-        let answers = match repo.ping().await {
-            Ok(()) => true,
-            Err(error) => {
-                if serving {
-                    tracing::warn!(error = %error::report(&error), "database does not answer, reporting NOT_SERVING");
-                }
-                false
-            }
+        let status = if *down.borrow_and_update() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
         };
-        if answers != serving {
-            let status = if answers {
-                tracing::info!("database answers again, reporting SERVING");
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            health.set_service_status(SERVICE_NAME, status).await;
-            serving = answers;
+        health.set_service_status(SERVICE_NAME, status).await;
+        if down.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -11,8 +11,10 @@ use sea_orm::{
 };
 
 use crate::{
+    availability::Availability,
     entity::user,
     error::{Error, mysql_error_number},
+    fields::Validated,
 };
 
 /// How many times the upsert is tried when InnoDB gives up on a lock.
@@ -21,14 +23,18 @@ const UPSERT_ATTEMPTS: u32 = 5;
 const LOCK_CONFLICTS: [u16; 2] = [1205, 1213];
 
 /// The users table, through a connection pool. Cheap to clone.
+///
+/// Every statement goes through [`Availability::guard`]: while the database
+/// is known down, none is tried.
 #[derive(Debug, Clone)]
 pub struct UserRepo {
     db: DatabaseConnection,
+    availability: Availability,
 }
 
 impl UserRepo {
-    pub fn new(db: DatabaseConnection) -> Self {
-        UserRepo { db }
+    pub fn new(db: DatabaseConnection, availability: Availability) -> Self {
+        UserRepo { db, availability }
     }
 
     /// Registers (appid, openid), or records another login of the user who
@@ -41,6 +47,17 @@ impl UserRepo {
     /// WeChat never changes a user's unionid, so a different value is a
     /// caller's bug, and the first value is the one other records point to.
     pub async fn upsert(
+        &self,
+        appid: &str,
+        openid: &str,
+        unionid: Option<&str>,
+    ) -> Result<Upserted, Error> {
+        self.availability
+            .guard(self.upsert_now(appid, openid, unionid))
+            .await
+    }
+
+    async fn upsert_now(
         &self,
         appid: &str,
         openid: &str,
@@ -112,7 +129,11 @@ impl UserRepo {
 
     /// The row with this id, which must exist.
     pub async fn row(&self, id: i64) -> Result<user::Model, Error> {
-        self.get_by_id(id).await?.ok_or_else(|| {
+        self.availability.guard(self.row_now(id)).await
+    }
+
+    async fn row_now(&self, id: i64) -> Result<user::Model, Error> {
+        self.get_by_id_now(id).await?.ok_or_else(|| {
             Error::Database(DbErr::RecordNotFound(format!(
                 "user {id} vanished right after its upsert"
             )))
@@ -154,7 +175,7 @@ impl UserRepo {
         })?;
         let id: i64 = row.try_get("", "id")?;
         let login_count: i64 = row.try_get("", "login_count")?;
-        let user = self.get_by_id(id).await?.ok_or_else(|| {
+        let user = self.get_by_id_now(id).await?.ok_or_else(|| {
             Error::Database(DbErr::RecordNotFound(format!(
                 "user {id} vanished right after its upsert"
             )))
@@ -163,10 +184,24 @@ impl UserRepo {
     }
 
     pub async fn get_by_id(&self, id: i64) -> Result<Option<user::Model>, Error> {
+        self.availability.guard(self.get_by_id_now(id)).await
+    }
+
+    async fn get_by_id_now(&self, id: i64) -> Result<Option<user::Model>, Error> {
         Ok(user::Entity::find_by_id(id).one(&self.db).await?)
     }
 
     pub async fn get_by_openid(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Option<user::Model>, Error> {
+        self.availability
+            .guard(self.get_by_openid_now(appid, openid))
+            .await
+    }
+
+    async fn get_by_openid_now(
         &self,
         appid: &str,
         openid: &str,
@@ -180,6 +215,12 @@ impl UserRepo {
 
     /// Every user with this unionid, oldest first.
     pub async fn list_by_unionid(&self, unionid: &str) -> Result<Vec<user::Model>, Error> {
+        self.availability
+            .guard(self.list_by_unionid_now(unionid))
+            .await
+    }
+
+    async fn list_by_unionid_now(&self, unionid: &str) -> Result<Vec<user::Model>, Error> {
         Ok(user::Entity::find()
             .filter(user::Column::Unionid.eq(unionid))
             .order_by_asc(user::Column::Id)
@@ -194,7 +235,18 @@ impl UserRepo {
         &self,
         appid: &str,
         openid: &str,
-        update: &ProfileUpdate,
+        update: &Validated,
+    ) -> Result<Option<user::Model>, Error> {
+        self.availability
+            .guard(self.update_profile_now(appid, openid, update))
+            .await
+    }
+
+    async fn update_profile_now(
+        &self,
+        appid: &str,
+        openid: &str,
+        update: &Validated,
     ) -> Result<Option<user::Model>, Error> {
         use user::Column;
         let mut statement = user::Entity::update_many()
@@ -230,12 +282,7 @@ impl UserRepo {
         if result.rows_affected == 0 {
             return Ok(None);
         }
-        self.get_by_openid(appid, openid).await
-    }
-
-    /// Whether the database answers, for the health check.
-    pub async fn ping(&self) -> Result<(), Error> {
-        Ok(self.db.ping().await?)
+        self.get_by_openid_now(appid, openid).await
     }
 }
 
@@ -250,23 +297,6 @@ pub enum Upserted {
     /// A returning user: the login was recorded; the rest of the row is as
     /// it was (but a unionid the call brought, when it had none).
     Existing { id: i64 },
-}
-
-/// Profile fields to store; `None` leaves the stored value as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProfileUpdate {
-    pub nickname: Option<String>,
-    pub avatar_url: Option<String>,
-    pub gender: Option<i8>,
-    pub country: Option<String>,
-    pub province: Option<String>,
-    pub city: Option<String>,
-    pub language: Option<String>,
-    /// Stored only when the user has no unionid yet.
-    pub unionid: Option<String>,
-    pub phone_number: Option<String>,
-    pub pure_phone_number: Option<String>,
-    pub phone_country_code: Option<String>,
 }
 
 /// `INSERT ... ON DUPLICATE KEY UPDATE` with bound values.

@@ -24,19 +24,14 @@ use crate::{
     crypto::{self, DecryptError, Expectations, PhoneNumber, UserInfo},
     entity::user,
     error::Error,
-    repo::{ProfileUpdate, Upserted, UserRepo},
+    fields::{self, Field, Origin, ProfileUpdate, Validated},
+    repo::{Upserted, UserRepo},
 };
 
-/// Column widths of `users`; longer values are refused rather than truncated.
-const APPID_MAX_CHARS: usize = 64;
-const OPENID_MAX_CHARS: usize = 128;
-const UNIONID_MAX_CHARS: usize = 128;
-const NICKNAME_MAX_CHARS: usize = 128;
-const AVATAR_MAX_CHARS: usize = 1024;
-const PHONE_MAX_CHARS: usize = 32;
-const COUNTRY_CODE_MAX_CHARS: usize = 8;
 /// encryptedData of getUserInfo is well under 2 KiB; this bounds the work.
-const ENCRYPTED_MAX_CHARS: usize = 16 * 1024;
+const ENCRYPTED_MAX_CHARS: u32 = 16 * 1024;
+/// A base64 iv of 16 bytes is 24 characters; this only bounds the work.
+const IV_MAX_CHARS: u32 = 64;
 
 /// The service's state: the repository, and the auth service that holds
 /// the session_keys. Cheap to clone.
@@ -115,7 +110,7 @@ impl UserApi {
             return Err(Reason::InvalidToken.status("token is required"));
         }
         required(encrypted_data, "encrypted_data", ENCRYPTED_MAX_CHARS)?;
-        required(iv, "iv", 64)?;
+        required(iv, "iv", IV_MAX_CHARS)?;
         let keyed = self
             .auth_client()
             .get_session_key(self.auth.call(
@@ -177,7 +172,7 @@ impl UserApi {
         &self,
         appid: &str,
         openid: &str,
-        update: &ProfileUpdate,
+        update: &Validated,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let user = self
             .repo
@@ -190,39 +185,45 @@ impl UserApi {
         }))
     }
 
-    async fn store_phone(
-        &self,
-        appid: &str,
-        openid: &str,
-        phone: PhoneNumber,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        let update = ProfileUpdate {
-            phone_number: Some(phone.phone_number),
-            pure_phone_number: Some(phone.pure_phone_number),
-            phone_country_code: Some(phone.country_code),
-            ..ProfileUpdate::default()
-        };
-        self.store(appid, openid, &update).await
-    }
-
     async fn upsert(&self, request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
-        let appid = required(&request.appid, "appid", APPID_MAX_CHARS)?;
-        let openid = required(&request.openid, "openid", OPENID_MAX_CHARS)?;
-        let unionid = optional(request.unionid.as_deref(), "unionid", UNIONID_MAX_CHARS)?;
+        let appid = Field::Appid.required("appid", &request.appid)?;
+        let openid = Field::Openid.required("openid", &request.openid)?;
+        let unionid = Field::Unionid.optional("unionid", request.unionid.as_deref())?;
         let span = tracing::Span::current();
         span.record("appid", appid);
 
-        let (user, created) = match self.repo.upsert(appid, openid, unionid).await? {
-            Upserted::Row { user, created } => (self.written(*user).await, created),
-            Upserted::Existing { id } => {
-                let returning = Returning {
-                    id,
-                    appid,
-                    openid,
-                    unionid,
+        let login = Login {
+            appid,
+            openid,
+            unionid,
+        };
+        let upserted = match self.repo.upsert(appid, openid, unionid).await {
+            Ok(upserted) => upserted,
+            // The database cannot record this login, but a returning user's
+            // copy is all the answer needs: their login depends on Redis and
+            // WeChat only. What goes unrecorded is the login itself
+            // (`last_login_at`, `login_count`), which no answer shows.
+            Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
+                let Some(user) = request.cached.filter(|copy| login.holds(copy)) else {
+                    return Err(error);
                 };
-                (self.returning(returning, request.cached).await?, false)
+                span.record("degraded", true);
+                span.record("user_id", user.id);
+                span.record("created", false);
+                return Ok(UpsertUserResponse {
+                    user: Some(user),
+                    created: false,
+                });
             }
+            Err(error) => return Err(error),
+        };
+        let (user, created) = match upserted {
+            Upserted::Row { user, created } => (self.written(*user).await, created),
+            Upserted::Existing { id } => (
+                self.returning(Returning { id, login }, request.cached)
+                    .await?,
+                false,
+            ),
         };
 
         span.record("user_id", user.id);
@@ -241,8 +242,8 @@ impl UserApi {
                 Err(_) => None,
             },
             Some(Key::Openid(OpenId { appid, openid })) => {
-                let appid = required(&appid, "openid.appid", APPID_MAX_CHARS)?;
-                let openid = required(&openid, "openid.openid", OPENID_MAX_CHARS)?;
+                let appid = Field::Appid.required("openid.appid", &appid)?;
+                let openid = Field::Openid.required("openid.openid", &openid)?;
                 tracing::Span::current().record("appid", appid);
                 self.repo.get_by_openid(appid, openid).await?
             }
@@ -267,7 +268,7 @@ impl UserApi {
 impl UserService for UserApi {
     #[tracing::instrument(
         skip_all,
-        fields(appid = Empty, user_id = Empty, created = Empty)
+        fields(appid = Empty, user_id = Empty, created = Empty, degraded = Empty)
     )]
     async fn upsert_user(
         &self,
@@ -289,7 +290,7 @@ impl UserService for UserApi {
         &self,
         request: Request<ListUsersByUnionidRequest>,
     ) -> Result<Response<ListUsersByUnionidResponse>, Status> {
-        let unionid = required(&request.get_ref().unionid, "unionid", UNIONID_MAX_CHARS)?;
+        let unionid = Field::Unionid.required("unionid", &request.get_ref().unionid)?;
         let users = self.repo.list_by_unionid(unionid).await?;
         Ok(Response::new(ListUsersByUnionidResponse {
             users: users.into_iter().map(to_proto).collect(),
@@ -339,7 +340,8 @@ impl UserService for UserApi {
             language: info.language,
             unionid: info.unionid,
             ..ProfileUpdate::default()
-        };
+        }
+        .validated(Origin::WeChat)?;
         self.store(&opened.appid, &opened.openid, &update).await
     }
 
@@ -349,32 +351,24 @@ impl UserService for UserApi {
         request: Request<UpdateProfileRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let request = request.into_inner();
-        let appid = required(&request.appid, "appid", APPID_MAX_CHARS)?;
-        let openid = required(&request.openid, "openid", OPENID_MAX_CHARS)?;
+        let appid = Field::Appid.required("appid", &request.appid)?;
+        let openid = Field::Openid.required("openid", &request.openid)?;
         // Empty values and WeChat's anonymous placeholders never replace
         // what is stored: they say nothing about the user.
-        let nickname = optional(
-            request.nickname.as_deref().map(str::trim),
-            "nickname",
-            NICKNAME_MAX_CHARS,
-        )?
-        .filter(|name| !crypto::is_placeholder_nickname(name));
-        let avatar_url = optional(
-            request.avatar_url.as_deref().map(str::trim),
-            "avatar_url",
-            AVATAR_MAX_CHARS,
-        )?
-        .filter(|url| !crypto::is_placeholder_avatar(url));
-        if let Some(url) = avatar_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(Error::InvalidArgument("avatar_url must be an http(s) URL".into()).into());
-        }
-        let update = ProfileUpdate {
-            nickname: nickname.map(str::to_owned),
-            avatar_url: avatar_url.map(str::to_owned),
-            ..ProfileUpdate::default()
+        let text = |value: Option<&str>| {
+            value
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
         };
+        let update = ProfileUpdate {
+            nickname: text(request.nickname.as_deref())
+                .filter(|name| !crypto::is_placeholder_nickname(name)),
+            avatar_url: text(request.avatar_url.as_deref())
+                .filter(|url| !crypto::is_placeholder_avatar(url)),
+            ..ProfileUpdate::default()
+        }
+        .validated(Origin::Request)?;
         self.store(appid, openid, &update).await
     }
 
@@ -398,7 +392,8 @@ impl UserService for UserApi {
             Ok(phone) => phone,
             Err(_) => return Err(Error::InvalidEncryptedData.into()),
         };
-        self.store_phone(&opened.appid, &opened.openid, phone).await
+        let update = ProfileUpdate::phone(phone).validated(Origin::WeChat)?;
+        self.store(&opened.appid, &opened.openid, &update).await
     }
 
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
@@ -407,56 +402,36 @@ impl UserService for UserApi {
         request: Request<UpdatePhoneRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let request = request.into_inner();
-        let appid = required(&request.appid, "appid", APPID_MAX_CHARS)?.to_owned();
-        let openid = required(&request.openid, "openid", OPENID_MAX_CHARS)?.to_owned();
-        let phone = PhoneNumber {
-            phone_number: required(&request.phone_number, "phone_number", PHONE_MAX_CHARS)?
-                .to_owned(),
-            pure_phone_number: required(
-                &request.pure_phone_number,
-                "pure_phone_number",
-                PHONE_MAX_CHARS,
-            )?
-            .to_owned(),
-            country_code: required(
-                &request.country_code,
-                "country_code",
-                COUNTRY_CODE_MAX_CHARS,
-            )?
-            .to_owned(),
-        };
-        self.store_phone(&appid, &openid, phone).await
+        let appid = Field::Appid.required("appid", &request.appid)?;
+        let openid = Field::Openid.required("openid", &request.openid)?;
+        let phone = [
+            (Field::PhoneNumber, &request.phone_number),
+            (Field::PurePhoneNumber, &request.pure_phone_number),
+            (Field::PhoneCountryCode, &request.country_code),
+        ];
+        for (field, value) in phone {
+            if value.is_empty() {
+                let name = field.name(Origin::Request);
+                return Err(Error::InvalidArgument(format!("{name} is required")).into());
+            }
+        }
+        let update = ProfileUpdate::phone(PhoneNumber {
+            phone_number: request.phone_number,
+            pure_phone_number: request.pure_phone_number,
+            country_code: request.country_code,
+        })
+        .validated(Origin::Request)?;
+        self.store(appid, openid, &update).await
     }
 }
 
-/// `value`, which must be non-empty and at most `max_chars` characters.
-fn required<'a>(value: &'a str, field: &str, max_chars: usize) -> Result<&'a str, Error> {
+/// `value`, which must be non-empty and at most `max_chars` characters: for
+/// inputs that are no user field (those are [`Field`]s).
+fn required<'a>(value: &'a str, name: &str, max_chars: u32) -> Result<&'a str, Error> {
     if value.is_empty() {
-        return Err(Error::InvalidArgument(format!("{field} is required")));
+        return Err(Error::InvalidArgument(format!("{name} is required")));
     }
-    within(value, field, max_chars)
-}
-
-/// `value` if present; an empty string counts as absent, because proto3
-/// clients often send "" for "none".
-fn optional<'a>(
-    value: Option<&'a str>,
-    field: &str,
-    max_chars: usize,
-) -> Result<Option<&'a str>, Error> {
-    match value {
-        None | Some("") => Ok(None),
-        Some(value) => within(value, field, max_chars).map(Some),
-    }
-}
-
-fn within<'a>(value: &'a str, field: &str, max_chars: usize) -> Result<&'a str, Error> {
-    if value.chars().count() > max_chars {
-        return Err(Error::InvalidArgument(format!(
-            "{field} is longer than {max_chars} characters"
-        )));
-    }
-    Ok(value)
+    fields::at_most(name, value, max_chars)
 }
 
 fn to_proto(user: user::Model) -> User {
@@ -514,22 +489,35 @@ fn from_auth(status: Status) -> Status {
     }
 }
 
-/// A login of a user who was already registered, as its upsert left the row.
-struct Returning<'a> {
-    id: i64,
+/// A login: whose, and the unionid WeChat gave with it.
+#[derive(Clone, Copy)]
+struct Login<'a> {
     appid: &'a str,
     openid: &'a str,
     unionid: Option<&'a str>,
 }
 
+impl Login<'_> {
+    /// Whether a cached copy is this user and the login changes nothing it
+    /// holds, so that the copy is the user as this login leaves them.
+    fn holds(&self, user: &User) -> bool {
+        user.appid == self.appid
+            && user.openid == self.openid
+            // The login may backfill the unionid the copy lacks.
+            && (self.unionid.is_none() || user.unionid.is_some())
+    }
+}
+
+/// A login of a user who was already registered, as its upsert left the row.
+struct Returning<'a> {
+    id: i64,
+    login: Login<'a>,
+}
+
 impl Returning<'_> {
     /// Whether a cached copy is this user as the upsert left them.
     fn holds(&self, user: &User) -> bool {
-        u64::try_from(self.id).is_ok_and(|id| id == user.id)
-            && user.appid == self.appid
-            && user.openid == self.openid
-            // The login may have backfilled the unionid the copy lacks.
-            && (self.unionid.is_none() || user.unionid.is_some())
+        u64::try_from(self.id).is_ok_and(|id| id == user.id) && self.login.holds(user)
     }
 }
 
@@ -537,35 +525,6 @@ impl Returning<'_> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn required_values_must_be_present_and_short_enough() {
-        assert!(required("", "appid", 3).is_err());
-        assert!(required("abcd", "appid", 3).is_err());
-        assert_eq!(required("abc", "appid", 3).ok(), Some("abc"));
-    }
-
-    #[test]
-    fn lengths_count_characters_not_bytes() {
-        assert_eq!(required("微信号", "appid", 3).ok(), Some("微信号"));
-    }
-
-    #[test]
-    fn an_empty_optional_value_is_absent() {
-        assert_eq!(optional(Some(""), "unionid", 3).ok(), Some(None));
-        assert_eq!(optional(None, "unionid", 3).ok(), Some(None));
-        assert_eq!(optional(Some("u1"), "unionid", 3).ok(), Some(Some("u1")));
-        assert!(optional(Some("u1234"), "unionid", 3).is_err());
-    }
-
-    #[test]
-    fn an_error_names_the_field() {
-        let Err(Error::InvalidArgument(message)) = required("", "openid", 3) else {
-            panic!("expected InvalidArgument");
-        };
-
-        assert_eq!(message, "openid is required");
-    }
 
     #[test]
     fn timestamps_keep_microseconds() {

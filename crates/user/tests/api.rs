@@ -2,11 +2,17 @@
 
 mod support;
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use support::{APPID, TestApp};
-use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use wxlogin_proto::{
     reason::{self, Reason},
     user::v1::{
@@ -480,38 +486,192 @@ async fn the_health_service_reports_serving() {
     assert_eq!(users.into_inner().status(), ServingStatus::Serving);
 }
 
-#[tokio::test]
-async fn an_unreachable_database_makes_the_service_unavailable() {
-    // Arrange
-    let (app, proxy) = TestApp::behind_proxy(Duration::from_secs(1)).await;
-    app.upsert("o-before", None)
+/// The user service's named health status.
+async fn users_status(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
         .await
-        .expect("upsert while reachable");
+        .expect("check the user service")
+        .into_inner()
+        .status()
+}
+
+/// How long `f` took, and what it gave.
+async fn timed<T>(f: impl Future<Output = T>) -> (Duration, T) {
+    let start = Instant::now();
+    let result = f.await;
+    (start.elapsed(), result)
+}
+
+#[tokio::test]
+async fn while_mysql_is_down_new_users_fail_fast_returning_users_log_in_from_their_copy() {
+    // Arrange: the pool's acquire timeout is the default 5 s, which a
+    // request must not wait for; a returning user and the copy auth would
+    // hold of them.
+    let (app, proxy) = TestApp::behind_proxy(Duration::from_secs(5)).await;
+    let copy = app
+        .upsert("o-returning", None)
+        .await
+        .expect("register while reachable")
+        .user
+        .expect("a user");
+    let returning = |cached: Option<User>| UpsertUserRequest {
+        appid: APPID.into(),
+        openid: "o-returning".into(),
+        unionid: None,
+        cached,
+    };
     let mut health = app.health().await;
 
-    // Act
+    // Act: MySQL goes away, with no request to notice it.
     proxy.cut().await;
-    let status = app.upsert("o-during", None).await.expect_err("unreachable");
-
-    // Assert
-    assert_eq!(status.code(), Code::Unavailable);
-    assert_eq!(reason::of(&status), Some(Reason::DependencyUnavailable));
-    let mut reported = ServingStatus::Serving;
-    for _ in 0..30 {
-        reported = health
-            .check(HealthCheckRequest {
-                service: SERVICE_NAME.into(),
-            })
-            .await
-            .expect("check the user service")
-            .into_inner()
-            .status();
-        if reported == ServingStatus::NotServing {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let cut_at = Instant::now();
+    let mut status = ServingStatus::Serving;
+    while status != ServingStatus::NotServing && cut_at.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = users_status(&mut health, SERVICE_NAME).await;
     }
-    assert_eq!(reported, ServingStatus::NotServing);
+    let detected = cut_at.elapsed();
+
+    // Assert: readiness follows within 2 s; the process stays SERVING.
+    println!(
+        "readiness NOT_SERVING {} ms after MySQL went away",
+        detected.as_millis()
+    );
+    assert_eq!(status, ServingStatus::NotServing);
+    assert!(detected < Duration::from_secs(2), "{detected:?}");
+    assert_eq!(users_status(&mut health, "").await, ServingStatus::Serving);
+
+    // Act + Assert: a new user's upsert is Unavailable, at once.
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let (elapsed, result) = timed(app.upsert(&format!("o-new-{i}"), None)).await;
+        let status = result.expect_err("MySQL is down");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(reason::of(&status), Some(Reason::DependencyUnavailable));
+        took.push(elapsed);
+    }
+    took.sort();
+    println!(
+        "Unavailable while down: median {:?}, max {:?} over {} upserts",
+        took[took.len() / 2],
+        took[took.len() - 1],
+        took.len()
+    );
+    assert!(took[took.len() - 1] < Duration::from_secs(1), "{took:?}");
+
+    // The returning user with a current copy logs in; without one, no.
+    let (elapsed, answer) = timed(
+        app.client
+            .clone()
+            .upsert_user(returning(Some(copy.clone()))),
+    )
+    .await;
+    let answer = answer
+        .expect("a returning login from the copy")
+        .into_inner();
+    assert!(!answer.created);
+    assert_eq!(answer.user, Some(copy.clone()));
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    let without_copy = app
+        .client
+        .clone()
+        .upsert_user(returning(None))
+        .await
+        .expect_err("nothing to answer with");
+    assert_eq!(without_copy.code(), Code::Unavailable);
+    // A copy of another user, or one this login would change, is no answer.
+    for cached in [
+        User {
+            openid: "o-other".into(),
+            ..copy.clone()
+        },
+        copy.clone(),
+    ] {
+        let backfilling = UpsertUserRequest {
+            unionid: (cached.openid == "o-returning").then(|| "u-new".into()),
+            ..returning(Some(cached))
+        };
+        let refused = app
+            .client
+            .clone()
+            .upsert_user(backfilling)
+            .await
+            .expect_err("the copy does not answer this login");
+        assert_eq!(refused.code(), Code::Unavailable);
+    }
+    let lookup = app.get_by_id(copy.id).await.expect_err("MySQL is down");
+    assert_eq!(lookup.code(), Code::Unavailable);
+
+    // Act: MySQL is back.
+    proxy.restore();
+    let back_at = Instant::now();
+    let mut registered = None;
+    while registered.is_none() && back_at.elapsed() < Duration::from_secs(10) {
+        match app.upsert("o-after", None).await {
+            Ok(response) => registered = Some(response),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let recovered = back_at.elapsed();
+
+    // Assert: within a couple of seconds, everything works again.
+    println!(
+        "upserts succeed again {} ms after MySQL came back",
+        recovered.as_millis()
+    );
+    assert!(registered.expect("an upsert after recovery").created);
+    assert!(recovered < Duration::from_secs(3), "{recovered:?}");
+    assert_eq!(
+        users_status(&mut health, SERVICE_NAME).await,
+        ServingStatus::Serving
+    );
+    let again = app
+        .upsert("o-returning", None)
+        .await
+        .expect("a returning login");
+    assert!(!again.created);
+    assert_eq!(again.user.expect("a user").id, copy.id);
+    // The logins answered from the copy were not recorded.
+    let logins = app
+        .count(
+            "SELECT CAST(login_count AS SIGNED) FROM users WHERE openid = 'o-returning'",
+            vec![],
+        )
+        .await;
+    assert_eq!(logins, 2);
+}
+
+#[tokio::test]
+async fn connections_cut_during_an_outage_cost_no_request_after_it() {
+    // Arrange: a pool full of connections, all of which the outage cuts.
+    let (app, proxy) = TestApp::behind_proxy(Duration::from_secs(5)).await;
+    let openids: Vec<String> = (0..8).map(|i| format!("o-cut-{i}")).collect();
+    for result in futures::future::join_all(openids.iter().map(|o| app.upsert(o, None))).await {
+        result.expect("upsert while connected");
+    }
+    let mut health = app.health().await;
+    proxy.cut().await;
+    while users_status(&mut health, SERVICE_NAME).await != ServingStatus::NotServing {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act
+    proxy.restore();
+    while users_status(&mut health, SERVICE_NAME).await != ServingStatus::Serving {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let results = futures::future::join_all(openids.iter().map(|o| app.upsert(o, None))).await;
+
+    // Assert: the dead connections were found out before a request used them.
+    for result in results {
+        assert!(!result.expect("upsert after the outage").created);
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::{process::Command, time::Duration};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use wxlogin_common::SecretString;
 use wxlogin_testkit::TestDatabase;
+use wxlogin_user::fields::Field;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -201,4 +202,27 @@ fn a_failed_connection_does_not_print_the_password() {
     );
     assert!(all.contains("cannot connect to the database"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[tokio::test]
+async fn every_text_column_is_as_wide_as_its_field_says() {
+    // Arrange
+    let database = TestDatabase::create().await;
+
+    // Act
+    wxlogin_user::migrate(&SecretString::from(database.url()), TIMEOUT)
+        .await
+        .expect("migrate");
+
+    // Assert: the migrations (history, with their own literals) and the
+    // one table of widths the service checks against agree.
+    let columns = users_columns(&database).await;
+    for field in Field::ALL {
+        let expected = format!("varchar({})", field.max_chars());
+        let found = columns
+            .iter()
+            .find(|(name, _, _)| name == field.column())
+            .map(|(_, column_type, _)| column_type.as_str());
+        assert_eq!(found, Some(expected.as_str()), "{field:?}");
+    }
 }

@@ -3,14 +3,10 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{Mutex, oneshot},
-    task::{AbortHandle, JoinHandle},
-};
+use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use wxlogin_common::SecretString;
@@ -18,6 +14,7 @@ use wxlogin_proto::user::v1::{
     GetUserRequest, OpenId, UpsertUserRequest, get_user_request::Key,
     user_service_client::UserServiceClient,
 };
+pub use wxlogin_testkit::Proxy;
 use wxlogin_testkit::TestDatabase;
 use wxlogin_testkit::credential::{
     Authed, Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel,
@@ -80,8 +77,7 @@ impl TestApp {
     /// proxy the test can cut.
     pub async fn behind_proxy(timeout: Duration) -> (TestApp, Proxy) {
         let database = TestDatabase::create().await;
-        let proxy = Proxy::start(upstream_of(&database.url())).await;
-        let url = via(&database.url(), proxy.addr);
+        let (proxy, url) = Proxy::in_front_of(&database.url()).await;
         (TestApp::spawn_with(database, url, timeout).await, proxy)
     }
 
@@ -170,92 +166,4 @@ impl TestApp {
         drop(db.close().await);
         n
     }
-}
-
-/// A TCP proxy in front of the MySQL server, which a test can cut to make
-/// the database unreachable for the service.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let addr = listener.local_addr().expect("the proxy's address");
-        let tasks = Arc::new(Mutex::new(Vec::new()));
-        let accept = tokio::spawn({
-            let tasks = tasks.clone();
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                            drop(tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await);
-                        }
-                    });
-                    tasks.lock().await.push(task.abort_handle());
-                }
-            }
-        });
-        Proxy {
-            addr,
-            tasks,
-            accept,
-        }
-    }
-
-    /// Closes every proxied connection, as a restarted MySQL server would,
-    /// and answers how many there were; new connections still get through.
-    pub async fn drop_connections(&self) -> usize {
-        let mut tasks = self.tasks.lock().await;
-        let open = tasks.iter().filter(|task| !task.is_finished()).count();
-        for task in tasks.drain(..) {
-            task.abort();
-        }
-        open
-    }
-
-    /// Closes the listener and every proxied connection.
-    pub async fn cut(&self) {
-        self.accept.abort();
-        for task in self.tasks.lock().await.drain(..) {
-            task.abort();
-        }
-    }
-}
-
-/// `url` with its host and port replaced by `addr`.
-pub fn via(url: &str, addr: SocketAddr) -> String {
-    let (before, _, after) = split_host(url);
-    format!("{before}{addr}{after}")
-}
-
-/// The `host:port` that `url` points to.
-pub fn upstream_of(url: &str) -> String {
-    let (_, host, _) = split_host(url);
-    if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:3306")
-    }
-}
-
-/// `scheme://user@`, `host:port`, `/database`.
-fn split_host(url: &str) -> (&str, &str, &str) {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[scheme_end..]
-        .find('/')
-        .map_or(url.len(), |i| scheme_end + i);
-    let host_start = url[scheme_end..authority_end]
-        .rfind('@')
-        .map_or(scheme_end, |i| scheme_end + i + 1);
-    (
-        &url[..host_start],
-        &url[host_start..authority_end],
-        &url[authority_end..],
-    )
 }

@@ -1,0 +1,294 @@
+//! Whether the database is known to be down: a circuit breaker. While it
+//! is, every request that needs the database fails at once (gRPC
+//! Unavailable, a 503 for the client) instead of waiting the pool's acquire
+//! timeout for a connection that cannot come; and the health status says
+//! NOT_SERVING.
+//!
+//! [`probe`] owns the state: it asks the database on a connection of its
+//! own every [`PROBE_EVERY_UP`] (every [`PROBE_EVERY_DOWN`] while it is
+//! down), and at once when a statement fails because its connection failed.
+//! Such a failure does not set the state by itself: a restarted MySQL drops
+//! every connection but answers new ones, and one dead connection must not
+//! fail every request for a probe period. It does make every pooled
+//! connection idle since then suspect (pinged before use), so that the
+//! others are found dead by a ping rather than by a request. A pool that
+//! cannot hand out a connection in time does not wake the probe: that is
+//! also what overload looks like.
+
+use std::{
+    fmt::Display,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, watch};
+
+use crate::error::{self, Error};
+
+/// How often the probe asks a database that answers.
+pub const PROBE_EVERY_UP: Duration = Duration::from_secs(1);
+/// How often the probe asks a database that is down: the first answer ends
+/// the outage for clients.
+pub const PROBE_EVERY_DOWN: Duration = Duration::from_millis(250);
+/// How long the probe waits for a connection and for the answer to a ping;
+/// a local MySQL answers in well under a millisecond.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The shared state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Availability {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `true` while the database is known to be down.
+    down: watch::Sender<bool>,
+    /// Wakes the probe when a statement's connection failed.
+    suspected: Notify,
+    /// When the database was last seen down, in milliseconds after `epoch`
+    /// plus one (0: never).
+    last_seen_down: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Availability {
+    fn default() -> Self {
+        Availability::new()
+    }
+}
+
+impl Availability {
+    /// Up, until something says otherwise.
+    pub fn new() -> Availability {
+        Availability {
+            inner: Arc::new(Inner {
+                down: watch::Sender::new(false),
+                suspected: Notify::new(),
+                last_seen_down: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        *self.inner.down.borrow()
+    }
+
+    /// The database failed to answer; the first failure after it answered
+    /// is logged, the others are not.
+    pub fn mark_down(&self, why: &dyn Display) {
+        self.seen_down();
+        if !self.inner.down.send_replace(true) {
+            tracing::warn!(error = %why, "the database is down: requests that need it fail at once until it answers");
+        }
+    }
+
+    /// A statement's connection failed: pooled connections idle since now
+    /// are suspect, and the probe checks the database at once.
+    pub fn suspect(&self) {
+        self.seen_down();
+        self.inner.suspected.notify_one();
+    }
+
+    fn seen_down(&self) {
+        let since_epoch = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .last_seen_down
+            .store(since_epoch.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The database answered.
+    pub fn mark_up(&self) {
+        if self.inner.down.send_replace(false) {
+            tracing::info!("the database answers again");
+        }
+    }
+
+    /// Changes of the state (`true`: down), for the health service.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.inner.down.subscribe()
+    }
+
+    /// Whether a pooled connection idle for `idle_for` has been idle since
+    /// before the database was last seen down: it may have been cut, and
+    /// is worth a ping before it carries a request.
+    pub fn idle_across_an_outage(&self, idle_for: Duration) -> bool {
+        match self.inner.last_seen_down.load(Ordering::Relaxed) {
+            0 => false,
+            seen_plus_one => {
+                let seen = Duration::from_millis(seen_plus_one - 1);
+                self.inner.epoch.elapsed().saturating_sub(seen) <= idle_for
+            }
+        }
+    }
+
+    /// Runs `statement`, unless the database is known down; gives up on it
+    /// as soon as the database becomes known down (a request waiting for a
+    /// pool connection would otherwise wait the whole acquire timeout). A
+    /// statement that fails because its connection failed makes the probe
+    /// check at once.
+    pub async fn guard<T>(
+        &self,
+        statement: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let mut down = self.watch();
+        if *down.borrow_and_update() {
+            return Err(Error::DatabaseDown);
+        }
+        let result = tokio::select! {
+            result = statement => result,
+            _ = down.wait_for(|down| *down) => return Err(Error::DatabaseDown),
+        };
+        if let Err(Error::DatabaseUnavailable(cause)) = &result
+            && error::is_connection_failure(cause)
+        {
+            tracing::debug!(error = %error::report(cause), "a statement's connection failed");
+            self.suspect();
+        }
+        result
+    }
+}
+
+/// Asks the database on `db` (a pool of its own, so that a busy service pool
+/// delays no answer) whether it answers, for as long as the service runs,
+/// and keeps `availability` in step.
+pub async fn probe(db: DatabaseConnection, availability: Availability) {
+    loop {
+        let mut answer = ping(&db).await;
+        // The probe's own connection may be one that MySQL or the network
+        // cut while the database answers new ones: a new one decides. (A
+        // timeout already took its time and is not tried again.)
+        if let Err(Some(_)) = answer {
+            answer = ping(&db).await;
+        }
+        match answer {
+            Ok(()) => availability.mark_up(),
+            Err(Some(cause)) => availability.mark_down(&error::report(&cause)),
+            Err(None) => availability.mark_down(&format_args!(
+                "no answer within {} ms",
+                PROBE_TIMEOUT.as_millis()
+            )),
+        }
+        let every = if availability.is_down() {
+            PROBE_EVERY_DOWN
+        } else {
+            PROBE_EVERY_UP
+        };
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = availability.inner.suspected.notified() => {}
+        }
+    }
+}
+
+/// One ping, within [`PROBE_TIMEOUT`]; `Err(None)` when it timed out.
+async fn ping(db: &DatabaseConnection) -> Result<(), Option<sea_orm::DbErr>> {
+    match tokio::time::timeout(PROBE_TIMEOUT, db.ping()).await {
+        Ok(answer) => answer.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::DbErr;
+
+    fn connection_failure() -> Error {
+        Error::from(DbErr::Conn(sea_orm::RuntimeErr::Internal(
+            "connection reset".into(),
+        )))
+    }
+
+    #[tokio::test]
+    async fn while_down_a_statement_is_not_even_started() {
+        let availability = Availability::new();
+        availability.mark_down(&"test");
+        let mut started = false;
+
+        let result = availability
+            .guard(async {
+                started = true;
+                Ok(())
+            })
+            .await;
+
+        assert!(matches!(result, Err(Error::DatabaseDown)));
+        assert!(!started);
+    }
+
+    #[tokio::test]
+    async fn a_connection_failure_makes_idle_connections_suspect_and_wakes_the_probe() {
+        let availability = Availability::new();
+
+        let result: Result<(), Error> = availability
+            .guard(async { Err(connection_failure()) })
+            .await;
+
+        assert!(matches!(result, Err(Error::DatabaseUnavailable(_))));
+        assert!(!availability.is_down(), "only the probe decides");
+        assert!(availability.idle_across_an_outage(Duration::from_secs(60)));
+        let woken = tokio::time::timeout(
+            Duration::from_secs(1),
+            availability.inner.suspected.notified(),
+        )
+        .await;
+        assert!(woken.is_ok());
+    }
+
+    #[test]
+    fn the_probe_marks_it_down_and_up() {
+        let availability = Availability::new();
+
+        availability.mark_down(&"probe");
+        assert!(availability.is_down());
+        availability.mark_up();
+        assert!(!availability.is_down());
+    }
+
+    #[tokio::test]
+    async fn other_failures_suspect_nothing() {
+        let availability = Availability::new();
+
+        let result: Result<(), Error> = availability
+            .guard(async {
+                Err(Error::from(DbErr::ConnectionAcquire(
+                    sea_orm::ConnAcquireErr::Timeout,
+                )))
+            })
+            .await;
+
+        assert!(result.is_err());
+        assert!(!availability.idle_across_an_outage(Duration::from_secs(60)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_statement_gives_up_when_the_database_is_seen_down() {
+        let availability = Availability::new();
+        let waiting = availability.guard(std::future::pending::<Result<(), Error>>());
+        let other = availability.clone();
+
+        let (result, ()) = tokio::join!(waiting, async move { other.mark_down(&"probe") });
+
+        assert!(matches!(result, Err(Error::DatabaseDown)));
+    }
+
+    #[test]
+    fn connections_idle_since_before_an_outage_are_suspect() {
+        let availability = Availability::new();
+        assert!(!availability.idle_across_an_outage(Duration::from_secs(3600)));
+
+        availability.mark_down(&"test");
+        availability.mark_up();
+        std::thread::sleep(Duration::from_millis(20));
+
+        assert!(availability.idle_across_an_outage(Duration::from_secs(3600)));
+        assert!(!availability.idle_across_an_outage(Duration::ZERO));
+    }
+}
