@@ -3,7 +3,10 @@
 use tonic::{Code, Status};
 use wxlogin_proto::reason::{Reason, status};
 
-use crate::store::StoreError;
+use crate::{
+    limit::{Exhausted, Kind, LimitError},
+    store::StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -23,6 +26,40 @@ pub enum AuthError {
     Random(String),
     #[error("the login task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    RateLimited(Exhausted),
+}
+
+impl From<LimitError> for AuthError {
+    fn from(error: LimitError) -> Self {
+        match error {
+            LimitError::Exhausted(exhausted) => AuthError::RateLimited(exhausted),
+            LimitError::Store(store) => AuthError::Store(store),
+        }
+    }
+}
+
+/// Our own budget's refusal, with when it frees up. Only a spent per-app
+/// budget is worth an operator's attention (it refuses everyone); the
+/// others refuse one abuser, request after request.
+fn rate_limited(exhausted: &Exhausted) -> Status {
+    let message = match exhausted.kind {
+        Kind::LoginPerIp => "too many logins from this address",
+        Kind::LoginPerApp => {
+            tracing::warn!(
+                "the per-app login budget is spent (RATE_LIMIT_LOGIN_PER_APP): refusing logins"
+            );
+            "too many logins of this mini-program right now"
+        }
+        Kind::CheckSessionPerUser => "too many checks of this user's session",
+        Kind::PhonePerUser => "too many phone-number requests for this user",
+    };
+    tracing::debug!(budget = exhausted.kind.name(), retry_after = ?exhausted.retry_after, "budget spent");
+    let seconds = exhausted.retry_after.as_secs_f64().ceil().max(1.0);
+    wxlogin_proto::reason::rate_limited(
+        format!("{message}; try again in {seconds} s"),
+        exhausted.retry_after,
+    )
 }
 
 impl From<&AuthError> for Status {
@@ -35,6 +72,7 @@ impl From<&AuthError> for Status {
             AuthError::UnknownApp => {
                 status(Code::InvalidArgument, Reason::UnknownApp, error.to_string())
             }
+            AuthError::RateLimited(exhausted) => rate_limited(exhausted),
             AuthError::InvalidToken => status(
                 Code::Unauthenticated,
                 Reason::InvalidToken,
@@ -61,10 +99,9 @@ impl From<&AuthError> for Status {
                     Reason::UserBlocked,
                     "WeChat blocked this user as high-risk",
                 ),
-                Wx::RateLimited => status(
-                    Code::ResourceExhausted,
-                    Reason::RateLimited,
+                Wx::RateLimited => wxlogin_proto::reason::rate_limited(
                     "WeChat rate-limited this user; try again in a minute",
+                    std::time::Duration::from_secs(60),
                 ),
                 Wx::Busy => {
                     tracing::warn!("WeChat answered system busy (-1)");

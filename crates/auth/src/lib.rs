@@ -9,6 +9,7 @@
 pub mod access_token;
 pub mod config;
 pub mod error;
+pub mod limit;
 pub mod service;
 pub mod store;
 pub mod token;
@@ -72,7 +73,13 @@ impl Application {
         );
         Ok(Application {
             listener,
-            auth: Auth::new(config.apps, wechat, store, config.wechat.timeout),
+            auth: Auth::new(
+                config.apps,
+                wechat,
+                limit::Limiter::new(&store, config.limits),
+                store,
+                config.wechat.timeout,
+            ),
         })
     }
 

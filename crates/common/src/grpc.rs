@@ -1,7 +1,7 @@
 //! How our services call each other over gRPC: one way to open a channel,
 //! one way to build a call with its deadline and the request id.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use tonic::{
     metadata::MetadataValue,
@@ -33,6 +33,28 @@ pub fn call<T>(message: T, request_id: Option<&str>, deadline: Duration) -> toni
     request
 }
 
+/// The gRPC metadata in which the gateway tells auth which client address
+/// a login comes from (auth's per-address budgets key on it).
+pub const CLIENT_IP: &str = "x-client-ip";
+
+/// Tells the callee that `request` serves the client at `ip`.
+pub fn set_client_ip<T>(request: &mut tonic::Request<T>, ip: IpAddr) {
+    if let Ok(value) = MetadataValue::try_from(ip.to_string()) {
+        request.metadata_mut().insert(CLIENT_IP, value);
+    }
+}
+
+/// The client address an incoming call carries, if any and well-formed.
+pub fn client_ip_of<T>(request: &tonic::Request<T>) -> Option<IpAddr> {
+    request
+        .metadata()
+        .get(CLIENT_IP)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The request id an incoming call carries.
 pub fn request_id_of<T>(request: &tonic::Request<T>) -> Option<String> {
     let id = request.metadata().get(request_id::HEADER)?;
@@ -56,6 +78,19 @@ mod tests {
         );
         let bare = call((), None, Duration::from_secs(1));
         assert_eq!(request_id_of(&bare), None);
+    }
+
+    #[test]
+    fn a_call_carries_the_client_address() {
+        let mut request = call((), None, Duration::from_secs(1));
+        assert_eq!(client_ip_of(&request), None);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        set_client_ip(&mut request, ip);
+        assert_eq!(client_ip_of(&request), Some(ip));
+        request
+            .metadata_mut()
+            .insert(CLIENT_IP, MetadataValue::from_static("not an address"));
+        assert_eq!(client_ip_of(&request), None);
     }
 
     #[test]

@@ -87,6 +87,24 @@ pub fn of(status: &Status) -> Option<Reason> {
     Reason::parse(&info.reason)
 }
 
+/// A `RESOURCE_EXHAUSTED` status with `Reason::RateLimited` and a
+/// `RetryInfo` detail saying when the budget frees up.
+pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        Reason::RateLimited.as_str(),
+        DOMAIN,
+        std::collections::HashMap::new(),
+    );
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// How long `status`'s `RetryInfo` detail asks the caller to wait, if it
+/// has one.
+pub fn retry_after(status: &Status) -> Option<std::time::Duration> {
+    status.get_details_retry_info()?.retry_delay
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +117,15 @@ mod tests {
             assert_eq!(status.code(), Code::Unauthenticated);
             assert_eq!(status.message(), "nope");
         }
+    }
+
+    #[test]
+    fn a_rate_limited_status_says_when_to_retry() {
+        let status = rate_limited("slow down", std::time::Duration::from_secs(7));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(of(&status), Some(Reason::RateLimited));
+        assert_eq!(retry_after(&status), Some(std::time::Duration::from_secs(7)));
+        assert_eq!(retry_after(&Status::internal("x")), None);
     }
 
     #[test]
