@@ -4,6 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use wxlogin_common::config::{ConfigError, Env, Source, optional, parsed};
 
+use crate::client_ip::TrustedProxies;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `GATEWAY_ADDR`: where the HTTP server listens.
@@ -16,6 +18,9 @@ pub struct Config {
     pub body_limit: usize,
     /// `UPSTREAM_TIMEOUT_MS`: deadline of each gRPC call.
     pub upstream_timeout: Duration,
+    /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the
+    /// client (comma-separated IPs and CIDR networks; none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -44,6 +49,11 @@ impl Config {
             user_url: upstream("USER_URL", "http://127.0.0.1:50052")?,
             body_limit: parsed(source, "BODY_LIMIT_BYTES", 64 * 1024)?,
             upstream_timeout: Duration::from_millis(parsed(source, "UPSTREAM_TIMEOUT_MS", 10_000)?),
+            trusted_proxies: optional(source, "TRUSTED_PROXIES")
+                .map(|list| list.parse())
+                .transpose()
+                .map_err(|message: String| ConfigError::invalid("TRUSTED_PROXIES", message))?
+                .unwrap_or_default(),
         };
         if config.body_limit == 0 {
             return Err(ConfigError::invalid("BODY_LIMIT_BYTES", "must be above 0"));
@@ -73,6 +83,7 @@ mod tests {
         assert_eq!(config.auth_url, "http://127.0.0.1:50051");
         assert_eq!(config.user_url, "http://127.0.0.1:50052");
         assert_eq!(config.body_limit, 65536);
+        assert_eq!(config.trusted_proxies, TrustedProxies::default());
     }
 
     #[test]
@@ -84,6 +95,7 @@ mod tests {
             ("BODY_LIMIT_BYTES", "lots"),
             ("UPSTREAM_TIMEOUT_MS", "0"),
             ("GATEWAY_ADDR", "8080"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
         ] {
             let error = config(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{error}");

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After`, when the upstream said (a `RetryInfo`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -68,7 +71,8 @@ impl ApiError {
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_owned();
-        match reason::of(&status) {
+        let retry_after = retry_after_secs(&status);
+        let mut error = match reason::of(&status) {
             Some(Reason::InvalidArgument) => ApiError::bad_request(message),
             Some(Reason::UnknownApp) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_app", message)
@@ -125,8 +129,18 @@ impl From<tonic::Status> for ApiError {
                     ApiError::internal()
                 }
             },
-        }
+        };
+        error.retry_after = retry_after;
+        error
     }
+}
+
+/// The whole seconds (at least 1) `status`'s `RetryInfo` asks the client
+/// to wait: `Retry-After` has no fractions, and 0 would invite a retry
+/// that is refused again.
+pub fn retry_after_secs(status: &tonic::Status) -> Option<u64> {
+    let delay = reason::retry_after(status)?;
+    Some(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).map(|secs| secs.max(1))
 }
 
 impl IntoResponse for ApiError {
@@ -153,6 +167,9 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -175,6 +192,27 @@ mod tests {
                 error.code
             );
         }
+    }
+
+    #[test]
+    fn retry_info_becomes_retry_after_in_whole_seconds() {
+        use std::time::Duration;
+        let answer = |delay| {
+            ApiError::from(reason::rate_limited("slow down", delay)).into_response()
+        };
+        let header = |response: &Response| {
+            response.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let limited = answer(Duration::from_millis(12_300));
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&limited), "13");
+        assert_eq!(header(&answer(Duration::from_millis(1))), "1");
+        assert_eq!(header(&answer(Duration::ZERO)), "1");
+        let without = ApiError::from(reason::status(Code::ResourceExhausted, Reason::RateLimited, "m"));
+        assert_eq!(header(&without.into_response()), "60");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! It holds no secrets and no state of its own: no WeChat credentials, no
 //! database, no Redis. It never sees a `session_key`.
 
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod routes;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit};
 use tokio::net::TcpListener;
@@ -60,6 +61,7 @@ pub struct AppState {
     auth_health: HealthClient<Channel>,
     user_health: HealthClient<Channel>,
     upstream_timeout: Duration,
+    trusted_proxies: Arc<client_ip::TrustedProxies>,
 }
 
 /// The result of one readiness check.
@@ -127,6 +129,7 @@ impl Application {
             auth_health: HealthClient::new(auth),
             user_health: HealthClient::new(user),
             upstream_timeout: config.upstream_timeout,
+            trusted_proxies: Arc::new(config.trusted_proxies),
         };
         let router = routes::router()
             .layer(DefaultBodyLimit::max(config.body_limit))
@@ -168,7 +171,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), "gateway listening");
-        axum::serve(self.listener, self.router)
+        // With the peer's address: auth budgets logins per client address.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await?;
         tracing::info!("gateway stopped");
