@@ -146,6 +146,9 @@ impl Drop for TestSqlite {
     }
 }
 
+/// A budget no test spends, but which still goes through the limiter.
+const UNLIMITED: u32 = 100_000;
+
 /// Settings a test may change before the system starts.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -160,6 +163,15 @@ pub struct Options {
     pub wechat_base: Option<String>,
     /// The user service's `WATERMARK_MAX_AGE_SECS`.
     pub watermark_max_age_secs: u64,
+    /// Auth's `RATE_LIMIT_*` budgets (per minute; 0 for none). The default
+    /// is far above what any test spends (some log in 50 times at once),
+    /// so that only the tests of the budgets meet them.
+    pub login_per_ip: u32,
+    pub login_per_app: u32,
+    pub check_session_per_user: u32,
+    pub phone_per_user: u32,
+    /// The gateway's `TRUSTED_PROXIES`.
+    pub trusted_proxies: String,
 }
 
 impl Default for Options {
@@ -172,6 +184,11 @@ impl Default for Options {
             secret: DEFAULT_SECRET.to_owned(),
             wechat_base: None,
             watermark_max_age_secs: 3600,
+            login_per_ip: UNLIMITED,
+            login_per_app: UNLIMITED,
+            check_session_per_user: UNLIMITED,
+            phone_per_user: UNLIMITED,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -282,6 +299,16 @@ impl TestApp {
                 "SESSION_MAX_LIFETIME_SECS",
                 options.session_max_lifetime_secs.to_string(),
             ),
+            ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
+            ("RATE_LIMIT_LOGIN_PER_APP", options.login_per_app.to_string()),
+            (
+                "RATE_LIMIT_CHECK_SESSION_PER_USER",
+                options.check_session_per_user.to_string(),
+            ),
+            (
+                "RATE_LIMIT_PHONE_PER_USER",
+                options.phone_per_user.to_string(),
+            ),
         ])))
         .expect("auth config");
         let auth_app = wxlogin_auth::Application::build(auth_config)
@@ -314,6 +341,7 @@ impl TestApp {
             ("AUTH_URL", format!("http://{auth_addr}")),
             ("USER_URL", format!("http://{user_addr}")),
             ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
+            ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
         ])))
         .expect("gateway config");
         let gateway_app = wxlogin_gateway::Application::build(gateway_config)
