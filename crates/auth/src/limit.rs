@@ -364,6 +364,7 @@ fn gcra(tat: Option<u64>, now: u64, budget: Budget) -> Result<u64, u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -383,6 +384,74 @@ mod tests {
         assert_eq!(gcra(Some(after), 20 * SECOND, budget), Err(20 * SECOND));
         // A budget left alone long enough is full again.
         assert!(gcra(tat, 10 * 60 * SECOND, budget).is_ok());
+    }
+
+    /// The same promises from either backend.
+    async fn budgets_hold(store: SessionStore) {
+        let limiter = Limiter::new(
+            &store,
+            Budgets {
+                login_per_ip: Budget::per_minute(3),
+                login_per_app: Budget::per_minute(5),
+                check_session_per_user: Budget::per_minute(2),
+                phone_per_user: Budget::per_minute(0),
+            },
+        );
+        let from = |ip: &str| Client::address(ip.parse().unwrap());
+        let refused = |result: Result<(), LimitError>| match result {
+            Err(LimitError::Exhausted(exhausted)) => exhausted,
+            other => panic!("not refused: {other:?}"),
+        };
+
+        for _ in 0..3 {
+            limiter.login(&from("192.0.2.1"), "wxa").await.unwrap();
+        }
+        let spent = refused(limiter.login(&from("192.0.2.1"), "wxa").await);
+        assert_eq!(spent.kind, Kind::LoginPerIp);
+        // One call's share of a minute, less the time the calls took.
+        assert!(spent.retry_after > Duration::from_secs(10), "{spent:?}");
+        assert!(spent.retry_after <= Duration::from_secs(20), "{spent:?}");
+        // The refused call cost the app's budget nothing: two more fit.
+        limiter.login(&from("192.0.2.2"), "wxa").await.unwrap();
+        limiter.login(&from("192.0.2.3"), "wxa").await.unwrap();
+        let app = refused(limiter.login(&from("192.0.2.4"), "wxa").await);
+        assert_eq!(app.kind, Kind::LoginPerApp);
+        limiter.login(&from("192.0.2.4"), "wxb").await.unwrap();
+
+        limiter.check_session("wxa", "o1").await.unwrap();
+        limiter.check_session("wxa", "o1").await.unwrap();
+        let user = refused(limiter.check_session("wxa", "o1").await);
+        assert_eq!(user.kind, Kind::CheckSessionPerUser);
+        limiter.check_session("wxa", "o2").await.unwrap();
+        // A budget of 0 is none.
+        for _ in 0..100 {
+            limiter.phone("wxa", "o1").await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn budgets_hold_in_redis() {
+        let redis = wxlogin_testkit::TestRedisPrefix::new();
+        let store = SessionStore::connect(
+            &redis.url().to_owned().into(),
+            redis.prefix().to_owned(),
+            crate::config::SessionPolicy::default(),
+        )
+        .await
+        .unwrap();
+        budgets_hold(store).await;
+    }
+
+    #[tokio::test]
+    async fn budgets_hold_in_process() {
+        let store = SessionStore::connect(
+            &crate::store::MEMORY_URL.to_owned().into(),
+            String::new(),
+            crate::config::SessionPolicy::default(),
+        )
+        .await
+        .unwrap();
+        budgets_hold(store).await;
     }
 
     #[test]
