@@ -5,6 +5,7 @@
 
 mod compose;
 mod errors;
+mod limits;
 mod login;
 mod secrets;
 mod sessions;
