@@ -300,7 +300,10 @@ impl TestApp {
                 options.session_max_lifetime_secs.to_string(),
             ),
             ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
-            ("RATE_LIMIT_LOGIN_PER_APP", options.login_per_app.to_string()),
+            (
+                "RATE_LIMIT_LOGIN_PER_APP",
+                options.login_per_app.to_string(),
+            ),
             (
                 "RATE_LIMIT_CHECK_SESSION_PER_USER",
                 options.check_session_per_user.to_string(),

@@ -307,7 +307,10 @@ mod tests {
                 "RATE_LIMIT_LOGIN_PER_IP",
             ),
             (
-                &[("WECHAT_APPS", "wxa:x"), ("RATE_LIMIT_PHONE_PER_USER", "lots")],
+                &[
+                    ("WECHAT_APPS", "wxa:x"),
+                    ("RATE_LIMIT_PHONE_PER_USER", "lots"),
+                ],
                 "RATE_LIMIT_PHONE_PER_USER",
             ),
         ];

@@ -303,7 +303,9 @@ impl Limiter {
         match refused {
             None => Ok(()),
             Some((index, wait_us)) => Err(Exhausted {
-                kind: charges.get(index).map_or(Kind::LoginPerIp, |(kind, _, _)| *kind),
+                kind: charges
+                    .get(index)
+                    .map_or(Kind::LoginPerIp, |(kind, _, _)| *kind),
                 retry_after: Duration::from_micros(wait_us),
             }
             .into()),

@@ -181,7 +181,12 @@ impl Auth {
     /// the per-app keys to configured apps), and a second submission of a
     /// code joins the exchange under way (two that arrive together may
     /// both be charged).
-    async fn charge_login(&self, client: &Client, appid: &str, code: &str) -> Result<(), AuthError> {
+    async fn charge_login(
+        &self,
+        client: &Client,
+        appid: &str,
+        code: &str,
+    ) -> Result<(), AuthError> {
         let app = self.inner.apps.get(appid).ok_or(AuthError::UnknownApp)?;
         validate_code(code)?;
         let joins = self

@@ -488,15 +488,20 @@ async fn the_per_app_login_budget_holds_across_instances() {
 async fn the_phone_number_budget_is_per_user() {
     // Arrange: two phone numbers a minute per user.
     let h = start().await;
-    let mut client =
-        instance_with(&h.sim, &h._redis, &[("RATE_LIMIT_PHONE_PER_USER", "2")]).await;
-    let mut login = async || {
+    let mut client = instance_with(&h.sim, &h._redis, &[("RATE_LIMIT_PHONE_PER_USER", "2")]).await;
+    let login = async || {
         let code = h.sim.sim.mint_code(MintCode::default()).code;
         let request = LoginRequest {
             appid: String::new(),
             code,
         };
-        client.clone().login(request).await.unwrap().into_inner().token
+        client
+            .clone()
+            .login(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .token
     };
     let (alice, bob) = (login().await, login().await);
     let mut phone = async |token: &str| {
@@ -508,7 +513,11 @@ async fn the_phone_number_budget_is_per_user() {
     };
 
     // Act
-    let answers = [phone(&alice).await, phone(&alice).await, phone(&alice).await];
+    let answers = [
+        phone(&alice).await,
+        phone(&alice).await,
+        phone(&alice).await,
+    ];
     let bobs = phone(&bob).await;
 
     // Assert

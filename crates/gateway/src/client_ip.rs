@@ -137,9 +137,15 @@ mod tests {
     fn without_trusted_proxies_the_peer_is_the_client() {
         let none = TrustedProxies::default();
         let spoofed = headers(&["1.2.3.4"]);
-        assert_eq!(none.client_ip(ip("203.0.113.9"), &spoofed), ip("203.0.113.9"));
+        assert_eq!(
+            none.client_ip(ip("203.0.113.9"), &spoofed),
+            ip("203.0.113.9")
+        );
         let other = trusted("10.0.0.0/8");
-        assert_eq!(other.client_ip(ip("203.0.113.9"), &spoofed), ip("203.0.113.9"));
+        assert_eq!(
+            other.client_ip(ip("203.0.113.9"), &spoofed),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -157,7 +163,10 @@ mod tests {
         );
         // A chain of our own proxies, in one header or in several.
         assert_eq!(
-            proxies.client_ip(peer, &headers(&["1.1.1.1, 198.51.100.1, 192.0.2.7, 10.9.9.9"])),
+            proxies.client_ip(
+                peer,
+                &headers(&["1.1.1.1, 198.51.100.1, 192.0.2.7, 10.9.9.9"])
+            ),
             ip("198.51.100.1")
         );
         assert_eq!(

@@ -197,9 +197,8 @@ mod tests {
     #[test]
     fn retry_info_becomes_retry_after_in_whole_seconds() {
         use std::time::Duration;
-        let answer = |delay| {
-            ApiError::from(reason::rate_limited("slow down", delay)).into_response()
-        };
+        let answer =
+            |delay| ApiError::from(reason::rate_limited("slow down", delay)).into_response();
         let header = |response: &Response| {
             response.headers()[header::RETRY_AFTER]
                 .to_str()
@@ -211,7 +210,11 @@ mod tests {
         assert_eq!(header(&limited), "13");
         assert_eq!(header(&answer(Duration::from_millis(1))), "1");
         assert_eq!(header(&answer(Duration::ZERO)), "1");
-        let without = ApiError::from(reason::status(Code::ResourceExhausted, Reason::RateLimited, "m"));
+        let without = ApiError::from(reason::status(
+            Code::ResourceExhausted,
+            Reason::RateLimited,
+            "m",
+        ));
         assert_eq!(header(&without.into_response()), "60");
     }
 

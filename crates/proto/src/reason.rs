@@ -124,7 +124,10 @@ mod tests {
         let status = rate_limited("slow down", std::time::Duration::from_secs(7));
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(of(&status), Some(Reason::RateLimited));
-        assert_eq!(retry_after(&status), Some(std::time::Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&status),
+            Some(std::time::Duration::from_secs(7))
+        );
         assert_eq!(retry_after(&Status::internal("x")), None);
     }
 
