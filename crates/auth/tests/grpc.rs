@@ -548,13 +548,17 @@ impl PrivateRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server on the PATH");
-        let url = format!("redis://127.0.0.1:{port}");
+        // Owned from here on: dropping it stops the server, even on a panic.
+        let redis = PrivateRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return PrivateRedis { child, url };
+                return redis;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
