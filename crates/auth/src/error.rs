@@ -39,18 +39,12 @@ impl From<LimitError> for AuthError {
     }
 }
 
-/// Our own budget's refusal, with when it frees up. Only a spent per-app
-/// budget is worth an operator's attention (it refuses everyone); the
-/// others refuse one abuser, request after request.
+/// Our own budget's refusal, with when it frees up (the limiter tells the
+/// operator about the one budget that refuses everyone).
 fn rate_limited(exhausted: &Exhausted) -> Status {
     let message = match exhausted.kind {
         Kind::LoginPerIp => "too many logins from this address",
-        Kind::LoginPerApp => {
-            tracing::warn!(
-                "the per-app login budget is spent (RATE_LIMIT_LOGIN_PER_APP): refusing logins"
-            );
-            "too many logins of this mini-program right now"
-        }
+        Kind::LoginPerApp => "too many logins of this mini-program right now",
         Kind::CheckSessionPerUser => "too many checks of this user's session",
         Kind::PhonePerUser => "too many phone-number requests for this user",
     };

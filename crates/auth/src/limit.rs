@@ -25,7 +25,10 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -175,6 +178,10 @@ pub enum LimitError {
 pub struct Limiter {
     budgets: Budgets,
     backend: Backend,
+    /// When this process last warned that the per-app budget refuses
+    /// logins (µs since `started`; 0: never).
+    warned_app_us: Arc<AtomicU64>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -243,7 +250,12 @@ impl Limiter {
                 last_sweep: 0,
             }))),
         };
-        Limiter { budgets, backend }
+        Limiter {
+            budgets,
+            backend,
+            warned_app_us: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+        }
     }
 
     /// Charges a login of `appid` (a configured app: its key must not be
@@ -300,15 +312,41 @@ impl Limiter {
                 memory.charge(&charges)
             }
         };
-        match refused {
-            None => Ok(()),
-            Some((index, wait_us)) => Err(Exhausted {
-                kind: charges
-                    .get(index)
-                    .map_or(Kind::LoginPerIp, |(kind, _, _)| *kind),
-                retry_after: Duration::from_micros(wait_us),
-            }
-            .into()),
+        let Some((index, wait_us)) = refused else {
+            return Ok(());
+        };
+        let kind = charges
+            .get(index)
+            .map_or(Kind::LoginPerIp, |(kind, _, _)| *kind);
+        if kind == Kind::LoginPerApp {
+            self.warn_app_budget_spent();
+        }
+        Err(Exhausted {
+            kind,
+            retry_after: Duration::from_micros(wait_us),
+        }
+        .into())
+    }
+
+    /// A spent per-app budget refuses everyone: worth an operator's look
+    /// (an attack, or a budget too small for the app), but once a period,
+    /// not once per refused login.
+    fn warn_app_budget_spent(&self) {
+        let now = u64::try_from(self.started.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.warned_app_us.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.budgets.login_per_app.period_us();
+        if due
+            && self
+                .warned_app_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                budget = self.budgets.login_per_app.limit,
+                "the per-app login budget is spent (RATE_LIMIT_LOGIN_PER_APP): refusing logins"
+            );
         }
     }
 }
