@@ -296,7 +296,7 @@ impl Limiter {
                 let mut invocation = CHARGE.prepare_invoke();
                 for (kind, budget, subject) in &charges {
                     invocation
-                        .key(format!("{prefix}limit:{}:{subject}", kind.name()))
+                        .key(format!("{prefix}{}", key(*kind, subject)))
                         .arg(budget.emission_us())
                         .arg(budget.period_us());
                 }
@@ -367,7 +367,7 @@ impl Memory {
         }
         let keys: Vec<String> = charges
             .iter()
-            .map(|(kind, _, subject)| format!("{}:{subject}", kind.name()))
+            .map(|(kind, _, subject)| key(*kind, subject))
             .collect();
         let mut refused: Option<(usize, u64)> = None;
         let mut tats = Vec::with_capacity(charges.len());
@@ -387,6 +387,12 @@ impl Memory {
         }
         refused
     }
+}
+
+/// Where a budget's timestamp is kept (under the Redis prefix):
+/// `limit:<budget>:<client address | appid | appid:openid>`.
+fn key(kind: Kind, subject: &str) -> String {
+    format!("limit:{}:{subject}", kind.name())
 }
 
 /// One GCRA step at `now` (µs) for a budget whose theoretical arrival time
