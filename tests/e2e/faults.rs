@@ -138,8 +138,15 @@ async fn clients_that_hang_up_mid_login_fail_nobody_else() {
 
     // Assert
     eprintln!("clients that stayed: {tally:?}; logins abandoned: {gave_up}");
-    assert!(gave_up > 100, "too few hang-ups to prove anything: {gave_up}");
-    assert_eq!(tally.keys().copied().collect::<Vec<_>>(), [200], "{tally:?}");
+    assert!(
+        gave_up > 100,
+        "too few hang-ups to prove anything: {gave_up}"
+    );
+    assert_eq!(
+        tally.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{tally:?}"
+    );
     // The abandoned logins were finished, not left half-done: the system
     // still answers at once.
     let code = app.mint().code;
@@ -322,20 +329,34 @@ async fn kill_under_load(victim: fn(&mut Stack) -> &mut Service) {
     victim(&mut stack).restart();
     let back = stack.wait_ready(Duration::from_secs(20)).await;
     let tally = running.await.unwrap();
-    let after = load(&stack.base_url, &sim, 8, Instant::now() + Duration::from_secs(1))
-        .await
-        .await
-        .unwrap();
+    let after = load(
+        &stack.base_url,
+        &sim,
+        8,
+        Instant::now() + Duration::from_secs(1),
+    )
+    .await
+    .await
+    .unwrap();
 
     // Assert
-    eprintln!("answers while the service died and came back: {tally:?}; ready again after {back:?}; then {after:?}");
+    eprintln!(
+        "answers while the service died and came back: {tally:?}; ready again after {back:?}; then {after:?}"
+    );
     assert!(tally.get(&200).copied().unwrap_or(0) > 0, "{tally:?}");
-    assert!(tally.get(&503).copied().unwrap_or(0) > 0, "no outage seen: {tally:?}");
+    assert!(
+        tally.get(&503).copied().unwrap_or(0) > 0,
+        "no outage seen: {tally:?}"
+    );
     assert!(
         tally.keys().all(|status| [200, 503].contains(status)),
         "only 200 and 503 (with Retry-After): {tally:?}"
     );
-    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [200], "{after:?}");
+    assert_eq!(
+        after.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,10 +389,15 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
     // codes it had already taken finish, see README), then serves at once
     // again, on the same connections.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = load(&stack.base_url, &sim, 8, Instant::now() + Duration::from_secs(1))
-        .await
-        .await
-        .unwrap();
+    let after = load(
+        &stack.base_url,
+        &sim,
+        8,
+        Instant::now() + Duration::from_secs(1),
+    )
+    .await
+    .await
+    .unwrap();
 
     // Assert
     eprintln!("answers around a 3 s freeze: {tally:?}; after it: {after:?}");
@@ -380,5 +406,9 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
         tally.keys().all(|status| [200, 503].contains(status)),
         "only 200 and 503: {tally:?}"
     );
-    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [200], "{after:?}");
+    assert_eq!(
+        after.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{after:?}"
+    );
 }

@@ -6,6 +6,7 @@
 mod compose;
 mod errors;
 mod faults;
+mod limits;
 mod login;
 mod outage;
 mod secrets;

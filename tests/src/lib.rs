@@ -149,6 +149,9 @@ impl Drop for TestSqlite {
     }
 }
 
+/// A budget no test spends, but which still goes through the limiter.
+const UNLIMITED: u32 = 100_000;
+
 /// Settings a test may change before the system starts.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -167,6 +170,15 @@ pub struct Options {
     /// ([`TestApp::mysql_proxy`]). Implies MySQL and Redis whatever
     /// `WXLOGIN_TEST_BACKEND` says: an outage of MySQL is what it tests.
     pub mysql_proxy: bool,
+    /// Auth's `RATE_LIMIT_*` budgets (per minute; 0 for none). The default
+    /// is far above what any test spends (some log in 50 times at once),
+    /// so that only the tests of the budgets meet them.
+    pub login_per_ip: u32,
+    pub login_per_app: u32,
+    pub check_session_per_user: u32,
+    pub phone_per_user: u32,
+    /// The gateway's `TRUSTED_PROXIES`.
+    pub trusted_proxies: String,
 }
 
 impl Default for Options {
@@ -180,6 +192,11 @@ impl Default for Options {
             wechat_base: None,
             watermark_max_age_secs: 3600,
             mysql_proxy: false,
+            login_per_ip: UNLIMITED,
+            login_per_app: UNLIMITED,
+            check_session_per_user: UNLIMITED,
+            phone_per_user: UNLIMITED,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -298,6 +315,19 @@ impl TestApp {
                 "SESSION_MAX_LIFETIME_SECS",
                 options.session_max_lifetime_secs.to_string(),
             ),
+            ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
+            (
+                "RATE_LIMIT_LOGIN_PER_APP",
+                options.login_per_app.to_string(),
+            ),
+            (
+                "RATE_LIMIT_CHECK_SESSION_PER_USER",
+                options.check_session_per_user.to_string(),
+            ),
+            (
+                "RATE_LIMIT_PHONE_PER_USER",
+                options.phone_per_user.to_string(),
+            ),
         ])))
         .expect("auth config");
         let auth_app = wxlogin_auth::Application::build(auth_config)
@@ -339,6 +369,7 @@ impl TestApp {
             ("USER_URL", format!("http://{user_addr}")),
             ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
             ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
         ])))
         .expect("gateway config");
         let gateway_app = wxlogin_gateway::Application::build(gateway_config)

@@ -9,6 +9,8 @@ use wxlogin_common::{
 };
 use wxlogin_wechat::{AppCredentials, ClientConfig};
 
+use crate::limit::{Budget, Budgets};
+
 /// How long sessions live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionPolicy {
@@ -107,6 +109,9 @@ pub struct Config {
     /// `INTERNAL_USER_SECRET`: what the user service presents; the only
     /// credential session keys are answered to.
     pub internal_user_secret: SecretString,
+    /// `RATE_LIMIT_LOGIN_PER_IP`, `RATE_LIMIT_LOGIN_PER_APP`,
+    /// `RATE_LIMIT_CHECK_SESSION_PER_USER`, `RATE_LIMIT_PHONE_PER_USER`.
+    pub limits: Budgets,
 }
 
 impl Config {
@@ -167,6 +172,7 @@ impl Config {
                 format!("{max} is below SESSION_TTL_SECS ({idle})"),
             ));
         }
+        let limits = budgets(source)?;
         Ok(Config {
             listen_addr,
             redis_url: redis_url.into(),
@@ -179,8 +185,26 @@ impl Config {
             },
             internal_secret,
             internal_user_secret,
+            limits,
         })
     }
+}
+
+/// The `RATE_LIMIT_*` budgets: calls per minute, `0` for none.
+fn budgets(source: &dyn Source) -> Result<Budgets, ConfigError> {
+    let defaults = Budgets::default();
+    let per_minute = |name: &str, default: Budget| -> Result<Budget, ConfigError> {
+        Ok(Budget::per_minute(parsed(source, name, default.limit)?))
+    };
+    Ok(Budgets {
+        login_per_ip: per_minute("RATE_LIMIT_LOGIN_PER_IP", defaults.login_per_ip)?,
+        login_per_app: per_minute("RATE_LIMIT_LOGIN_PER_APP", defaults.login_per_app)?,
+        check_session_per_user: per_minute(
+            "RATE_LIMIT_CHECK_SESSION_PER_USER",
+            defaults.check_session_per_user,
+        )?,
+        phone_per_user: per_minute("RATE_LIMIT_PHONE_PER_USER", defaults.phone_per_user)?,
+    })
 }
 
 /// `WECHAT_APPID`/`WECHAT_SECRET` first (the default app), then the
@@ -285,6 +309,7 @@ mod tests {
         );
         assert!(config.apps.get("wxb").is_none());
         assert_eq!(config.sessions, SessionPolicy::default());
+        assert_eq!(config.limits, Budgets::default());
         assert_eq!(config.wechat.base_url, "https://api.weixin.qq.com");
     }
 
@@ -328,12 +353,39 @@ mod tests {
                 &[("WECHAT_APPS", "wxa:x"), ("AUTH_ADDR", "nowhere")],
                 "AUTH_ADDR",
             ),
+            (
+                &[("WECHAT_APPS", "wxa:x"), ("RATE_LIMIT_LOGIN_PER_IP", "-1")],
+                "RATE_LIMIT_LOGIN_PER_IP",
+            ),
+            (
+                &[
+                    ("WECHAT_APPS", "wxa:x"),
+                    ("RATE_LIMIT_PHONE_PER_USER", "lots"),
+                ],
+                "RATE_LIMIT_PHONE_PER_USER",
+            ),
         ];
         for (pairs, variable) in cases {
             let error = config(pairs).unwrap_err().to_string();
             assert!(error.starts_with(variable), "{error}");
             assert!(!error.contains("topsecret"), "{error}");
         }
+    }
+
+    #[test]
+    fn budgets_per_minute_and_zero_for_none() {
+        let config = config(&[
+            ("WECHAT_APPS", "wxa:x"),
+            ("RATE_LIMIT_LOGIN_PER_IP", "5"),
+            ("RATE_LIMIT_LOGIN_PER_APP", "0"),
+            ("RATE_LIMIT_CHECK_SESSION_PER_USER", "2"),
+            ("RATE_LIMIT_PHONE_PER_USER", "3"),
+        ])
+        .unwrap();
+        assert_eq!(config.limits.login_per_ip, Budget::per_minute(5));
+        assert_eq!(config.limits.login_per_app.limit, 0);
+        assert_eq!(config.limits.check_session_per_user.limit, 2);
+        assert_eq!(config.limits.phone_per_user.limit, 3);
     }
 
     #[test]

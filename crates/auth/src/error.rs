@@ -4,7 +4,10 @@
 use tonic::Status;
 use wxlogin_proto::reason::Reason;
 
-use crate::store::StoreError;
+use crate::{
+    limit::{Exhausted, Kind, LimitError},
+    store::StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -28,6 +31,34 @@ pub enum AuthError {
     Random(String),
     #[error("the login task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    RateLimited(Exhausted),
+}
+
+impl From<LimitError> for AuthError {
+    fn from(error: LimitError) -> Self {
+        match error {
+            LimitError::Exhausted(exhausted) => AuthError::RateLimited(exhausted),
+            LimitError::Store(store) => AuthError::Store(store),
+        }
+    }
+}
+
+/// Our own budget's refusal, with when it frees up (the limiter tells the
+/// operator about the one budget that refuses everyone).
+fn rate_limited(exhausted: &Exhausted) -> Status {
+    let message = match exhausted.kind {
+        Kind::LoginPerIp => "too many logins from this address",
+        Kind::LoginPerApp => "too many logins of this mini-program right now",
+        Kind::CheckSessionPerUser => "too many checks of this user's session",
+        Kind::PhonePerUser => "too many phone-number requests for this user",
+    };
+    tracing::debug!(budget = exhausted.kind.name(), retry_after = ?exhausted.retry_after, "budget spent");
+    let seconds = exhausted.retry_after.as_secs_f64().ceil().max(1.0);
+    Reason::RateLimited.status_retry_after(
+        format!("{message}; try again in {seconds} s"),
+        exhausted.retry_after,
+    )
 }
 
 impl AuthError {
@@ -49,6 +80,7 @@ impl From<&AuthError> for Status {
         match error {
             AuthError::InvalidArgument(message) => Reason::InvalidArgument.status(message),
             AuthError::UnknownApp => Reason::UnknownApp.status(error.to_string()),
+            AuthError::RateLimited(exhausted) => rate_limited(exhausted),
             AuthError::InvalidToken => Reason::InvalidToken.status(error.to_string()),
             AuthError::SessionKeyStale => Reason::SessionKeyStale.status(error.to_string()),
             AuthError::InvalidPhoneCode => Reason::InvalidPhoneCode.status(error.to_string()),
@@ -60,8 +92,10 @@ impl From<&AuthError> for Status {
                 Wx::UserBlocked => {
                     Reason::UserBlocked.status("WeChat blocked this user as high-risk")
                 }
-                Wx::RateLimited => Reason::RateLimited
-                    .status("WeChat rate-limited this user; try again in a minute"),
+                Wx::RateLimited => Reason::RateLimited.status_retry_after(
+                    "WeChat rate-limited this user; try again in a minute",
+                    std::time::Duration::from_secs(60),
+                ),
                 Wx::Busy => {
                     tracing::warn!("WeChat answered system busy (-1)");
                     Reason::WechatBusy.status("WeChat is busy; try again")

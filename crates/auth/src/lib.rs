@@ -9,6 +9,7 @@
 pub mod access_token;
 pub mod config;
 pub mod error;
+pub mod limit;
 pub mod service;
 pub mod store;
 pub mod token;
@@ -74,7 +75,13 @@ impl Application {
         );
         Ok(Application {
             listener,
-            auth: Auth::new(config.apps, wechat, store, config.wechat.timeout),
+            auth: Auth::new(
+                config.apps,
+                wechat,
+                limit::Limiter::new(&store, config.limits),
+                store,
+                config.wechat.timeout,
+            ),
             callers: Authenticator::new(&[
                 (&config.internal_secret, Caller::Internal),
                 (&config.internal_user_secret, Caller::UserService),

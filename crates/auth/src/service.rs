@@ -23,6 +23,7 @@ use crate::{
     access_token::AccessTokens,
     config::Apps,
     error::AuthError,
+    limit::{Client, Limiter},
     store::{LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms},
     token::Token,
 };
@@ -54,16 +55,24 @@ struct Inner {
     wechat: Wechat,
     store: SessionStore,
     access_tokens: AccessTokens,
+    limiter: Limiter,
     /// Code exchanges under way, by (appid, code): a second submission of a
     /// code waits for the first one's answer instead of burning it.
     in_flight: Mutex<HashMap<(String, String), Flight>>,
 }
 
 impl Auth {
-    pub fn new(apps: Apps, wechat: Wechat, store: SessionStore, wechat_timeout: Duration) -> Self {
+    pub fn new(
+        apps: Apps,
+        wechat: Wechat,
+        limiter: Limiter,
+        store: SessionStore,
+        wechat_timeout: Duration,
+    ) -> Self {
         Auth {
             inner: Arc::new(Inner {
                 access_tokens: AccessTokens::new(store.clone(), wechat.clone(), wechat_timeout),
+                limiter,
                 apps,
                 wechat,
                 store,
@@ -167,6 +176,32 @@ impl Auth {
 }
 
 impl Auth {
+    /// Charges a login to its client's and its app's budgets, before the
+    /// code can reach WeChat. What never reaches WeChat costs nothing: an
+    /// unknown app or a malformed code is refused first (which also keeps
+    /// the per-app keys to configured apps), and a second submission of a
+    /// code joins the exchange under way (two that arrive together may
+    /// both be charged).
+    async fn charge_login(
+        &self,
+        client: &Client,
+        appid: &str,
+        code: &str,
+    ) -> Result<(), AuthError> {
+        let app = self.inner.apps.get(appid).ok_or(AuthError::UnknownApp)?;
+        validate_code(code)?;
+        let joins = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&(app.appid.clone(), code.to_owned()));
+        if !joins {
+            self.inner.limiter.login(client, &app.appid).await?;
+        }
+        Ok(())
+    }
+
     async fn live_session(&self, raw_token: &str) -> Result<LiveSession, AuthError> {
         let token = parse_token(raw_token)?;
         self.inner
@@ -246,6 +281,17 @@ fn cached_user(bytes: &[u8]) -> Option<User> {
         .ok()
 }
 
+/// Who a login is charged to. The gateway names the client in metadata,
+/// and auth trusts it (only our own services reach auth). A caller that
+/// names none is an internal consumer calling Login directly: it is charged
+/// by its own peer address, so that one such consumer cannot spend the
+/// others' budget, or to the one internal bucket when the peer is unknown.
+fn client_of<T>(request: &Request<T>) -> Client {
+    wxlogin_common::grpc::client_ip_of(request)
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+        .map_or_else(Client::internal, Client::address)
+}
+
 fn parse_token(raw: &str) -> Result<Token, AuthError> {
     Token::parse(raw).ok_or(AuthError::InvalidToken)
 }
@@ -257,7 +303,9 @@ impl AuthService for Auth {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
+        let client = client_of(&request);
         let LoginRequest { appid, code } = request.into_inner();
+        self.charge_login(&client, &appid, &code).await?;
         let outcome = self
             .login(&appid, &code)
             .await
@@ -331,6 +379,11 @@ impl AuthService for Auth {
         };
         let record = &live.record;
         let app = self.app_of(record)?;
+        self.inner
+            .limiter
+            .check_session(&record.appid, &record.openid)
+            .await
+            .map_err(AuthError::from)?;
         let wechat = &self.inner.wechat;
         let valid = self
             .inner
@@ -356,6 +409,11 @@ impl AuthService for Auth {
         validate_code(&code)?;
         let record = &live.record;
         let app = self.app_of(record)?;
+        self.inner
+            .limiter
+            .phone(&record.appid, &record.openid)
+            .await
+            .map_err(AuthError::from)?;
         let wechat = &self.inner.wechat;
         let code = code.as_str();
         let phone = self

@@ -45,7 +45,7 @@ async fn start() -> Harness {
         .await
         .unwrap();
     let redis = TestRedisPrefix::new();
-    let addr = spawn_instance(&sim, &redis).await;
+    let addr = spawn_instance(&sim, &redis, &[]).await;
     Harness {
         client: AuthServiceClient::new(channel(addr, Credential::internal())),
         addr,
@@ -54,15 +54,29 @@ async fn start() -> Harness {
     }
 }
 
-/// One more auth instance, sharing the simulator and the Redis prefix, and
-/// a client of it with the gateway's credential.
+/// One more auth instance, sharing the simulator and the Redis prefix, with
+/// budgets no test here spends unless it means to, and a client of it with
+/// the gateway's credential.
 async fn instance(sim: &RunningSimulator, redis: &TestRedisPrefix) -> AuthServiceClient<Authed> {
-    let addr = spawn_instance(sim, redis).await;
+    instance_with(sim, redis, &[]).await
+}
+
+/// One more auth instance, with `settings` over the defaults.
+async fn instance_with(
+    sim: &RunningSimulator,
+    redis: &TestRedisPrefix,
+    settings: &[(&'static str, &str)],
+) -> AuthServiceClient<Authed> {
+    let addr = spawn_instance(sim, redis, settings).await;
     AuthServiceClient::new(channel(addr, Credential::internal()))
 }
 
-async fn spawn_instance(sim: &RunningSimulator, redis: &TestRedisPrefix) -> SocketAddr {
-    let env: HashMap<&str, String> = HashMap::from([
+async fn spawn_instance(
+    sim: &RunningSimulator,
+    redis: &TestRedisPrefix,
+    settings: &[(&'static str, &str)],
+) -> SocketAddr {
+    let mut env: HashMap<&str, String> = HashMap::from([
         ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
         ("REDIS_URL", redis.url().to_owned()),
         ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
@@ -71,7 +85,12 @@ async fn spawn_instance(sim: &RunningSimulator, redis: &TestRedisPrefix) -> Sock
         ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
         ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+        ("RATE_LIMIT_LOGIN_PER_IP", "10000".to_owned()),
+        ("RATE_LIMIT_LOGIN_PER_APP", "10000".to_owned()),
+        ("RATE_LIMIT_CHECK_SESSION_PER_USER", "10000".to_owned()),
+        ("RATE_LIMIT_PHONE_PER_USER", "10000".to_owned()),
     ]);
+    env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let config = Config::from_source(&move |name: &str| env.get(name).cloned()).unwrap();
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
@@ -410,4 +429,234 @@ async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
     // Assert: all served with the current token; one refresh in all.
     assert!(answers.iter().all(Result::is_ok));
     assert_eq!(h.sim.sim.stable_token_calls(), 2);
+}
+
+/// A login of a code WeChat does not know, from `client` (as the gateway
+/// names it) or, with `None`, from whoever the test process is.
+async fn bogus_login(
+    mut client: AuthServiceClient<Authed>,
+    from: Option<&str>,
+    code: String,
+) -> tonic::Status {
+    let mut request = tonic::Request::new(LoginRequest {
+        appid: String::new(),
+        code,
+    });
+    if let Some(ip) = from {
+        wxlogin_common::grpc::set_client_ip(&mut request, ip.parse().unwrap());
+    }
+    client.login(request).await.unwrap_err()
+}
+
+/// How many of `answers` reached WeChat (and were refused as bogus codes),
+/// and how many our budget refused; every budget refusal says when to retry.
+fn tally(answers: &[tonic::Status]) -> (usize, usize) {
+    let mut reached = 0;
+    let mut limited = 0;
+    for status in answers {
+        match reason::of(status) {
+            Some(Reason::InvalidCode) => reached += 1,
+            Some(Reason::RateLimited) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                let after = reason::retry_after(status).expect("a RetryInfo");
+                assert!(after > std::time::Duration::ZERO, "{after:?}");
+                assert!(after <= std::time::Duration::from_secs(60), "{after:?}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    (reached, limited)
+}
+
+const BUDGET: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_address_login_budget_holds_across_instances() {
+    // Arrange: two instances sharing one Redis prefix, four logins a minute
+    // per address.
+    let h = start().await;
+    let budget = BUDGET.to_string();
+    let settings = [
+        ("RATE_LIMIT_LOGIN_PER_IP", budget.as_str()),
+        ("RATE_LIMIT_LOGIN_PER_APP", "0"),
+    ];
+    let first = instance_with(&h.sim, &h._redis, &settings).await;
+    let second = instance_with(&h.sim, &h._redis, &settings).await;
+
+    // Act: twice the budget of bogus codes from one address, split across
+    // both instances, all at once.
+    let calls = (0..2 * BUDGET).map(|i| {
+        let client = if i % 2 == 0 { &first } else { &second }.clone();
+        bogus_login(client, Some("198.51.100.7"), format!("bogus{i:04}"))
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    // Assert: exactly the budget reached WeChat.
+    assert_eq!(tally(&answers), (BUDGET, BUDGET));
+    assert_eq!(h.sim.sim.code2session_calls(), BUDGET as u64);
+    // Another address, and a caller that names none, have budgets of their own.
+    let other = bogus_login(second.clone(), Some("198.51.100.8"), "other".into()).await;
+    assert_eq!(reason::of(&other), Some(Reason::InvalidCode));
+    let internal = bogus_login(first.clone(), None, "internal".into()).await;
+    assert_eq!(reason::of(&internal), Some(Reason::InvalidCode));
+    // Malformed codes and unknown apps never reach WeChat and cost nothing.
+    let malformed = bogus_login(first.clone(), Some("198.51.100.7"), "no way".into()).await;
+    assert_eq!(reason::of(&malformed), Some(Reason::InvalidArgument));
+    assert_eq!(h.sim.sim.code2session_calls(), BUDGET as u64 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_app_login_budget_holds_across_instances() {
+    // Arrange
+    let h = start().await;
+    let budget = BUDGET.to_string();
+    let settings = [
+        ("RATE_LIMIT_LOGIN_PER_IP", "1"),
+        ("RATE_LIMIT_LOGIN_PER_APP", budget.as_str()),
+    ];
+    let first = instance_with(&h.sim, &h._redis, &settings).await;
+    let second = instance_with(&h.sim, &h._redis, &settings).await;
+
+    // Act: twice the app's budget, each from an address of its own.
+    let calls = (0..2 * BUDGET).map(|i| {
+        let client = if i % 2 == 0 { &first } else { &second }.clone();
+        async move {
+            let from = format!("203.0.113.{}", i + 1);
+            bogus_login(client, Some(&from), format!("bogus{i:04}")).await
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    // Assert
+    assert_eq!(tally(&answers), (BUDGET, BUDGET));
+    assert_eq!(h.sim.sim.code2session_calls(), BUDGET as u64);
+    for status in &answers {
+        if reason::of(status) == Some(Reason::RateLimited) {
+            assert!(status.message().contains("mini-program"), "{status:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_phone_number_budget_is_per_user() {
+    // Arrange: two phone numbers a minute per user.
+    let h = start().await;
+    let mut client = instance_with(&h.sim, &h._redis, &[("RATE_LIMIT_PHONE_PER_USER", "2")]).await;
+    let login = async || {
+        let code = h.sim.sim.mint_code(MintCode::default()).code;
+        let request = LoginRequest {
+            appid: String::new(),
+            code,
+        };
+        client
+            .clone()
+            .login(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    };
+    let (alice, bob) = (login().await, login().await);
+    let mut phone = async |token: &str| {
+        let code = h.sim.sim.mint_phone_code(MintPhoneCode::default()).code;
+        let token = token.to_owned();
+        client
+            .get_phone_number(GetPhoneNumberRequest { token, code })
+            .await
+    };
+
+    // Act
+    let answers = [
+        phone(&alice).await,
+        phone(&alice).await,
+        phone(&alice).await,
+    ];
+    let bobs = phone(&bob).await;
+
+    // Assert
+    assert!(answers[0].is_ok() && answers[1].is_ok());
+    let refused = answers[2].as_ref().unwrap_err();
+    assert_eq!(reason::of(refused), Some(Reason::RateLimited));
+    assert!(reason::retry_after(refused).is_some());
+    assert!(bobs.is_ok(), "{bobs:?}");
+    assert_eq!(h.sim.sim.phone_number_calls(), 3);
+}
+
+/// A private Redis this test may stop (never the machine's own).
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on the PATH");
+        // Owned from here on: dropping it stops the server, even on a panic.
+        let redis = PrivateRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return redis;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the private redis-server did not start");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+#[tokio::test]
+async fn without_redis_a_login_is_refused_as_unavailable_before_wechat() {
+    // Arrange: an instance on a Redis that then goes away.
+    let sim = Simulator::new(SimConfig::default())
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut redis = PrivateRedis::start().await;
+    let env: HashMap<&str, String> = HashMap::from([
+        ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
+        ("REDIS_URL", redis.url.clone()),
+        ("WECHAT_API_BASE", sim.base_url()),
+        ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+        ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
+        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+    ]);
+    let config = Config::from_source(&move |name: &str| env.get(name).cloned()).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let client = AuthServiceClient::new(channel(addr, Credential::internal()));
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+
+    // Act
+    let status = bogus_login(client, Some("198.51.100.7"), "bogus".into()).await;
+
+    // Assert: the budget could not be checked, so WeChat was not asked.
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason::of(&status), Some(Reason::DependencyUnavailable));
+    assert_eq!(sim.sim.code2session_calls(), 0);
 }

@@ -4,6 +4,7 @@
 //! that callers who give up do not bring a connection down.
 
 use std::{
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -251,6 +252,28 @@ impl Upstream {
     }
 }
 
+/// The gRPC metadata in which the gateway tells auth which client address
+/// a login comes from (auth's per-address budgets key on it).
+pub const CLIENT_IP: &str = "x-client-ip";
+
+/// Tells the callee that `request` serves the client at `ip`.
+pub fn set_client_ip<T>(request: &mut tonic::Request<T>, ip: IpAddr) {
+    if let Ok(value) = MetadataValue::try_from(ip.to_string()) {
+        request.metadata_mut().insert(CLIENT_IP, value);
+    }
+}
+
+/// The client address an incoming call carries, if any and well-formed.
+pub fn client_ip_of<T>(request: &tonic::Request<T>) -> Option<IpAddr> {
+    request
+        .metadata()
+        .get(CLIENT_IP)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The request id an incoming call carries.
 pub fn request_id_of<T>(request: &tonic::Request<T>) -> Option<String> {
     let id = request.metadata().get(request_id::HEADER)?;
@@ -290,6 +313,19 @@ mod tests {
             "Bearer s3cret"
         );
         assert_eq!(request_id_of(&upstream.call((), None)), None);
+    }
+
+    #[test]
+    fn a_call_carries_the_client_address() {
+        let mut request = tonic::Request::new(());
+        assert_eq!(client_ip_of(&request), None);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        set_client_ip(&mut request, ip);
+        assert_eq!(client_ip_of(&request), Some(ip));
+        request
+            .metadata_mut()
+            .insert(CLIENT_IP, MetadataValue::from_static("not an address"));
+        assert_eq!(client_ip_of(&request), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use wxlogin_common::{
     grpc,
 };
 
+use crate::client_ip::TrustedProxies;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `GATEWAY_ADDR`: where the HTTP server listens.
@@ -24,6 +26,9 @@ pub struct Config {
     pub upstream_connections: usize,
     /// `INTERNAL_SECRET`: the credential every gRPC call carries.
     pub internal_secret: SecretString,
+    /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the
+    /// client (comma-separated IPs and CIDR networks; none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -54,6 +59,11 @@ impl Config {
             upstream_timeout: Duration::from_millis(parsed(source, "UPSTREAM_TIMEOUT_MS", 10_000)?),
             upstream_connections: grpc::connections(source)?,
             internal_secret: grpc::secret(source, grpc::INTERNAL_SECRET)?,
+            trusted_proxies: optional(source, "TRUSTED_PROXIES")
+                .map(|list| list.parse())
+                .transpose()
+                .map_err(|message: String| ConfigError::invalid("TRUSTED_PROXIES", message))?
+                .unwrap_or_default(),
         };
         if config.body_limit == 0 {
             return Err(ConfigError::invalid("BODY_LIMIT_BYTES", "must be above 0"));
@@ -89,6 +99,7 @@ mod tests {
         assert_eq!(config.auth_url, "http://127.0.0.1:50051");
         assert_eq!(config.user_url, "http://127.0.0.1:50052");
         assert_eq!(config.body_limit, 65536);
+        assert_eq!(config.trusted_proxies, TrustedProxies::default());
     }
 
     #[test]
@@ -103,6 +114,7 @@ mod tests {
             ("UPSTREAM_CONNECTIONS", "0"),
             (grpc::INTERNAL_SECRET, "too-short"),
             (grpc::INTERNAL_SECRET, ""),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
         ] {
             let error = config(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{error}");

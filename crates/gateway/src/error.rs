@@ -92,7 +92,9 @@ impl From<tonic::Status> for ApiError {
         let message = match reason {
             // The service's message may name what an operator fixes; the
             // client only learns that it is not its fault.
-            Reason::WechatConfig | Reason::CallerUnauthenticated | Reason::CallerForbidden => {
+            // (Auth logged WeChat's refusal of our appid where it happened.)
+            Reason::WechatConfig => "the login service is misconfigured".to_owned(),
+            Reason::CallerUnauthenticated | Reason::CallerForbidden => {
                 tracing::error!(
                     ?reason,
                     message = status.message(),
@@ -197,5 +199,9 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
         let wechat = ApiError::from(Reason::RateLimited.status("45011")).into_response();
         assert_eq!(wechat.headers()[header::RETRY_AFTER], "60");
+        for tiny in [Duration::from_millis(1), Duration::ZERO] {
+            let error = ApiError::from(Reason::RateLimited.status_retry_after("m", tiny));
+            assert_eq!(error.into_response().headers()[header::RETRY_AFTER], "1");
+        }
     }
 }

@@ -5,12 +5,13 @@
 //! It holds no secrets and no state of its own: no WeChat credentials, no
 //! database, no Redis. It never sees a `session_key`.
 
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod routes;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -62,6 +63,7 @@ pub enum StartError {
 pub struct AppState {
     auth: Upstream,
     user: Upstream,
+    trusted_proxies: Arc<client_ip::TrustedProxies>,
 }
 
 /// The result of one readiness check.
@@ -163,6 +165,7 @@ impl Application {
         let state = AppState {
             auth: upstream("AUTH_URL", &config.auth_url, &config)?,
             user: upstream("USER_URL", &config.user_url, &config)?,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         };
         let router = routes::router()
             .layer(axum::middleware::from_fn(detach))
@@ -208,7 +211,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), "gateway listening");
-        axum::serve(self.listener, self.router)
+        // With the peer's address: auth budgets logins per client address.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await?;
         tracing::info!("gateway stopped");

@@ -21,6 +21,7 @@ use wxlogin_proto::{
 
 use crate::{
     AppState,
+    client_ip::ClientIp,
     error::ApiError,
     extract::{BearerToken, Body, RequestId},
 };
@@ -147,19 +148,20 @@ fn missing(what: &str) -> ApiError {
 async fn login(
     State(state): State<AppState>,
     request_id: RequestId,
+    ClientIp(client): ClientIp,
     Body(input): Body<LoginInput>,
 ) -> Result<Json<LoginOutput>, ApiError> {
-    let login = state
-        .auth()
-        .login(state.request(
-            &request_id,
-            LoginRequest {
-                appid: input.appid.unwrap_or_default(),
-                code: input.code,
-            },
-        ))
-        .await?
-        .into_inner();
+    let mut request = state.request(
+        &request_id,
+        LoginRequest {
+            appid: input.appid.unwrap_or_default(),
+            code: input.code,
+        },
+    );
+    if let Some(client) = client {
+        wxlogin_common::grpc::set_client_ip(&mut request, client);
+    }
+    let login = state.auth().login(request).await?.into_inner();
     let session = login.session.ok_or_else(|| missing("session"))?;
     let upsert = state
         .user()

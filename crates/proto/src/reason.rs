@@ -238,4 +238,10 @@ mod tests {
         assert_eq!(of(&status), Some(Reason::RateLimited));
         assert_eq!(retry_after(&status), Some(Duration::from_secs(7)));
     }
+
+    #[test]
+    fn a_status_without_details_has_no_reason() {
+        assert_eq!(of(&Status::internal("boom")), None);
+        assert_eq!(retry_after(&Status::internal("x")), None);
+    }
 }

@@ -110,7 +110,6 @@ impl Config {
             ));
         }
 
-
         let auth_url =
             config::optional(source, "AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.to_owned());
         if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {

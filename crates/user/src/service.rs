@@ -158,6 +158,10 @@ impl UserApi {
                     Ok(answer) if !answer.get_ref().valid => Err(Reason::SessionKeyStale
                         .status("WeChat replaced this session's session_key; call wx.login again")),
                     Ok(_) => Err(Error::InvalidEncryptedData.into()),
+                    // A spent checksession budget (ours or WeChat's) is the
+                    // honest answer to whoever posts blob after blob: 429,
+                    // with auth's Retry-After. A real user hardly gets here.
+                    Err(status) if reason::of(&status) == Some(Reason::RateLimited) => Err(status),
                     Err(status) => {
                         // Without WeChat's word, the data is what failed.
                         tracing::warn!(code = ?status.code(), "checkSessionKey failed");

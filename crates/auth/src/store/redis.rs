@@ -72,6 +72,16 @@ impl RedisStore {
         self.policy
     }
 
+    /// The shared connection, for the rate limiter's keys (see
+    /// [`crate::limit`]), which live beside the sessions.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn session_entry(&self, token: &Token) -> String {
         format!("{}session:{}", self.prefix, token.digest())
     }
