@@ -23,6 +23,10 @@ pub enum AuthError {
     Random(String),
     #[error("the login task failed: {0}")]
     Task(String),
+    #[error("another instance's exchange of this code did not finish in time")]
+    ExchangeWait,
+    #[error(transparent)]
+    Sealed(#[from] crate::sealed_outcome::SealError),
 }
 
 impl From<&AuthError> for Status {
@@ -107,15 +111,28 @@ impl From<&AuthError> for Status {
                     )
                 }
             },
+            // The outage itself is logged once, when Redis goes down (see
+            // `wxlogin_common::redis_guard`), not once per request.
             AuthError::Store(store) if store.is_unavailable() => {
-                tracing::error!(error = %store, "session store unavailable");
+                tracing::debug!(error = %store, "session store unavailable");
                 status(
                     Code::Unavailable,
                     Reason::DependencyUnavailable,
                     "session store unavailable",
                 )
             }
-            AuthError::Store(_) | AuthError::Random(_) | AuthError::Task(_) => {
+            AuthError::ExchangeWait => {
+                tracing::warn!(%error);
+                status(
+                    Code::Unavailable,
+                    Reason::DependencyUnavailable,
+                    "the login is still under way; try again",
+                )
+            }
+            AuthError::Store(_)
+            | AuthError::Random(_)
+            | AuthError::Task(_)
+            | AuthError::Sealed(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")
             }
