@@ -130,6 +130,12 @@ impl RedisGuard {
         self.inner.up.subscribe()
     }
 
+    /// A handle that does not keep the connection open, for background
+    /// tasks that should end with their owner.
+    pub fn downgrade(&self) -> WeakRedisGuard {
+        WeakRedisGuard(Arc::downgrade(&self.inner))
+    }
+
     /// PINGs Redis (through the breaker: fails at once while it is down).
     pub async fn ping(&self) -> RedisResult<()> {
         self.run(async |conn| redis::cmd("PING").query_async::<()>(conn).await)
@@ -149,6 +155,16 @@ impl RedisGuard {
             // could probe, so stay up and let the next command find out.
             Err(_) => drop(self.inner.up.send_replace(true)),
         }
+    }
+}
+
+/// A [`RedisGuard`] that does not keep it alive.
+#[derive(Clone)]
+pub struct WeakRedisGuard(Weak<Inner>);
+
+impl WeakRedisGuard {
+    pub fn upgrade(&self) -> Option<RedisGuard> {
+        self.0.upgrade().map(|inner| RedisGuard { inner })
     }
 }
 
