@@ -6,6 +6,8 @@
 mod compose;
 mod errors;
 mod login;
+mod redis_outage;
+mod replicas;
 mod secrets;
 mod sessions;
 mod standalone;
