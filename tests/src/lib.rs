@@ -364,7 +364,12 @@ impl TestApp {
             .redis
             .as_ref()
             .expect("replicas share sessions through Redis; the embedded backend has none");
-        let config = auth_config(&self.options, &self.sim.base_url(), redis.url(), redis.prefix());
+        let config = auth_config(
+            &self.options,
+            &self.sim.base_url(),
+            redis.url(),
+            redis.prefix(),
+        );
         let auth_app = wxlogin_auth::Application::build(config)
             .await
             .expect("start the replica's auth service");

@@ -23,9 +23,7 @@ use crate::{
     config::Apps,
     error::AuthError,
     sealed_outcome::{CodeSecrets, Recorded, Refusal},
-    store::{
-        ExchangeSlot, LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms,
-    },
+    store::{ExchangeSlot, LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms},
     token::Token,
 };
 
@@ -160,9 +158,14 @@ impl Auth {
                 .map_err(store_error)?;
             let mut held = match held {
                 None => return self.exchange_owned(appid, code, &secrets, &marker).await,
-                Some(held) => Some(held),
+                Some(ExchangeSlot::Pending) => {
+                    tracing::info!(
+                        "another instance is exchanging this code; waiting for its outcome"
+                    );
+                    Some(ExchangeSlot::Pending)
+                }
+                Some(sealed) => Some(sealed),
             };
-            tracing::info!("another instance is exchanging this code; waiting for its outcome");
             while let Some(ExchangeSlot::Pending) = held {
                 if Instant::now() >= deadline {
                     return Err(Arc::new(AuthError::ExchangeWait));
@@ -251,9 +254,8 @@ impl Auth {
                 expires_in_secs,
                 user,
             } => Ok(Arc::new(LoginOutcome {
-                token: Token::parse(&token).ok_or(AuthError::from(
-                    crate::sealed_outcome::SealError,
-                ))?,
+                token: Token::parse(&token)
+                    .ok_or(AuthError::from(crate::sealed_outcome::SealError))?,
                 record,
                 expires_in: Duration::from_secs(expires_in_secs),
                 user: user.and_then(|user| {

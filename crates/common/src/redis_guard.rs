@@ -143,7 +143,10 @@ impl RedisGuard {
     }
 
     fn trip(&self, error: &RedisError) {
-        let tripped = self.inner.up.send_if_modified(|up| std::mem::replace(up, false));
+        let tripped = self
+            .inner
+            .up
+            .send_if_modified(|up| std::mem::replace(up, false));
         if !tripped {
             return;
         }

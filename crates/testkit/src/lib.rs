@@ -232,16 +232,20 @@ impl PrivateRedis {
     /// runs), and waits until it answers PING.
     pub fn restart(&mut self) {
         self.stop();
-        let binary = ["redis-server", "/usr/bin/redis-server", "/usr/sbin/redis-server"]
-            .into_iter()
-            .find(|candidate| {
-                std::process::Command::new(candidate)
-                    .arg("--version")
-                    .stdout(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
-            })
-            .expect("redis-server is not installed (apt-get install redis-server)");
+        let binary = [
+            "redis-server",
+            "/usr/bin/redis-server",
+            "/usr/sbin/redis-server",
+        ]
+        .into_iter()
+        .find(|candidate| {
+            std::process::Command::new(candidate)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        })
+        .expect("redis-server is not installed (apt-get install redis-server)");
         let server = std::process::Command::new(binary)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
