@@ -66,6 +66,10 @@ async fn redis_down_fails_fast_and_redis_back_recovers() {
     loop {
         let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
         if ready.status() == 503 {
+            println!(
+                "Redis down: /readyz not ready after {:?}",
+                started.elapsed()
+            );
             break;
         }
         assert!(
