@@ -16,14 +16,20 @@ async fn an_unknown_code_is_401_invalid_code() {
 }
 
 #[tokio::test]
-async fn a_used_code_is_401_code_used() {
+async fn a_code_sent_again_gets_the_same_answer_and_a_spent_one_code_used() {
+    // A code submitted again after its login finished: the same session,
+    // not a second exchange (which WeChat would refuse).
     let app = TestApp::spawn().await;
     let minted = app.mint();
-    app.login_ok(&minted.code).await;
+    let first = app.login_ok(&minted.code).await;
+    let again = app.login_ok(&minted.code).await;
+    assert_eq!(again["token"], first["token"]);
 
-    let response = app.login(&minted.code).await;
-
-    assert_error(response, 401, "code_used").await;
+    // A code spent elsewhere: 401 code_used, and the same on a retry.
+    let spent = app.mint();
+    app.simulator().push_fault(fault(40163));
+    assert_error(app.login(&spent.code).await, 401, "code_used").await;
+    assert_error(app.login(&spent.code).await, 401, "code_used").await;
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ mod faults;
 mod limits;
 mod login;
 mod outage;
+mod redis_outage;
+mod replicas;
 mod secrets;
 mod sessions;
 mod standalone;

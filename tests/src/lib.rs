@@ -179,6 +179,9 @@ pub struct Options {
     pub phone_per_user: u32,
     /// The gateway's `TRUSTED_PROXIES`.
     pub trusted_proxies: String,
+    /// The Redis server of the test's key prefix (e.g. a
+    /// `wxlogin_testkit::PrivateRedis`); `None`: `REDIS_URL` or the local one.
+    pub redis_url: Option<String>,
 }
 
 impl Default for Options {
@@ -197,6 +200,7 @@ impl Default for Options {
             check_session_per_user: UNLIMITED,
             phone_per_user: UNLIMITED,
             trusted_proxies: String::new(),
+            redis_url: None,
         }
     }
 }
@@ -246,9 +250,41 @@ pub struct TestApp {
     pub user_addr: SocketAddr,
     /// In front of MySQL when [`Options::mysql_proxy`] asked for it.
     pub mysql_proxy: Option<Proxy>,
+    options: Options,
     user: Running,
     auth: Running,
     gateway: Running,
+}
+
+/// Another auth service and gateway in front of the same simulator,
+/// database, Redis prefix and user service: a second replica of the
+/// stateless services, as behind a load balancer.
+pub struct Replica {
+    pub base_url: String,
+    pub auth_addr: SocketAddr,
+    http: reqwest::Client,
+    auth: Running,
+    gateway: Running,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub async fn login(&self, code: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/login"))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn stop(mut self) {
+        self.gateway.stop().await;
+        self.auth.stop().await;
+    }
 }
 
 fn source(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
@@ -284,7 +320,10 @@ impl TestApp {
         let (db, redis) = match backend {
             Backend::MysqlRedis => (
                 TestDb::Mysql(TestDatabase::create().await),
-                Some(TestRedisPrefix::new()),
+                Some(match &options.redis_url {
+                    Some(url) => TestRedisPrefix::on(url),
+                    None => TestRedisPrefix::new(),
+                }),
             ),
             Backend::Embedded => (TestDb::Sqlite(TestSqlite::create()), None),
         };
@@ -293,43 +332,7 @@ impl TestApp {
             None => (wxlogin_auth::store::MEMORY_URL.to_owned(), String::new()),
         };
 
-        let auth_config = wxlogin_auth::Config::from_source(&source(HashMap::from([
-            ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
-            ("REDIS_URL", redis_url.clone()),
-            ("REDIS_KEY_PREFIX", redis_prefix.clone()),
-            (
-                "WECHAT_API_BASE",
-                options
-                    .wechat_base
-                    .clone()
-                    .unwrap_or_else(|| sim.base_url()),
-            ),
-            ("WECHAT_TIMEOUT_MS", options.wechat_timeout_ms.to_string()),
-            ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
-            ("WECHAT_SECRET", options.secret.clone()),
-            ("WECHAT_APPS", format!("{OTHER_APPID}:{OTHER_SECRET}")),
-            ("SESSION_TTL_SECS", options.session_ttl_secs.to_string()),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
-            (
-                "SESSION_MAX_LIFETIME_SECS",
-                options.session_max_lifetime_secs.to_string(),
-            ),
-            ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
-            (
-                "RATE_LIMIT_LOGIN_PER_APP",
-                options.login_per_app.to_string(),
-            ),
-            (
-                "RATE_LIMIT_CHECK_SESSION_PER_USER",
-                options.check_session_per_user.to_string(),
-            ),
-            (
-                "RATE_LIMIT_PHONE_PER_USER",
-                options.phone_per_user.to_string(),
-            ),
-        ])))
-        .expect("auth config");
+        let auth_config = auth_config(&options, &sim.base_url(), &redis_url, &redis_prefix);
         let auth_app = wxlogin_auth::Application::build(auth_config)
             .await
             .expect("start the auth service");
@@ -363,15 +366,7 @@ impl TestApp {
         let user_addr = user_app.local_addr();
         let user = Running::spawn(|stopped| user_app.run_until_stopped(wait_stopped(stopped)));
 
-        let gateway_config = wxlogin_gateway::Config::from_source(&source(HashMap::from([
-            ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
-            ("AUTH_URL", format!("http://{auth_addr}")),
-            ("USER_URL", format!("http://{user_addr}")),
-            ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
-        ])))
-        .expect("gateway config");
+        let gateway_config = gateway_config(&options, auth_addr, user_addr);
         let gateway_app = wxlogin_gateway::Application::build(gateway_config)
             .await
             .expect("start the gateway");
@@ -392,12 +387,51 @@ impl TestApp {
             auth_addr,
             user_addr,
             mysql_proxy,
+            options,
             user,
             auth,
             gateway,
         };
         app.wait_ready().await;
         app
+    }
+
+    /// Starts another auth service and gateway sharing this app's
+    /// simulator, Redis prefix and user service (so its database). Only
+    /// with Redis: the in-process store is one process's.
+    pub async fn spawn_replica(&self) -> Replica {
+        let redis = self
+            .redis
+            .as_ref()
+            .expect("replicas share sessions through Redis; the embedded backend has none");
+        let config = auth_config(
+            &self.options,
+            &self.sim.base_url(),
+            redis.url(),
+            redis.prefix(),
+        );
+        let auth_app = wxlogin_auth::Application::build(config)
+            .await
+            .expect("start the replica's auth service");
+        let auth_addr = auth_app.local_addr();
+        let auth = Running::spawn(|stopped| auth_app.run_until_stopped(wait_stopped(stopped)));
+        let gateway_app = wxlogin_gateway::Application::build(gateway_config(
+            &self.options,
+            auth_addr,
+            self.user_addr,
+        ))
+        .await
+        .expect("start the replica's gateway");
+        let base_url = format!("http://{}", gateway_app.local_addr());
+        let gateway =
+            Running::spawn(|stopped| gateway_app.run_until_stopped(wait_stopped(stopped)));
+        Replica {
+            base_url,
+            auth_addr,
+            http: self.http.clone(),
+            auth,
+            gateway,
+        }
     }
 
     /// Waits until `/readyz` says every service is up (health probes run
@@ -508,6 +542,67 @@ impl TestApp {
         self.auth.stop().await;
         self.user.stop().await;
     }
+}
+
+fn auth_config(
+    options: &Options,
+    sim_base: &str,
+    redis_url: &str,
+    redis_prefix: &str,
+) -> wxlogin_auth::Config {
+    wxlogin_auth::Config::from_source(&source(HashMap::from([
+        ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("REDIS_KEY_PREFIX", redis_prefix.to_owned()),
+        (
+            "WECHAT_API_BASE",
+            options
+                .wechat_base
+                .clone()
+                .unwrap_or_else(|| sim_base.to_owned()),
+        ),
+        ("WECHAT_TIMEOUT_MS", options.wechat_timeout_ms.to_string()),
+        ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+        ("WECHAT_SECRET", options.secret.clone()),
+        ("WECHAT_APPS", format!("{OTHER_APPID}:{OTHER_SECRET}")),
+        ("SESSION_TTL_SECS", options.session_ttl_secs.to_string()),
+        (
+            "SESSION_MAX_LIFETIME_SECS",
+            options.session_max_lifetime_secs.to_string(),
+        ),
+        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+        ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
+        (
+            "RATE_LIMIT_LOGIN_PER_APP",
+            options.login_per_app.to_string(),
+        ),
+        (
+            "RATE_LIMIT_CHECK_SESSION_PER_USER",
+            options.check_session_per_user.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PHONE_PER_USER",
+            options.phone_per_user.to_string(),
+        ),
+    ])))
+    .expect("auth config")
+}
+
+fn gateway_config(
+    options: &Options,
+    auth_addr: SocketAddr,
+    user_addr: SocketAddr,
+) -> wxlogin_gateway::Config {
+    wxlogin_gateway::Config::from_source(&source(HashMap::from([
+        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("AUTH_URL", format!("http://{auth_addr}")),
+        ("USER_URL", format!("http://{user_addr}")),
+        ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
+        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+        ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
+    ])))
+    .expect("gateway config")
 }
 
 /// Asserts that `response` is an error with this status and code, and

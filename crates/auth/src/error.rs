@@ -31,6 +31,10 @@ pub enum AuthError {
     Random(String),
     #[error("the login task failed: {0}")]
     Task(String),
+    #[error("another instance's exchange of this code did not finish in time")]
+    ExchangeWait,
+    #[error(transparent)]
+    Sealed(#[from] crate::sealed_outcome::SealError),
     #[error("{0}")]
     RateLimited(Exhausted),
 }
@@ -121,12 +125,22 @@ impl From<&AuthError> for Status {
                     Reason::WechatUnavailable.status("WeChat is unavailable; try again")
                 }
             },
+            // The outage itself is logged once, when Redis goes down (see
+            // `wxlogin_common::redis_guard`), not once per request.
             AuthError::Store(store) if store.is_unavailable() => {
-                // Per request, so WARN: readiness reports the outage.
-                tracing::warn!(error = %store, "session store unavailable");
+                // Per request, so DEBUG: the breaker logged the outage once
+                // when it began, and readiness reports it.
+                tracing::debug!(error = %store, "session store unavailable");
                 Reason::DependencyUnavailable.status("session store unavailable")
             }
-            AuthError::Store(_) | AuthError::Random(_) | AuthError::Task(_) => {
+            AuthError::ExchangeWait => {
+                tracing::warn!(%error);
+                Reason::DependencyUnavailable.status("the login is still under way; try again")
+            }
+            AuthError::Store(_)
+            | AuthError::Random(_)
+            | AuthError::Task(_)
+            | AuthError::Sealed(_) => {
                 tracing::error!(%error, "internal error");
                 Reason::Internal.status("internal error")
             }

@@ -10,6 +10,7 @@ pub mod access_token;
 pub mod config;
 pub mod error;
 pub mod limit;
+pub mod sealed_outcome;
 pub mod service;
 pub mod store;
 pub mod token;
@@ -25,8 +26,9 @@ pub use config::Config;
 use service::Auth;
 use store::{SessionStore, StoreError};
 
-/// How often readiness re-checks Redis.
-const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often readiness re-checks Redis when nothing else told it Redis's
+/// state changed: bounds how long `/readyz` misses an outage no request saw.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -105,6 +107,9 @@ impl Application {
         let store = self.auth.store().clone();
         let probe = tokio::spawn(async move {
             let mut serving = None;
+            // Redis's breaker tells at once when commands start or stop
+            // failing; the PING finds an outage while no request runs.
+            let mut availability = store.availability();
             loop {
                 let ok = store.ping().await.is_ok();
                 if serving != Some(ok) {
@@ -118,7 +123,16 @@ impl Application {
                     }
                     serving = Some(ok);
                 }
-                tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+                match &mut availability {
+                    Some(changes) => {
+                        if let Ok(Err(_)) =
+                            tokio::time::timeout(HEALTH_PROBE_INTERVAL, changes.changed()).await
+                        {
+                            availability = None;
+                        }
+                    }
+                    None => tokio::time::sleep(HEALTH_PROBE_INTERVAL).await,
+                }
             }
         });
         tracing::info!(%addr, "auth service listening");

@@ -32,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::ConnectionManager;
+use wxlogin_common::redis_guard::RedisGuard;
 
 use crate::store::{SessionStore, StoreError};
 
@@ -194,10 +194,7 @@ impl std::fmt::Debug for Limiter {
 
 #[derive(Clone)]
 enum Backend {
-    Redis {
-        conn: ConnectionManager,
-        prefix: String,
-    },
+    Redis { redis: RedisGuard, prefix: String },
     Memory(Arc<Mutex<Memory>>),
 }
 
@@ -241,7 +238,7 @@ impl Limiter {
     pub fn new(store: &SessionStore, budgets: Budgets) -> Limiter {
         let backend = match store {
             SessionStore::Redis(redis) => Backend::Redis {
-                conn: redis.connection(),
+                redis: redis.guard().clone(),
                 prefix: redis.prefix().to_owned(),
             },
             SessionStore::Memory(_) => Backend::Memory(Arc::new(Mutex::new(Memory {
@@ -292,7 +289,7 @@ impl Limiter {
             return Ok(());
         }
         let refused = match &self.backend {
-            Backend::Redis { conn, prefix } => {
+            Backend::Redis { redis, prefix } => {
                 let mut invocation = CHARGE.prepare_invoke();
                 for (kind, budget, subject) in &charges {
                     invocation
@@ -300,8 +297,8 @@ impl Limiter {
                         .arg(budget.emission_us())
                         .arg(budget.period_us());
                 }
-                let (wait, index): (u64, usize) = invocation
-                    .invoke_async(&mut conn.clone())
+                let (wait, index): (u64, usize) = redis
+                    .run(async |conn| invocation.invoke_async(conn).await)
                     .await
                     .map_err(StoreError::from)?;
                 // Lua counts from 1.

@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, UNIX_EPOCH},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -24,12 +24,21 @@ use crate::{
     config::Apps,
     error::AuthError,
     limit::{Client, Limiter},
-    store::{LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms},
+    sealed_outcome::{CodeSecrets, Recorded, Refusal},
+    store::{ExchangeSlot, LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms},
     token::Token,
 };
 
 /// The longest code we pass on to WeChat; real ones are 32 characters.
 pub const MAX_CODE_LEN: usize = 128;
+
+/// How long WeChat accepts a wx.login code, and so how long a later
+/// submission of one gets the answer of its exchange.
+pub const CODE_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// How often an instance looks whether another instance's exchange of a
+/// code is over.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 
 type Outcome = Result<Arc<LoginOutcome>, Arc<AuthError>>;
 type Flight = Shared<BoxFuture<'static, Outcome>>;
@@ -56,9 +65,14 @@ struct Inner {
     store: SessionStore,
     access_tokens: AccessTokens,
     limiter: Limiter,
-    /// Code exchanges under way, by (appid, code): a second submission of a
-    /// code waits for the first one's answer instead of burning it.
+    /// Code exchanges under way in this process, by (appid, code): a second
+    /// submission of a code waits for the first one's answer instead of
+    /// burning it, or asking the store.
     in_flight: Mutex<HashMap<(String, String), Flight>>,
+    /// How long an instance's claim on a code's exchange lasts: an exchange
+    /// (the WeChat call, retried once when the connection failed, then the
+    /// session write) is over by then, or its instance died.
+    claim_ttl: Duration,
 }
 
 impl Auth {
@@ -77,6 +91,9 @@ impl Auth {
                 wechat,
                 store,
                 in_flight: Mutex::new(HashMap::new()),
+                claim_ttl: wechat_timeout
+                    .saturating_mul(2)
+                    .saturating_add(Duration::from_secs(2)),
             }),
         }
     }
@@ -111,7 +128,7 @@ impl Auth {
                     let this = self.clone();
                     let task_key = key.clone();
                     let task = tokio::spawn(async move {
-                        let outcome = this.exchange(&task_key.0, &task_key.1).await;
+                        let outcome = this.exchange_once(&task_key.0, &task_key.1).await;
                         this.inner
                             .in_flight
                             .lock()
@@ -132,6 +149,135 @@ impl Auth {
             }
         };
         flight.await
+    }
+
+    /// The outcome of the one exchange of `code` among every instance
+    /// sharing the store: this instance exchanges it if no other has, else
+    /// waits for the other's outcome (sealed in the store under the code),
+    /// or reads it when that exchange is over.
+    async fn exchange_once(&self, appid: &str, code: &str) -> Outcome {
+        let store = &self.inner.store;
+        let secrets = CodeSecrets::derive(appid, code);
+        let marker = ExchangeSlot::marker(&format!("{:016x}", rand::random::<u64>()));
+        let deadline = Instant::now() + self.inner.claim_ttl + Duration::from_secs(1);
+        let store_error = |error| Arc::new(AuthError::from(error));
+        loop {
+            let held = store
+                .claim_exchange(appid, secrets.slot(), &marker, self.inner.claim_ttl)
+                .await
+                .map_err(store_error)?;
+            let mut held = match held {
+                None => return self.exchange_owned(appid, code, &secrets, &marker).await,
+                Some(ExchangeSlot::Pending) => {
+                    tracing::info!(
+                        "another instance is exchanging this code; waiting for its outcome"
+                    );
+                    Some(ExchangeSlot::Pending)
+                }
+                Some(sealed) => Some(sealed),
+            };
+            while let Some(ExchangeSlot::Pending) = held {
+                if Instant::now() >= deadline {
+                    return Err(Arc::new(AuthError::ExchangeWait));
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+                held = store
+                    .exchange_slot(appid, secrets.slot())
+                    .await
+                    .map_err(store_error)?;
+            }
+            if let Some(ExchangeSlot::Sealed(sealed)) = held {
+                return self.answer(&secrets, &sealed);
+            }
+            // The other instance gave the code up (it was not spent): try
+            // it here.
+        }
+    }
+
+    /// Exchanges the code this instance claimed, then records the outcome
+    /// for every other submission of it, or gives the claim up when the
+    /// code was not spent and may be tried again.
+    async fn exchange_owned(
+        &self,
+        appid: &str,
+        code: &str,
+        secrets: &CodeSecrets,
+        marker: &str,
+    ) -> Outcome {
+        let store = &self.inner.store;
+        let outcome = self.exchange(appid, code).await;
+        let record = match &outcome {
+            Ok(login) => Some(Recorded::Session {
+                token: login.token.expose().to_owned(),
+                record: login.record.clone(),
+                expires_in_secs: login.expires_in.as_secs(),
+                user: login.user.as_ref().map(|user| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(user.encode_to_vec())
+                }),
+            }),
+            Err(error) => match &**error {
+                AuthError::Wechat(wx) => Refusal::of(wx).map(|error| Recorded::Refused { error }),
+                _ => None,
+            },
+        };
+        let Some(record) = record else {
+            if let Err(error) = store.release_exchange(appid, secrets.slot(), marker).await {
+                tracing::warn!(%error, "could not give up the claim on a code; it is free again when the claim expires");
+            }
+            return outcome;
+        };
+        let sealed = match secrets.seal(&record) {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::warn!(%error, "other submissions of this code will not get its answer");
+                return outcome;
+            }
+        };
+        match store
+            .record_exchange(
+                appid,
+                secrets.slot(),
+                &sealed,
+                CODE_LIFETIME,
+                outcome.is_ok(),
+            )
+            .await
+        {
+            Ok(None) => outcome,
+            // Our claim had expired and another instance's exchange, which
+            // every other submission has been answered with, is what counts.
+            Ok(Some(kept)) => self.answer(secrets, &kept),
+            Err(error) => {
+                tracing::warn!(%error, "could not record a login's outcome; other submissions of this code will wait for the claim to expire");
+                outcome
+            }
+        }
+    }
+
+    /// The answer sealed for this code.
+    fn answer(&self, secrets: &CodeSecrets, sealed: &str) -> Outcome {
+        match secrets.open(sealed).map_err(AuthError::from)? {
+            Recorded::Session {
+                token,
+                record,
+                expires_in_secs,
+                user,
+            } => Ok(Arc::new(LoginOutcome {
+                token: Token::parse(&token)
+                    .ok_or(AuthError::from(crate::sealed_outcome::SealError))?,
+                record,
+                expires_in: Duration::from_secs(expires_in_secs),
+                user: user.and_then(|user| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(user)
+                        .ok()
+                        .and_then(|bytes| cached_user(&bytes))
+                }),
+            })),
+            Recorded::Refused { error } => Err(Arc::new(AuthError::Wechat(error.error()))),
+        }
     }
 
     async fn exchange(&self, appid: &str, code: &str) -> Outcome {

@@ -17,7 +17,7 @@ use wxlogin_proto::{
     user::v1::User,
 };
 use wxlogin_testkit::{
-    TestRedisPrefix,
+    PrivateRedis, TestRedisPrefix,
     credential::{Authed, Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel},
 };
 use wxlogin_wechat_sim::{
@@ -583,50 +583,6 @@ async fn the_phone_number_budget_is_per_user() {
     assert_eq!(h.sim.sim.phone_number_calls(), 3);
 }
 
-/// A private Redis this test may stop (never the machine's own).
-struct PrivateRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl PrivateRedis {
-    async fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on the PATH");
-        // Owned from here on: dropping it stops the server, even on a panic.
-        let redis = PrivateRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return redis;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the private redis-server did not start");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
-}
-
 #[tokio::test]
 async fn without_redis_a_login_is_refused_as_unavailable_before_wechat() {
     // Arrange: an instance on a Redis that then goes away.
@@ -634,10 +590,10 @@ async fn without_redis_a_login_is_refused_as_unavailable_before_wechat() {
         .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
-    let mut redis = PrivateRedis::start().await;
+    let mut redis = PrivateRedis::start();
     let env: HashMap<&str, String> = HashMap::from([
         ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
-        ("REDIS_URL", redis.url.clone()),
+        ("REDIS_URL", redis.url()),
         ("WECHAT_API_BASE", sim.base_url()),
         ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
         ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
@@ -649,8 +605,7 @@ async fn without_redis_a_login_is_refused_as_unavailable_before_wechat() {
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let client = AuthServiceClient::new(channel(addr, Credential::internal()));
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.stop();
 
     // Act
     let status = bogus_login(client, Some("198.51.100.7"), "bogus".into()).await;

@@ -1,11 +1,13 @@
 //! What every wxlogin binary shares: typed configuration from the
 //! environment, telemetry set up once, the request id that follows a request
-//! from HTTP into gRPC, and graceful shutdown.
+//! from HTTP into gRPC, graceful shutdown, and the Redis connection with its
+//! circuit breaker.
 //!
 //! It must stay small and free of business logic: no WeChat, no storage.
 
 pub mod config;
 pub mod grpc;
+pub mod redis_guard;
 pub mod request_id;
 pub mod service;
 pub mod shutdown;

@@ -7,6 +7,9 @@
 //! them, starting private servers when needed); the defaults are the local
 //! MariaDB and Redis of a developer machine. Nothing here is used in
 //! production code.
+//!
+//! Tests that must stop Redis start their own ([`PrivateRedis`]): the
+//! machine's server is shared by every test.
 
 use sea_orm::{ConnectionTrait, Database};
 
@@ -151,6 +154,16 @@ impl TestRedisPrefix {
     }
 }
 
+impl TestRedisPrefix {
+    /// A prefix on the Redis server at `url` (e.g. a [`PrivateRedis`]).
+    pub fn on(url: &str) -> Self {
+        TestRedisPrefix {
+            url: url.to_owned(),
+            prefix: format!("{}:", unique_name("wxlogin_test")),
+        }
+    }
+}
+
 impl Default for TestRedisPrefix {
     fn default() -> Self {
         Self::new()
@@ -177,6 +190,101 @@ impl Drop for TestRedisPrefix {
             }
         });
         drop(cleanup.join());
+    }
+}
+
+/// A `redis-server` of the test's own on a free loopback port, without
+/// persistence, that the test may stop and start again on the same port.
+/// Killed on drop. Panics (so the test fails, rather than passing without
+/// having run) when `redis-server` cannot be started.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    server: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port for a private redis-server");
+        let dir = std::env::temp_dir().join(unique_name("wxlogin_redis"));
+        std::fs::create_dir_all(&dir).expect("a directory for a private redis-server");
+        let mut redis = PrivateRedis {
+            port,
+            dir,
+            server: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients) and waits
+    /// until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            drop(server.kill());
+            drop(server.wait());
+        }
+    }
+
+    /// Starts the server again on the same port (stopping it first if it
+    /// runs), and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.stop();
+        let binary = [
+            "redis-server",
+            "/usr/bin/redis-server",
+            "/usr/sbin/redis-server",
+        ]
+        .into_iter()
+        .find(|candidate| {
+            std::process::Command::new(candidate)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        })
+        .expect("redis-server is not installed (apt-get install redis-server)");
+        let server = std::process::Command::new(binary)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.server = Some(server);
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let pong = client
+                .get_connection_with_timeout(std::time::Duration::from_millis(200))
+                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+            if pong.is_ok() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private redis-server on port {} does not answer: {pong:?}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+        drop(std::fs::remove_dir_all(&self.dir));
     }
 }
 

@@ -10,22 +10,37 @@
 //! newer write. A copy that cannot be written is deleted, so readers fall
 //! back to MySQL rather than see stale data; copies also expire. Without
 //! `REDIS_URL` (the single-process setup) there is no cache.
+//!
+//! While Redis is down (see `wxlogin_common::redis_guard`) the cache costs
+//! requests nothing: writes fail at once, and the copies they could not
+//! replace are remembered and deleted as soon as Redis answers again, before
+//! anyone can read them stale.
 
-use std::time::Duration;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
 
 use prost::Message;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use wxlogin_common::redis_guard::{RedisGuard, WeakRedisGuard};
 use wxlogin_proto::user::v1::User;
 
 /// How long a copy lives after its last write.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How many copies an outage may leave stale that are deleted when Redis
+/// is back; past that, the rest stay until they expire (logged once).
+const MAX_STALE: usize = 100_000;
+
 pub use wxlogin_common::user_copy::key;
 
 #[derive(Clone)]
 pub struct UserCache {
-    conn: ConnectionManager,
+    redis: RedisGuard,
     prefix: String,
+    /// Keys of copies a write could not replace while Redis was down.
+    stale: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for UserCache {
@@ -39,51 +54,122 @@ impl std::fmt::Debug for UserCache {
 impl UserCache {
     /// Connects lazily: the user service starts, and serves from MySQL,
     /// while Redis is down.
+    /// Must be called inside a tokio runtime (it starts the task that
+    /// deletes stale copies when Redis is back).
     pub fn connect(url: &str, prefix: String) -> Result<UserCache, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(UserCache { conn, prefix })
+        let redis = RedisGuard::connect_lazy(url)?;
+        let stale = Arc::new(Mutex::new(HashSet::new()));
+        tokio::spawn(delete_stale_on_recovery(
+            redis.watch(),
+            Arc::downgrade(&stale),
+            redis.downgrade(),
+        ));
+        Ok(UserCache {
+            redis,
+            prefix,
+            stale,
+        })
     }
 
     /// After a write: the copy becomes `user`.
     pub async fn written(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let mut conn = self.conn.clone();
-        let set: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(&key)
-            .arg(user.encode_to_vec())
-            .arg("EX")
-            .arg(TTL.as_secs())
-            .query_async(&mut conn)
+        let body = user.encode_to_vec();
+        let set: redis::RedisResult<()> = self
+            .redis
+            .run(async |conn| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&body)
+                    .arg("EX")
+                    .arg(TTL.as_secs())
+                    .query_async(conn)
+                    .await
+            })
             .await;
-        if let Err(error) = set {
-            tracing::warn!(%error, "could not write the cached user; dropping the copy");
-            let deleted: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
-            if let Err(error) = deleted {
-                tracing::error!(%error, "could not drop the cached user: it may be stale until it expires");
-            }
+        let Err(error) = set else { return };
+        if wxlogin_common::redis_guard::is_unavailable(&error) {
+            // Redis is down: the outage is logged once by the guard.
+            tracing::debug!(%error, "could not write the cached user; deleting it once Redis is back");
+            self.remember_stale(key);
+            return;
+        }
+        tracing::warn!(%error, "could not write the cached user; dropping the copy");
+        let deleted: redis::RedisResult<()> = self
+            .redis
+            .run(async |conn| redis::cmd("DEL").arg(&key).query_async(conn).await)
+            .await;
+        if deleted.is_err() {
+            self.remember_stale(key);
+        }
+    }
+
+    fn remember_stale(&self, key: String) {
+        let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        if stale.len() < MAX_STALE {
+            stale.insert(key);
+        } else if stale.len() == MAX_STALE {
+            stale.insert(key);
+            tracing::error!(
+                "too many cached users could not be replaced during a Redis outage: \
+                 some may be stale until they expire (24 h); flush the user:* keys to be sure"
+            );
         }
     }
 
     /// After a lookup that the cache may lack: adds the copy if there is none.
     pub async fn looked_up(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let mut conn = self.conn.clone();
-        let added: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(&key)
-            .arg(user.encode_to_vec())
-            .arg("NX")
-            .arg("EX")
-            .arg(TTL.as_secs())
-            .query_async(&mut conn)
+        let body = user.encode_to_vec();
+        let added: redis::RedisResult<Option<String>> = self
+            .redis
+            .run(async |conn| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&body)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(TTL.as_secs())
+                    .query_async(conn)
+                    .await
+            })
             .await;
         if let Err(error) = added {
             tracing::debug!(%error, "could not add the cached user");
+        }
+    }
+}
+
+/// Each time Redis comes back, deletes the copies writes could not replace
+/// while it was down. Ends with the cache.
+async fn delete_stale_on_recovery(
+    mut availability: tokio::sync::watch::Receiver<bool>,
+    stale: Weak<Mutex<HashSet<String>>>,
+    redis: WeakRedisGuard,
+) {
+    while availability.changed().await.is_ok() {
+        let (Some(stale), Some(redis)) = (stale.upgrade(), redis.upgrade()) else {
+            return;
+        };
+        if !*availability.borrow_and_update() {
+            continue;
+        }
+        let keys: Vec<String> = stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for chunk in keys.chunks(1000) {
+            let deleted: redis::RedisResult<()> = redis
+                .run(async |conn| redis::cmd("DEL").arg(chunk).query_async(conn).await)
+                .await;
+            if let Err(error) = deleted {
+                tracing::warn!(%error, "could not delete cached users written during the outage; retrying when Redis is back");
+                stale
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(chunk.iter().cloned());
+            }
         }
     }
 }

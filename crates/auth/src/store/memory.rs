@@ -10,10 +10,11 @@ use std::{
 
 use wxlogin_wechat::SessionKey;
 
-use super::{CachedToken, LiveSession, SessionRecord, now_unix_ms};
+use super::{CachedToken, ExchangeSlot, LiveSession, SEALED, SessionRecord, now_unix_ms};
 use crate::{config::SessionPolicy, token::Token};
 
-/// How often creating a session also sweeps out expired entries.
+/// How often creating a session or claiming a code's exchange also sweeps
+/// out expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
@@ -44,7 +45,23 @@ struct State {
     access_tokens: HashMap<String, CachedToken>,
     /// By name: holder and expiry.
     locks: HashMap<String, (String, Instant)>,
+    /// Codes' exchanges, by (appid, slot): the value as Redis would hold
+    /// it, and its expiry.
+    exchanges: HashMap<(String, String), (String, Instant)>,
     last_sweep: Instant,
+}
+
+impl State {
+    fn sweep_if_due(&mut self, now: Instant) {
+        if now.duration_since(self.last_sweep) < SWEEP_EVERY {
+            return;
+        }
+        self.sessions.retain(|_, entry| entry.idle_deadline > now);
+        self.session_keys
+            .retain(|_, entry| entry.idle_deadline > now);
+        self.exchanges.retain(|_, (_, expiry)| *expiry > now);
+        self.last_sweep = now;
+    }
 }
 
 impl MemoryStore {
@@ -55,6 +72,7 @@ impl MemoryStore {
                 session_keys: HashMap::new(),
                 access_tokens: HashMap::new(),
                 locks: HashMap::new(),
+                exchanges: HashMap::new(),
                 last_sweep: Instant::now(),
             })),
             policy,
@@ -72,13 +90,7 @@ impl MemoryStore {
     pub fn create(&self, token: &Token, record: &SessionRecord, session_key: &SessionKey) {
         let now = Instant::now();
         let mut state = self.lock();
-        if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
-            state.sessions.retain(|_, entry| entry.idle_deadline > now);
-            state
-                .session_keys
-                .retain(|_, entry| entry.idle_deadline > now);
-            state.last_sweep = now;
-        }
+        state.sweep_if_due(now);
         state.session_keys.insert(
             (record.appid.clone(), record.openid.clone()),
             Entry {
@@ -167,6 +179,83 @@ impl MemoryStore {
             .locks
             .insert(name.to_owned(), (holder.to_owned(), now + ttl));
         true
+    }
+
+    /// The slot's live value, with expired ones removed.
+    fn exchange_value<'a>(
+        state: &'a mut State,
+        key: &(String, String),
+        now: Instant,
+    ) -> Option<&'a String> {
+        if state
+            .exchanges
+            .get(key)
+            .is_some_and(|(_, expiry)| *expiry <= now)
+        {
+            state.exchanges.remove(key);
+        }
+        state.exchanges.get(key).map(|(value, _)| value)
+    }
+
+    pub fn claim_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        marker: &str,
+        ttl: Duration,
+    ) -> Option<ExchangeSlot> {
+        let now = Instant::now();
+        let key = (appid.to_owned(), slot.to_owned());
+        let mut state = self.lock();
+        state.sweep_if_due(now);
+        if let Some(current) = Self::exchange_value(&mut state, &key, now) {
+            return Some(ExchangeSlot::parse(current.clone()));
+        }
+        state.exchanges.insert(key, (marker.to_owned(), now + ttl));
+        None
+    }
+
+    pub fn exchange_slot(&self, appid: &str, slot: &str) -> Option<ExchangeSlot> {
+        let key = (appid.to_owned(), slot.to_owned());
+        Self::exchange_value(&mut self.lock(), &key, Instant::now())
+            .cloned()
+            .map(ExchangeSlot::parse)
+    }
+
+    pub fn record_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        sealed: &str,
+        ttl: Duration,
+        replace_sealed: bool,
+    ) -> Option<String> {
+        let now = Instant::now();
+        let key = (appid.to_owned(), slot.to_owned());
+        let mut state = self.lock();
+        if !replace_sealed
+            && let Some(ExchangeSlot::Sealed(kept)) = Self::exchange_value(&mut state, &key, now)
+                .cloned()
+                .map(ExchangeSlot::parse)
+        {
+            return Some(kept);
+        }
+        state
+            .exchanges
+            .insert(key, (format!("{SEALED}{sealed}"), now + ttl));
+        None
+    }
+
+    pub fn release_exchange(&self, appid: &str, slot: &str, marker: &str) {
+        let key = (appid.to_owned(), slot.to_owned());
+        let mut state = self.lock();
+        if state
+            .exchanges
+            .get(&key)
+            .is_some_and(|(value, _)| value == marker)
+        {
+            state.exchanges.remove(&key);
+        }
     }
 
     pub fn unlock(&self, name: &str, holder: &str) {

@@ -31,14 +31,38 @@ impl StoreError {
     /// Whether the store could not be reached, as opposed to misbehaving.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Redis(error) => {
-                error.is_io_error()
-                    || error.is_timeout()
-                    || error.is_connection_dropped()
-                    || error.is_connection_refusal()
-            }
+            StoreError::Redis(error) => wxlogin_common::redis_guard::is_unavailable(error),
             StoreError::Corrupt(_) => false,
         }
+    }
+}
+
+/// How a code's slot marks an exchange under way; the owner's id follows.
+const PENDING: &str = "pending:";
+/// How a code's slot marks a sealed outcome; the sealed text follows.
+const SEALED: &str = "sealed:";
+
+/// What the store holds for one code's exchange (see
+/// [`crate::sealed_outcome`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeSlot {
+    /// An instance is exchanging the code.
+    Pending,
+    /// The exchange is over: its sealed outcome.
+    Sealed(String),
+}
+
+impl ExchangeSlot {
+    fn parse(value: String) -> ExchangeSlot {
+        match value.strip_prefix(SEALED) {
+            Some(sealed) => ExchangeSlot::Sealed(sealed.to_owned()),
+            None => ExchangeSlot::Pending,
+        }
+    }
+
+    /// The value that marks `owner`'s exchange under way.
+    pub fn marker(owner: &str) -> String {
+        format!("{PENDING}{owner}")
     }
 }
 
@@ -265,6 +289,83 @@ impl SessionStore {
         match self {
             SessionStore::Redis(store) => store.ping().await,
             SessionStore::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Follows whether Redis answers (its breaker's state); `None` for the
+    /// in-process store, which always does.
+    pub fn availability(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match self {
+            SessionStore::Redis(store) => Some(store.guard().watch()),
+            SessionStore::Memory(_) => None,
+        }
+    }
+
+    /// Takes the slot of a code of `appid` with `marker` (see
+    /// [`ExchangeSlot::marker`]) for `ttl`, unless it holds something:
+    /// `None` when this caller now owns the exchange, else what it holds.
+    pub async fn claim_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        marker: &str,
+        ttl: Duration,
+    ) -> Result<Option<ExchangeSlot>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.claim_exchange(appid, slot, marker, ttl).await,
+            SessionStore::Memory(store) => Ok(store.claim_exchange(appid, slot, marker, ttl)),
+        }
+    }
+
+    /// What the slot holds; `None` once it is empty (released or expired).
+    pub async fn exchange_slot(
+        &self,
+        appid: &str,
+        slot: &str,
+    ) -> Result<Option<ExchangeSlot>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.exchange_slot(appid, slot).await,
+            SessionStore::Memory(store) => Ok(store.exchange_slot(appid, slot)),
+        }
+    }
+
+    /// Puts the sealed outcome in the slot for `ttl`. Unless
+    /// `replace_sealed`, an outcome already sealed there stays, and is
+    /// answered (`Some`) for the caller to answer instead.
+    pub async fn record_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        sealed: &str,
+        ttl: Duration,
+        replace_sealed: bool,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => {
+                store
+                    .record_exchange(appid, slot, sealed, ttl, replace_sealed)
+                    .await
+            }
+            SessionStore::Memory(store) => {
+                Ok(store.record_exchange(appid, slot, sealed, ttl, replace_sealed))
+            }
+        }
+    }
+
+    /// Empties the slot if it still holds `marker`, so that the code can
+    /// be tried again.
+    pub async fn release_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        marker: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.release_exchange(appid, slot, marker).await,
+            SessionStore::Memory(store) => {
+                store.release_exchange(appid, slot, marker);
+                Ok(())
+            }
         }
     }
 }

@@ -6,16 +6,29 @@
 //!   absolute lifetime is stored inside and checked on every use.
 //! - `session_key:<appid>:<openid>` → the user's latest WeChat session_key,
 //!   kept as long as a session can live. Nothing outside this service reads it.
+//! - `login:<appid>:<slot>` → one wx.login code's exchange, shared by every
+//!   auth instance: `pending:<owner>` while one instance exchanges it (set
+//!   with NX, expiring a little after the exchange must be over), then
+//!   `sealed:<base64>`, the login's outcome encrypted under a key derived
+//!   from the code, for as long as a code lives. `<slot>` is a SHA-256 of
+//!   the code (see [`crate::sealed_outcome`]); neither the code nor the
+//!   outcome can be read from the entry.
+//! - `access_token:<appid>` and `lock:<name>`: the shared access_token and
+//!   its refresh lock.
 //!
 //! The raw token is never written to Redis, as a key or as a value.
+//! Every command goes through the process's [`RedisGuard`], so it fails at
+//! once while Redis is known to be down.
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, aio::ConnectionManager, aio::ConnectionManagerConfig};
-use wxlogin_common::{ExposeSecret, SecretString, user_copy};
+use redis::AsyncCommands;
+use wxlogin_common::{ExposeSecret, SecretString, redis_guard::RedisGuard, user_copy};
 use wxlogin_wechat::SessionKey;
 
-use super::{CachedToken, LiveSession, SessionRecord, StoreError, now_unix_ms};
+use super::{
+    CachedToken, ExchangeSlot, LiveSession, SEALED, SessionRecord, StoreError, now_unix_ms,
+};
 
 /// GETEX the session, then GET `<prefix>user:<appid>:<openid>` it names.
 static TOUCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -29,11 +42,51 @@ static TOUCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
           return {body}",
     )
 });
+/// Takes a code's slot unless it holds something, which it answers.
+static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local current = redis.call('GET', KEYS[1])
+          if current then return current end
+          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+          return false",
+    )
+});
+
+/// Records a code's outcome. A failure never replaces an outcome already
+/// sealed (by an instance whose exchange outlived its claim): that one is
+/// answered instead, so every submission keeps getting the same answer.
+static RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local current = redis.call('GET', KEYS[1])
+          if ARGV[3] == '0' and current and string.sub(current, 1, string.len(ARGV[4])) == ARGV[4] then
+            return current
+          end
+          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+          return false",
+    )
+});
+
+/// Deletes a key if it still holds the given value.
+static DELETE_IF: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+          end
+          return 0",
+    )
+});
+
 use crate::{config::SessionPolicy, token::Token};
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    redis: RedisGuard,
     prefix: String,
     policy: SessionPolicy,
 }
@@ -55,14 +108,9 @@ impl RedisStore {
         prefix: String,
         policy: SessionPolicy,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url.expose_secret())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let redis = RedisGuard::connect(url.expose_secret()).await?;
         Ok(RedisStore {
-            conn,
+            redis,
             prefix,
             policy,
         })
@@ -72,14 +120,14 @@ impl RedisStore {
         self.policy
     }
 
-    /// The shared connection, for the rate limiter's keys (see
-    /// [`crate::limit`]), which live beside the sessions.
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The connection and its breaker, for health reporting and the rate
+    /// limiter's keys (see [`crate::limit`]), which live beside the sessions.
+    pub fn guard(&self) -> &RedisGuard {
+        &self.redis
     }
 
     fn session_entry(&self, token: &Token) -> String {
@@ -100,8 +148,7 @@ impl RedisStore {
         session_key: &SessionKey,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let body = serde_json::to_string(record)?;
-        let mut conn = self.conn.clone();
-        let (user,): (Option<Vec<u8>>,) = redis::pipe()
+        let pipe = redis::pipe()
             .atomic()
             .set_ex(
                 self.session_key_key(&record.appid, &record.openid),
@@ -116,7 +163,10 @@ impl RedisStore {
             )
             .ignore()
             .get(user_copy::key(&self.prefix, &record.appid, &record.openid))
-            .query_async(&mut conn)
+            .clone();
+        let (user,): (Option<Vec<u8>>,) = self
+            .redis
+            .run(async |conn| pipe.query_async(conn).await)
             .await?;
         Ok(user)
     }
@@ -125,16 +175,21 @@ impl RedisStore {
     /// period again.
     pub async fn touch(&self, token: &Token) -> Result<Option<LiveSession>, StoreError> {
         let key = self.session_entry(token);
-        let mut conn = self.conn.clone();
         // One round trip: the session (its idle period restarted) and the
         // user service's cached copy of its user, whose key the session
         // names. (The second key is computed inside the script, which a
         // Redis Cluster would refuse; wxlogin uses one Redis.)
-        let found: Option<Vec<Vec<u8>>> = TOUCH
-            .key(&key)
-            .arg(self.policy.idle_ttl.as_secs())
-            .arg(user_copy::key_prefix(&self.prefix))
-            .invoke_async(&mut conn)
+        let user_prefix = user_copy::key_prefix(&self.prefix);
+        let found: Option<Vec<Vec<u8>>> = self
+            .redis
+            .run(async |conn| {
+                TOUCH
+                    .key(&key)
+                    .arg(self.policy.idle_ttl.as_secs())
+                    .arg(&user_prefix)
+                    .invoke_async(conn)
+                    .await
+            })
             .await?;
         let Some(mut found) = found.filter(|found| !found.is_empty()) else {
             return Ok(None);
@@ -145,7 +200,7 @@ impl RedisStore {
         match live {
             Some(live) => Ok(Some(LiveSession { user, ..live })),
             None => {
-                let _: () = conn.del(&key).await?;
+                let _: () = self.redis.run(async |conn| conn.del(&key).await).await?;
                 Ok(None)
             }
         }
@@ -153,8 +208,8 @@ impl RedisStore {
 
     /// Ends the session; false when there was none.
     pub async fn remove(&self, token: &Token) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let removed: u64 = conn.del(self.session_entry(token)).await?;
+        let key = self.session_entry(token);
+        let removed: u64 = self.redis.run(async |conn| conn.del(&key).await).await?;
         Ok(removed > 0)
     }
 
@@ -163,8 +218,8 @@ impl RedisStore {
         appid: &str,
         openid: &str,
     ) -> Result<Option<SessionKey>, StoreError> {
-        let mut conn = self.conn.clone();
-        let key: Option<String> = conn.get(self.session_key_key(appid, openid)).await?;
+        let entry = self.session_key_key(appid, openid);
+        let key: Option<String> = self.redis.run(async |conn| conn.get(&entry).await).await?;
         Ok(key.map(SessionKey::new))
     }
 
@@ -173,8 +228,8 @@ impl RedisStore {
     }
 
     pub async fn access_token(&self, appid: &str) -> Result<Option<CachedToken>, StoreError> {
-        let mut conn = self.conn.clone();
-        let body: Option<String> = conn.get(self.access_token_key(appid)).await?;
+        let key = self.access_token_key(appid);
+        let body: Option<String> = self.redis.run(async |conn| conn.get(&key).await).await?;
         Ok(body.map(|body| serde_json::from_str(&body)).transpose()?)
     }
 
@@ -184,13 +239,11 @@ impl RedisStore {
         token: &CachedToken,
     ) -> Result<(), StoreError> {
         let ttl_ms = token.expires_at_ms.saturating_sub(now_unix_ms()).max(1);
-        let mut conn = self.conn.clone();
-        let _: () = conn
-            .pset_ex(
-                self.access_token_key(appid),
-                serde_json::to_string(token)?,
-                ttl_ms,
-            )
+        let key = self.access_token_key(appid);
+        let body = serde_json::to_string(token)?;
+        let _: () = self
+            .redis
+            .run(async |conn| conn.pset_ex(&key, &body, ttl_ms).await)
             .await?;
         Ok(())
     }
@@ -205,11 +258,10 @@ impl RedisStore {
               end
               return 0",
         );
-        let mut conn = self.conn.clone();
-        let _: i64 = script
-            .key(self.access_token_key(appid))
-            .arg(token)
-            .invoke_async(&mut conn)
+        let key = self.access_token_key(appid);
+        let _: i64 = self
+            .redis
+            .run(async |conn| script.key(&key).arg(token).invoke_async(conn).await)
             .await?;
         Ok(())
     }
@@ -224,38 +276,116 @@ impl RedisStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.lock_key(name))
-            .arg(holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(&mut conn)
+        let key = self.lock_key(name);
+        let taken: Option<String> = self
+            .redis
+            .run(async |conn| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(conn)
+                    .await
+            })
             .await?;
         Ok(taken.is_some())
     }
 
     pub async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let script = redis::Script::new(
-            r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-                return redis.call('DEL', KEYS[1])
-              end
-              return 0",
-        );
-        let mut conn = self.conn.clone();
-        let _: i64 = script
-            .key(self.lock_key(name))
-            .arg(holder)
-            .invoke_async(&mut conn)
+        let key = self.lock_key(name);
+        let _: i64 = self
+            .redis
+            .run(async |conn| DELETE_IF.key(&key).arg(holder).invoke_async(conn).await)
+            .await?;
+        Ok(())
+    }
+
+    fn login_key(&self, appid: &str, slot: &str) -> String {
+        format!("{}login:{appid}:{slot}", self.prefix)
+    }
+
+    /// Takes the code's slot with `marker` for `ttl`; `None` when taken,
+    /// else what the slot holds.
+    pub async fn claim_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        marker: &str,
+        ttl: Duration,
+    ) -> Result<Option<ExchangeSlot>, StoreError> {
+        let key = self.login_key(appid, slot);
+        let current: Option<String> = self
+            .redis
+            .run(async |conn| {
+                CLAIM
+                    .key(&key)
+                    .arg(marker)
+                    .arg(millis(ttl))
+                    .invoke_async(conn)
+                    .await
+            })
+            .await?;
+        Ok(current.map(ExchangeSlot::parse))
+    }
+
+    pub async fn exchange_slot(
+        &self,
+        appid: &str,
+        slot: &str,
+    ) -> Result<Option<ExchangeSlot>, StoreError> {
+        let key = self.login_key(appid, slot);
+        let current: Option<String> = self.redis.run(async |conn| conn.get(&key).await).await?;
+        Ok(current.map(ExchangeSlot::parse))
+    }
+
+    /// See [`SessionStore::record_exchange`](super::SessionStore::record_exchange).
+    pub async fn record_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        sealed: &str,
+        ttl: Duration,
+        replace_sealed: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let key = self.login_key(appid, slot);
+        let value = format!("{SEALED}{sealed}");
+        let kept: Option<String> = self
+            .redis
+            .run(async |conn| {
+                RECORD
+                    .key(&key)
+                    .arg(&value)
+                    .arg(millis(ttl))
+                    .arg(if replace_sealed { "1" } else { "0" })
+                    .arg(SEALED)
+                    .invoke_async(conn)
+                    .await
+            })
+            .await?;
+        Ok(kept.and_then(|kept| match ExchangeSlot::parse(kept) {
+            ExchangeSlot::Sealed(sealed) => Some(sealed),
+            ExchangeSlot::Pending => None,
+        }))
+    }
+
+    pub async fn release_exchange(
+        &self,
+        appid: &str,
+        slot: &str,
+        marker: &str,
+    ) -> Result<(), StoreError> {
+        let key = self.login_key(appid, slot);
+        let _: i64 = self
+            .redis
+            .run(async |conn| DELETE_IF.key(&key).arg(marker).invoke_async(conn).await)
             .await?;
         Ok(())
     }
 
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok(())
+        Ok(self.redis.ping().await?)
     }
 }
