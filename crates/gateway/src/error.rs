@@ -86,7 +86,8 @@ impl From<tonic::Status> for ApiError {
         let Some(reason) = reason::of(&status) else {
             // Not a wxlogin handler's answer: the transport's (a peer that
             // died, froze past the deadline or reset the connection).
-            tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
+            // DEBUG: the answer's own WARN line (below) says it once.
+            tracing::debug!(code = ?status.code(), message = status.message(), "upstream unavailable");
             return ApiError::unavailable();
         };
         let message = match reason {
