@@ -8,7 +8,7 @@
 //! key prefix and an in-process WeChat simulator.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{SocketAddr, TcpListener},
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -110,6 +110,10 @@ async fn clients_that_hang_up_mid_login_fail_nobody_else() {
         .build()
         .unwrap();
 
+    // The gateway's connections to auth, once it has them.
+    app.login_ok(&app.mint().code).await;
+    let before = connections_to(app.auth_addr.port());
+
     // Act: 16 clients that stay, 96 that hang up, at once.
     let staying = load(&app.base_url, &sim, 16, until).await;
     let hangers: Vec<_> = (0..96)
@@ -147,10 +151,31 @@ async fn clients_that_hang_up_mid_login_fail_nobody_else() {
         [200],
         "{tally:?}"
     );
-    // The abandoned logins were finished, not left half-done: the system
-    // still answers at once.
     let code = app.mint().code;
     app.login_ok(&code).await;
+    // (More may have opened meanwhile: the gateway opens its connections
+    // as it first uses them.)
+    let after = connections_to(app.auth_addr.port());
+    assert!(!before.is_empty());
+    assert!(
+        before.is_subset(&after),
+        "the gateway's connections to auth were closed: before {before:?}, after {after:?}"
+    );
+}
+
+/// The local addresses of the established connections to `port` on this
+/// machine: the same set before and after a fault means the connections
+/// survived it (HTTP/2 did not close them).
+fn connections_to(port: u16) -> BTreeSet<String> {
+    let output = Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) lists sockets");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
+        .collect()
 }
 
 /// A free TCP port on loopback.
@@ -226,6 +251,7 @@ impl Drop for Service {
 /// The three services as processes, the simulator in this one.
 struct Stack {
     base_url: String,
+    auth_port: u16,
     sim: RunningSimulator,
     auth: Service,
     user: Service,
@@ -284,6 +310,7 @@ impl Stack {
         ];
         let stack = Stack {
             base_url: format!("http://127.0.0.1:{gateway_port}"),
+            auth_port,
             auth: Service::start("wxlogin-auth", auth_env),
             user: Service::start("wxlogin-user", user_env),
             _gateway: Service::start("wxlogin-gateway", gateway_env),
@@ -308,6 +335,10 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("the stack did not become ready within {at_most:?}");
+    }
+
+    fn connections_to_auth(&self) -> BTreeSet<String> {
+        connections_to(self.auth_port)
     }
 
     fn sim(&self) -> Arc<Simulator> {
@@ -385,6 +416,7 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
     let until = Instant::now() + Duration::from_secs(4);
     let running = load(&stack.base_url, &sim, 48, until).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = stack.connections_to_auth();
     stack.auth.signal("-STOP");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stack.auth.signal("-CONT");
@@ -403,8 +435,18 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
     .await
     .unwrap();
 
+    let kept = stack.connections_to_auth();
+
     // Assert
-    eprintln!("answers around a 3 s freeze: {tally:?}; after it: {after:?}");
+    eprintln!(
+        "answers around a 3 s freeze: {tally:?}; after it: {after:?}; \
+         connections to auth before {before:?}, after {kept:?}"
+    );
+    assert!(!before.is_empty());
+    assert!(
+        before.is_subset(&kept),
+        "the gateway's connections to auth were closed"
+    );
     assert!(tally.get(&503).copied().unwrap_or(0) >= 48, "{tally:?}");
     assert!(
         tally.keys().all(|status| [200, 503].contains(status)),

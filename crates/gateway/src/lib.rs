@@ -13,11 +13,7 @@ pub mod routes;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    response::{IntoResponse, Response},
-};
+use axum::{Router, extract::DefaultBodyLimit};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -137,23 +133,6 @@ fn upstream(name: &'static str, url: &str, config: &Config) -> Result<Upstream, 
     .map_err(|source| StartError::Upstream { name, source })
 }
 
-/// Runs each request's handler in a task of its own, so that a client that
-/// hangs up does not cancel the work under way. Cancelling it would spend
-/// more than finishing it: a login's code is already spent at WeChat, and
-/// every gRPC call dropped mid-flight resets a stream on the connection that
-/// every other client's calls share. The finished answer goes nowhere.
-async fn detach(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    use tracing::Instrument;
-    let handler = tokio::spawn(next.run(request).in_current_span());
-    match handler.await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::error!(%error, "a handler panicked");
-            error::ApiError::internal().into_response()
-        }
-    }
-}
-
 /// A bound, ready-to-serve gateway.
 pub struct Application {
     listener: TcpListener,
@@ -168,7 +147,6 @@ impl Application {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         };
         let router = routes::router()
-            .layer(axum::middleware::from_fn(detach))
             .layer(DefaultBodyLimit::max(config.body_limit))
             .layer(
                 ServiceBuilder::new()
