@@ -209,3 +209,79 @@ async fn unknown_paths_and_methods_answer_in_json() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_clients_mistakes_are_no_error_in_any_log() {
+    // Arrange: each request carries an id of its own, which every service's
+    // log lines about it carry too.
+    let app = TestApp::spawn().await;
+    let request_id = format!("mistakes-{}", uuid::Uuid::new_v4());
+    let spent = app.mint();
+    app.simulator().push_fault(fault(40163));
+    let send = |request: reqwest::RequestBuilder| {
+        let request_id = request_id.clone();
+        async move {
+            request
+                .header("x-request-id", request_id)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // Act: a used code, an unknown code, a bad token, a missing one, an
+    // undecryptable profile with a real session, a body of the wrong type.
+    let used = send(
+        app.http
+            .post(app.url("/v1/login"))
+            .json(&json!({ "code": spent.code })),
+    )
+    .await;
+    let unknown = send(
+        app.http
+            .post(app.url("/v1/login"))
+            .json(&json!({ "code": "0a3Kx7000Gj5oS1e2x300E0uXd2Kx70f" })),
+    )
+    .await;
+    let bad_token = send(app.http.get(app.url("/v1/me")).bearer_auth("not-a-token")).await;
+    let no_token = send(app.http.get(app.url("/v1/me"))).await;
+    let login = app.login_ok(&app.mint().code).await;
+    let token = login["token"].as_str().unwrap();
+    let garbage = send(
+        app.http
+            .post(app.url("/v1/me/profile"))
+            .bearer_auth(token)
+            .json(&json!({ "encryptedData": "AAAAAAAAAAAAAAAAAAAAAA==", "iv": "AAAAAAAAAAAAAAAAAAAAAA==" })),
+    )
+    .await;
+    let odd = send(
+        app.http
+            .post(app.url("/v1/login"))
+            .header("content-type", "text/plain")
+            .body("code"),
+    )
+    .await;
+
+    // Assert: each got its 4xx; no log line about them is an ERROR.
+    for (response, status) in [
+        (used, 401),
+        (unknown, 401),
+        (bad_token, 401),
+        (no_token, 401),
+        (garbage, 422),
+        (odd, 415),
+    ] {
+        assert_eq!(response.status(), status);
+    }
+    let logs = wxlogin_tests::captured_logs();
+    let ours: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains(&request_id))
+        .collect();
+    assert!(!ours.is_empty(), "the requests were logged with their id");
+    let errors: Vec<&&str> = ours
+        .iter()
+        .filter(|line| line.contains(" ERROR "))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}

@@ -136,3 +136,66 @@ async fn given_mysql_and_redis_it_uses_them() {
         .unwrap();
     assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
 }
+
+#[tokio::test]
+async fn stopping_lets_a_login_in_flight_finish_first() {
+    // Arrange: WeChat answers after 600 ms, so the login is still at WeChat
+    // when the process is asked to stop.
+    let path = std::env::temp_dir().join(format!(
+        "{}.sqlite3",
+        wxlogin_testkit::unique_name("wxlogin_standalone")
+    ));
+    let (system, http) = start(HashMap::from([
+        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("SIM_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", format!("sqlite://{}", path.display())),
+    ]))
+    .await;
+    let addresses = system.addresses.clone();
+    let sim = addresses.simulator.expect("the simulator runs");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(system.run_until_stopped(async {
+        drop(stopped.await);
+    }));
+    let minted: Value = http
+        .post(format!("http://{sim}/sim/codes"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let latency = http
+        .put(format!("http://{sim}/sim/latency"))
+        .json(&json!({ "ms": 600 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(latency.status().is_success());
+
+    // Act: log in, and ask the process to stop while WeChat is answering.
+    let login = tokio::spawn({
+        let (http, gateway) = (http.clone(), addresses.gateway);
+        async move {
+            http.post(format!("http://{gateway}/v1/login"))
+                .json(&json!({ "code": minted["code"] }))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+
+    // Assert: the login got its session and its user; then everything stopped.
+    let login = login.await.unwrap();
+    let status = login.status();
+    let body: Value = login.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["user"]["id"].as_u64().is_some(), "{body}");
+    running.await.unwrap().expect("a clean stop");
+    for suffix in ["", "-wal", "-shm"] {
+        drop(std::fs::remove_file(format!("{}{suffix}", path.display())));
+    }
+}
