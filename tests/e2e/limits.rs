@@ -65,6 +65,37 @@ async fn logins_beyond_the_address_budget_are_429_and_never_reach_wechat() {
 }
 
 #[tokio::test]
+async fn real_logins_from_one_address_spend_no_budget_bogus_ones_do() {
+    // Arrange: a budget of 3 per address, and many people behind it (a
+    // carrier-grade NAT, a campus).
+    let app = TestApp::spawn_with(Options {
+        login_per_ip: 3,
+        login_per_app: 3,
+        ..Options::default()
+    })
+    .await;
+
+    // Act: ten real logins, one after the other.
+    for _ in 0..10 {
+        app.login_ok(&app.mint().code).await;
+    }
+    let mut bogus = Vec::new();
+    for _ in 0..4 {
+        bogus.push(bogus_login(&app, None).await);
+    }
+
+    // Assert: every real login passed, and the budget was still whole for
+    // the three codes WeChat refused, which spent it: the fourth never
+    // reached WeChat.
+    let last = bogus.pop().unwrap();
+    for response in bogus {
+        assert_error(response, 401, "invalid_code").await;
+    }
+    assert_limited(last).await;
+    assert_eq!(app.simulator().stats().code2session_calls, 13);
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
     // Arrange: the test client stands in for our proxy.
     let app = TestApp::spawn_with(Options {

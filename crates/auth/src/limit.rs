@@ -93,12 +93,12 @@ pub struct Budgets {
 impl Default for Budgets {
     fn default() -> Self {
         Budgets {
-            // A person logs in a few times a minute at most, but carrier-grade
-            // NAT and campus networks put many people behind one address.
+            // Codes WeChat refused (real logins are not counted): a real
+            // client sends one now and then (a code that expired while it
+            // waited), an abuser thousands.
             login_per_ip: Budget::per_minute(60),
-            // A backstop against an abuser with many addresses. 1000 logins a
-            // second is far above the peak of a mini-program with a million
-            // daily users (everyone logging in within the same 17 minutes).
+            // A backstop against an abuser with many addresses, above what
+            // the refused codes of a million-user app add up to.
             login_per_app: Budget::per_minute(60_000),
             // A real user's data fails to decrypt rarely; WeChat's own limit is
             // about 100 calls per user and minute, and ours must stay below it.
@@ -192,6 +192,27 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+/// What a call to the budgets does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Charge every budget if all have room, else none.
+    Charge,
+    /// Only say whether all have room.
+    Check,
+    /// Charge every budget, room or not: for what already happened.
+    Force,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Charge => "charge",
+            Mode::Check => "check",
+            Mode::Force => "force",
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Backend {
     Redis { redis: RedisGuard, prefix: String },
@@ -207,7 +228,9 @@ struct Memory {
 
 /// GCRA, one key per budget: checks every key's timestamp and charges all
 /// of them only if none refuses; answers `{0, 0}`, or the microseconds until
-/// the budget that refuses longest has room and that budget's position.
+/// the budget that refuses longest has room and that budget's position. The
+/// last argument is the [`Mode`]: `check` charges nothing, `force` charges
+/// whatever the budgets say.
 static CHARGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"local t = redis.call('TIME')
@@ -223,7 +246,9 @@ static CHARGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
             if allow_at - now > wait then wait, refusing = allow_at - now, i end
             tats[i] = tat + emission
           end
-          if wait > 0 then return {wait, refusing} end
+          local mode = ARGV[2 * #KEYS + 1]
+          if mode == 'force' then wait = 0 end
+          if wait > 0 or mode == 'check' then return {wait, refusing} end
           for i, key in ipairs(KEYS) do
             redis.call('SET', key, string.format('%d', tats[i]), 'PX',
               math.ceil((tats[i] - now) / 1000))
@@ -255,13 +280,34 @@ impl Limiter {
         }
     }
 
-    /// Charges a login of `appid` (a configured app: its key must not be
-    /// the caller's choice) from `client`.
+    /// Whether a login of `appid` (a configured app: its key must not be
+    /// the caller's choice) from `client` may reach WeChat: both login
+    /// budgets must have room. It charges nothing: the login budgets count
+    /// the codes WeChat refuses ([`Limiter::login_refused`]), which is what
+    /// an abuser spends the app's quota with, not the logins of real users,
+    /// however many share one address (a carrier-grade NAT, a campus). Bogus
+    /// codes sent all at once can overshoot the budget once; the debt they
+    /// run up then keeps their address out for as long as it takes to pay.
     pub async fn login(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        self.charge(&[
-            (Kind::LoginPerIp, self.budgets.login_per_ip, &client.0),
-            (Kind::LoginPerApp, self.budgets.login_per_app, appid),
-        ])
+        self.call(
+            Mode::Check,
+            &[
+                (Kind::LoginPerIp, self.budgets.login_per_ip, &client.0),
+                (Kind::LoginPerApp, self.budgets.login_per_app, appid),
+            ],
+        )
+        .await
+    }
+
+    /// Counts a code of `appid` from `client` that WeChat refused.
+    pub async fn login_refused(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
+        self.call(
+            Mode::Force,
+            &[
+                (Kind::LoginPerIp, self.budgets.login_per_ip, &client.0),
+                (Kind::LoginPerApp, self.budgets.login_per_app, appid),
+            ],
+        )
         .await
     }
 
@@ -269,7 +315,7 @@ impl Limiter {
     pub async fn check_session(&self, appid: &str, openid: &str) -> Result<(), LimitError> {
         let user = format!("{appid}:{openid}");
         let budget = self.budgets.check_session_per_user;
-        self.charge(&[(Kind::CheckSessionPerUser, budget, &user)])
+        self.call(Mode::Charge, &[(Kind::CheckSessionPerUser, budget, &user)])
             .await
     }
 
@@ -277,10 +323,11 @@ impl Limiter {
     pub async fn phone(&self, appid: &str, openid: &str) -> Result<(), LimitError> {
         let user = format!("{appid}:{openid}");
         let budget = self.budgets.phone_per_user;
-        self.charge(&[(Kind::PhonePerUser, budget, &user)]).await
+        self.call(Mode::Charge, &[(Kind::PhonePerUser, budget, &user)])
+            .await
     }
 
-    async fn charge(&self, charges: &[(Kind, Budget, &str)]) -> Result<(), LimitError> {
+    async fn call(&self, mode: Mode, charges: &[(Kind, Budget, &str)]) -> Result<(), LimitError> {
         let charges: Vec<_> = charges
             .iter()
             .filter(|(_, budget, _)| !budget.is_off())
@@ -297,6 +344,7 @@ impl Limiter {
                         .arg(budget.emission_us())
                         .arg(budget.period_us());
                 }
+                invocation.arg(mode.as_str());
                 let (wait, index): (u64, usize) = redis
                     .run(async |conn| invocation.invoke_async(conn).await)
                     .await
@@ -306,7 +354,7 @@ impl Limiter {
             }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                memory.charge(&charges)
+                memory.charge(mode, &charges)
             }
         };
         let Some((index, wait_us)) = refused else {
@@ -354,7 +402,7 @@ impl Memory {
     }
 
     /// As the Redis script: the refusing budget's index and the wait.
-    fn charge(&mut self, charges: &[&(Kind, Budget, &str)]) -> Option<(usize, u64)> {
+    fn charge(&mut self, mode: Mode, charges: &[&(Kind, Budget, &str)]) -> Option<(usize, u64)> {
         let now = self.now_us();
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY.as_micros() as u64 {
             // A budget whose timestamp is past is full again: the same as no
@@ -369,7 +417,16 @@ impl Memory {
         let mut refused: Option<(usize, u64)> = None;
         let mut tats = Vec::with_capacity(charges.len());
         for (index, ((_, budget, _), key)) in charges.iter().zip(&keys).enumerate() {
-            match gcra(self.tats.get(key).copied(), now, *budget) {
+            let tat = self.tats.get(key).copied();
+            if mode == Mode::Force {
+                tats.push(
+                    tat.unwrap_or(now)
+                        .max(now)
+                        .saturating_add(budget.emission_us()),
+                );
+                continue;
+            }
+            match gcra(tat, now, *budget) {
                 Ok(tat) => tats.push(tat),
                 Err(wait) if refused.is_none_or(|(_, longest)| wait > longest) => {
                     refused = Some((index, wait));
@@ -377,7 +434,7 @@ impl Memory {
                 Err(_) => {}
             }
         }
-        if refused.is_none() {
+        if refused.is_none() && mode != Mode::Check {
             for (key, tat) in keys.into_iter().zip(tats) {
                 self.tats.insert(key, tat);
             }
@@ -446,20 +503,40 @@ mod tests {
             other => panic!("not refused: {other:?}"),
         };
 
+        // A login is only checked: real ones pass, however many.
+        for _ in 0..10 {
+            limiter.login(&from("192.0.2.1"), "wxa").await.unwrap();
+        }
+        // Codes WeChat refused are what is counted: three spend the
+        // address's budget.
         for _ in 0..3 {
             limiter.login(&from("192.0.2.1"), "wxa").await.unwrap();
+            limiter
+                .login_refused(&from("192.0.2.1"), "wxa")
+                .await
+                .unwrap();
         }
         let spent = refused(limiter.login(&from("192.0.2.1"), "wxa").await);
         assert_eq!(spent.kind, Kind::LoginPerIp);
         // One call's share of a minute, less the time the calls took.
         assert!(spent.retry_after > Duration::from_secs(10), "{spent:?}");
         assert!(spent.retry_after <= Duration::from_secs(20), "{spent:?}");
-        // The refused call cost the app's budget nothing: two more fit.
+        // The app's budget of 5 counts every address's refusals.
         limiter.login(&from("192.0.2.2"), "wxa").await.unwrap();
-        limiter.login(&from("192.0.2.3"), "wxa").await.unwrap();
+        for ip in ["192.0.2.2", "192.0.2.3"] {
+            limiter.login_refused(&from(ip), "wxa").await.unwrap();
+        }
         let app = refused(limiter.login(&from("192.0.2.4"), "wxa").await);
         assert_eq!(app.kind, Kind::LoginPerApp);
         limiter.login(&from("192.0.2.4"), "wxb").await.unwrap();
+        // A refusal already happened: it is counted even past the budget,
+        // and the debt keeps the address out longer.
+        limiter
+            .login_refused(&from("192.0.2.1"), "wxb")
+            .await
+            .unwrap();
+        let longer = refused(limiter.login(&from("192.0.2.1"), "wxb").await);
+        assert!(longer.retry_after > spent.retry_after, "{longer:?}");
 
         limiter.check_session("wxa", "o1").await.unwrap();
         limiter.check_session("wxa", "o1").await.unwrap();

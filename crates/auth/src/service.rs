@@ -322,8 +322,9 @@ impl Auth {
 }
 
 impl Auth {
-    /// Charges a login to its client's and its app's budgets, before the
-    /// code can reach WeChat. What never reaches WeChat costs nothing: an
+    /// Checks a login against its client's and its app's budgets, before
+    /// the code can reach WeChat (they count refused codes; see
+    /// [`Limiter::login`]); answers the app to count a refusal against. What never reaches WeChat costs nothing: an
     /// unknown app or a malformed code is refused first (which also keeps
     /// the per-app keys to configured apps), and a second submission of a
     /// code joins the exchange under way (two that arrive together may
@@ -333,7 +334,7 @@ impl Auth {
         client: &Client,
         appid: &str,
         code: &str,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<String>, AuthError> {
         let app = self.inner.apps.get(appid).ok_or(AuthError::UnknownApp)?;
         validate_code(code)?;
         let joins = self
@@ -342,10 +343,11 @@ impl Auth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(&(app.appid.clone(), code.to_owned()));
-        if !joins {
-            self.inner.limiter.login(client, &app.appid).await?;
+        if joins {
+            return Ok(None);
         }
-        Ok(())
+        self.inner.limiter.login(client, &app.appid).await?;
+        Ok(Some(app.appid.clone()))
     }
 
     async fn live_session(&self, raw_token: &str) -> Result<LiveSession, AuthError> {
@@ -451,11 +453,22 @@ impl AuthService for Auth {
     ) -> Result<Response<LoginResponse>, Status> {
         let client = client_of(&request);
         let LoginRequest { appid, code } = request.into_inner();
-        self.charge_login(&client, &appid, &code).await?;
-        let outcome = self
-            .login(&appid, &code)
-            .await
-            .map_err(|error| Status::from(&*error))?;
+        let charged = self.charge_login(&client, &appid, &code).await?;
+        let outcome = match self.login(&appid, &code).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if let (Some(appid), AuthError::Wechat(wx)) = (charged, &*error)
+                    && wx.is_code_refused()
+                {
+                    // Counted before the answer, so that the next bogus
+                    // code of this client already meets the count.
+                    if let Err(error) = self.inner.limiter.login_refused(&client, &appid).await {
+                        tracing::debug!(%error, "could not count a refused code");
+                    }
+                }
+                return Err(Status::from(&*error));
+            }
+        };
         Ok(Response::new(LoginResponse {
             token: outcome.token.expose().to_owned(),
             expires_in: outcome.expires_in.as_secs(),

@@ -101,6 +101,13 @@ impl Error {
         matches!(self, Error::AccessTokenInvalid { .. })
     }
 
+    /// Whether WeChat refused the code itself (unknown, of another app, or
+    /// used): what a client spends the app's quota with when it sends codes
+    /// that are not real.
+    pub fn is_code_refused(&self) -> bool {
+        matches!(self, Error::InvalidCode | Error::CodeUsed)
+    }
+
     /// The errcode WeChat answered with, when the failure is WeChat's verdict.
     pub fn errcode(&self) -> Option<i64> {
         match self {
