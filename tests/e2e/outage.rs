@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wxlogin_testkit::{PrivateMariadb, Proxy};
 use wxlogin_tests::{Options, TestApp, assert_error};
 use wxlogin_wechat_sim::MintCode;
 
@@ -23,15 +24,55 @@ async fn readyz_becomes(app: &TestApp, status: u16, limit: Duration) -> (Duratio
     }
 }
 
-#[tokio::test]
+/// How a test takes MySQL away and brings it back.
+enum Outage<'a> {
+    /// A proxy in front of the server refuses and drops every connection.
+    Proxy(&'a Proxy),
+    /// The server itself is killed, then started again.
+    Server(&'a PrivateMariadb),
+}
+
+impl Outage<'_> {
+    async fn begin(&self) {
+        match self {
+            Outage::Proxy(proxy) => proxy.cut().await,
+            Outage::Server(server) => tokio::task::block_in_place(|| server.stop()),
+        }
+    }
+
+    fn end(&self) {
+        match self {
+            Outage::Proxy(proxy) => proxy.restore(),
+            Outage::Server(server) => tokio::task::block_in_place(|| server.restart()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mysql_outage_is_a_fast_503_for_new_users_and_none_for_returning_ones() {
-    // Arrange: a registered user, whose copy is in Redis.
     let app = TestApp::spawn_with(Options {
         mysql_proxy: true,
         ..Options::default()
     })
     .await;
     let proxy = app.mysql_proxy.as_ref().unwrap();
+    seen_from_the_gateway(&app, Outage::Proxy(proxy)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_mysql_server_is_the_same_outage() {
+    let server = tokio::task::block_in_place(PrivateMariadb::start);
+    let app = TestApp::spawn_with(Options {
+        mysql_server: Some(server.server_url()),
+        ..Options::default()
+    })
+    .await;
+    seen_from_the_gateway(&app, Outage::Server(&server)).await;
+}
+
+async fn seen_from_the_gateway(app: &TestApp, outage: Outage<'_>) {
+    // Arrange: a registered user, whose copy is in Redis.
+    let app = &app;
     let first = app.mint();
     let registered = app.login_ok(&first.code).await;
     let returning = || {
@@ -42,7 +83,7 @@ async fn a_mysql_outage_is_a_fast_503_for_new_users_and_none_for_returning_ones(
     };
 
     // Act: MySQL goes away.
-    proxy.cut().await;
+    outage.begin().await;
     let cut_at = Instant::now();
     let (detected, body) = readyz_becomes(&app, 503, Duration::from_secs(5)).await;
 
@@ -88,7 +129,7 @@ async fn a_mysql_outage_is_a_fast_503_for_new_users_and_none_for_returning_ones(
     println!("MySQL away for {:?}", cut_at.elapsed());
 
     // Act: MySQL is back.
-    proxy.restore();
+    outage.end();
     let back_at = Instant::now();
     let mut recovered = None;
     while back_at.elapsed() < Duration::from_secs(10) {

@@ -170,6 +170,10 @@ pub struct Options {
     /// ([`TestApp::mysql_proxy`]). Implies MySQL and Redis whatever
     /// `WXLOGIN_TEST_BACKEND` says: an outage of MySQL is what it tests.
     pub mysql_proxy: bool,
+    /// The MySQL server of the test's database (e.g. a
+    /// `wxlogin_testkit::PrivateMariadb`); `None`: `DATABASE_URL` or the
+    /// local one. Implies MySQL and Redis, as `mysql_proxy` does.
+    pub mysql_server: Option<String>,
     /// Auth's `RATE_LIMIT_*` budgets (per minute; 0 for none). The default
     /// is far above what any test spends (some log in 50 times at once),
     /// so that only the tests of the budgets meet them.
@@ -195,6 +199,7 @@ impl Default for Options {
             wechat_base: None,
             watermark_max_age_secs: 3600,
             mysql_proxy: false,
+            mysql_server: None,
             login_per_ip: UNLIMITED,
             login_per_app: UNLIMITED,
             check_session_per_user: UNLIMITED,
@@ -312,14 +317,17 @@ impl TestApp {
         .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("start the WeChat simulator");
-        let backend = if options.mysql_proxy {
+        let backend = if options.mysql_proxy || options.mysql_server.is_some() {
             Backend::MysqlRedis
         } else {
             Backend::from_env()
         };
         let (db, redis) = match backend {
             Backend::MysqlRedis => (
-                TestDb::Mysql(TestDatabase::create().await),
+                TestDb::Mysql(match &options.mysql_server {
+                    Some(server) => TestDatabase::create_on(server).await,
+                    None => TestDatabase::create().await,
+                }),
                 Some(match &options.redis_url {
                     Some(url) => TestRedisPrefix::on(url),
                     None => TestRedisPrefix::new(),

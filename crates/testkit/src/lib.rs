@@ -53,7 +53,13 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates an empty database on the test server.
     pub async fn create() -> Self {
-        let server = mysql_server_url();
+        TestDatabase::create_on(&mysql_server_url()).await
+    }
+
+    /// Creates an empty database on the MySQL server at `server` (a URL
+    /// without a database name), e.g. a [`PrivateMariadb`].
+    pub async fn create_on(server: &str) -> Self {
+        let server = server.to_owned();
         let name = unique_name("wxlogin_test");
         let admin = Database::connect(server.clone())
             .await
@@ -307,4 +313,127 @@ mod tests {
             "mysql://root@127.0.0.1:3306"
         );
     }
+}
+
+/// A MariaDB server of the test's own, on a free loopback port with a data
+/// directory in a temp dir, that the test may kill and start again on the
+/// same port and data. Killed and removed on drop. Panics (so the test
+/// fails, rather than passing without having run) when MariaDB's binaries
+/// (`mariadb-install-db`, `mariadbd`; Debian's `mariadb-server`) are missing.
+#[derive(Debug)]
+pub struct PrivateMariadb {
+    port: u16,
+    dir: std::path::PathBuf,
+    server: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl PrivateMariadb {
+    pub fn start() -> PrivateMariadb {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port for a private MariaDB");
+        let dir = std::env::temp_dir().join(unique_name("wxlogin_mariadb"));
+        std::fs::create_dir_all(&dir).expect("a directory for a private MariaDB");
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let installed = std::process::Command::new(binary("mariadb-install-db"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--user={user}"))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run mariadb-install-db");
+        assert!(installed.success(), "mariadb-install-db failed");
+        let mariadb = PrivateMariadb {
+            port,
+            dir,
+            server: std::sync::Mutex::new(None),
+        };
+        mariadb.restart();
+        mariadb
+    }
+
+    /// The server's URL, without a database name.
+    pub fn server_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: a crash, no goodbye to its clients) and
+    /// waits until it is gone.
+    pub fn stop(&self) {
+        let taken = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut server) = taken {
+            drop(server.kill());
+            drop(server.wait());
+        }
+    }
+
+    /// Starts the server (again) on the same port and data, and waits until
+    /// it accepts connections.
+    pub fn restart(&self) {
+        self.stop();
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let server = std::process::Command::new(binary("mariadbd"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--user={user}"))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--socket={}",
+                self.dir.join("mysql.sock").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.join("mysql.pid").display()
+            ))
+            .args(["--skip-name-resolve", "--skip-log-bin"])
+            .args([
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        *self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(server);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private MariaDB on port {} did not start",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        self.stop();
+        drop(std::fs::remove_dir_all(&self.dir));
+    }
+}
+
+/// Where a MariaDB binary is: on the PATH or in the sbin directories that
+/// Debian's package puts it in.
+fn binary(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed (apt-get install mariadb-server)"))
 }
