@@ -72,7 +72,6 @@ async fn a_killed_mysql_server_is_the_same_outage() {
 
 async fn seen_from_the_gateway(app: &TestApp, outage: Outage<'_>) {
     // Arrange: a registered user, whose copy is in Redis.
-    let app = &app;
     let first = app.mint();
     let registered = app.login_ok(&first.code).await;
     let returning = || {
@@ -85,7 +84,7 @@ async fn seen_from_the_gateway(app: &TestApp, outage: Outage<'_>) {
     // Act: MySQL goes away.
     outage.begin().await;
     let cut_at = Instant::now();
-    let (detected, body) = readyz_becomes(&app, 503, Duration::from_secs(5)).await;
+    let (detected, body) = readyz_becomes(app, 503, Duration::from_secs(5)).await;
 
     // Assert: /readyz shows it within 2 s.
     println!(
@@ -149,7 +148,7 @@ async fn seen_from_the_gateway(app: &TestApp, outage: Outage<'_>) {
         recovered.as_millis()
     );
     assert!(recovered < Duration::from_secs(3), "{recovered:?}");
-    let (_, body) = readyz_becomes(&app, 200, Duration::from_secs(2)).await;
+    let (_, body) = readyz_becomes(app, 200, Duration::from_secs(2)).await;
     assert_eq!(body["status"], "ready", "{body}");
     let later = app.login_ok(&returning().code).await;
     assert_eq!(later["user"]["id"], registered["user"]["id"]);
