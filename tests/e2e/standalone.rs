@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use wxlogin_standalone::{System, banner};
 use wxlogin_testkit::{TestDatabase, TestRedisPrefix};
+use wxlogin_tests::TestSqlite;
 
 async fn start(env: HashMap<&'static str, String>) -> (System, reqwest::Client) {
     let source = move |name: &str| env.get(name).cloned();
@@ -14,6 +15,17 @@ async fn start(env: HashMap<&'static str, String>) -> (System, reqwest::Client) 
         .await
         .expect("the system starts");
     (system, reqwest::Client::new())
+}
+
+/// The system with nothing configured but free ports and `sqlite`: SQLite,
+/// in-process sessions, the simulator.
+async fn start_embedded(sqlite: &TestSqlite) -> (System, reqwest::Client) {
+    start(HashMap::from([
+        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("SIM_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", sqlite.url()),
+    ]))
+    .await
 }
 
 /// Mints a code at the simulator's control API and logs in with it.
@@ -59,16 +71,8 @@ async fn login_through(
 
 #[tokio::test]
 async fn with_nothing_configured_it_runs_on_sqlite_memory_and_the_simulator() {
-    let path = std::env::temp_dir().join(format!(
-        "{}.sqlite3",
-        wxlogin_testkit::unique_name("wxlogin_standalone")
-    ));
-    let (system, http) = start(HashMap::from([
-        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
-        ("SIM_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", format!("sqlite://{}", path.display())),
-    ]))
-    .await;
+    let sqlite = TestSqlite::create();
+    let (system, http) = start_embedded(&sqlite).await;
     let addresses = system.addresses.clone();
     assert_eq!(addresses.sessions, "memory://");
     assert!(addresses.database.starts_with("sqlite://"));
@@ -88,10 +92,7 @@ async fn with_nothing_configured_it_runs_on_sqlite_memory_and_the_simulator() {
 
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
-    assert!(path.exists(), "the users live in the SQLite file");
-    for suffix in ["", "-wal", "-shm"] {
-        drop(std::fs::remove_file(format!("{}{suffix}", path.display())));
-    }
+    assert!(sqlite.path().exists(), "the users live in the SQLite file");
 }
 
 #[tokio::test]
@@ -141,16 +142,8 @@ async fn given_mysql_and_redis_it_uses_them() {
 async fn stopping_lets_a_login_in_flight_finish_first() {
     // Arrange: WeChat answers after 600 ms, so the login is still at WeChat
     // when the process is asked to stop.
-    let path = std::env::temp_dir().join(format!(
-        "{}.sqlite3",
-        wxlogin_testkit::unique_name("wxlogin_standalone")
-    ));
-    let (system, http) = start(HashMap::from([
-        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
-        ("SIM_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", format!("sqlite://{}", path.display())),
-    ]))
-    .await;
+    let sqlite = TestSqlite::create();
+    let (system, http) = start_embedded(&sqlite).await;
     let addresses = system.addresses.clone();
     let sim = addresses.simulator.expect("the simulator runs");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -195,7 +188,4 @@ async fn stopping_lets_a_login_in_flight_finish_first() {
     assert_eq!(status, 200, "{body}");
     assert!(body["user"]["id"].as_u64().is_some(), "{body}");
     running.await.unwrap().expect("a clean stop");
-    for suffix in ["", "-wal", "-shm"] {
-        drop(std::fs::remove_file(format!("{}{suffix}", path.display())));
-    }
 }

@@ -127,7 +127,7 @@ pub struct TestSqlite {
 }
 
 impl TestSqlite {
-    fn create() -> TestSqlite {
+    pub fn create() -> TestSqlite {
         let name = wxlogin_testkit::unique_name("wxlogin_test");
         TestSqlite {
             path: std::env::temp_dir().join(format!("{name}.sqlite3")),
@@ -136,6 +136,10 @@ impl TestSqlite {
 
     pub fn url(&self) -> String {
         format!("sqlite://{}", self.path.display())
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 }
 

@@ -212,12 +212,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port for a private redis-server");
-        let dir = std::env::temp_dir().join(unique_name("wxlogin_redis"));
-        std::fs::create_dir_all(&dir).expect("a directory for a private redis-server");
+        let (port, dir) = port_and_dir("wxlogin_redis");
         let mut redis = PrivateRedis {
             port,
             dir,
@@ -329,12 +324,7 @@ pub struct PrivateMariadb {
 
 impl PrivateMariadb {
     pub fn start() -> PrivateMariadb {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port for a private MariaDB");
-        let dir = std::env::temp_dir().join(unique_name("wxlogin_mariadb"));
-        std::fs::create_dir_all(&dir).expect("a directory for a private MariaDB");
+        let (port, dir) = port_and_dir("wxlogin_mariadb");
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let installed = std::process::Command::new(binary("mariadb-install-db"))
             .arg("--no-defaults")
@@ -436,4 +426,15 @@ fn binary(name: &str) -> std::path::PathBuf {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| panic!("{name} is not installed (apt-get install mariadb-server)"))
+}
+
+/// A free loopback port and a fresh directory, for a private server.
+fn port_and_dir(name: &str) -> (u16, std::path::PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port");
+    let dir = std::env::temp_dir().join(unique_name(name));
+    std::fs::create_dir_all(&dir).expect("a directory in the temp dir");
+    (port, dir)
 }
