@@ -68,7 +68,7 @@ async fn keep_logging_in(
 }
 
 /// `workers` clients logging in until `until`, their answers tallied.
-async fn load(
+fn load(
     base_url: &str,
     sim: &Arc<Simulator>,
     workers: usize,
@@ -115,7 +115,7 @@ async fn clients_that_hang_up_mid_login_fail_nobody_else() {
     let before = connections_to(app.auth_addr.port());
 
     // Act: 16 clients that stay, 96 that hang up, at once.
-    let staying = load(&app.base_url, &sim, 16, until).await;
+    let staying = load(&app.base_url, &sim, 16, until);
     let hangers: Vec<_> = (0..96)
         .map(|_| {
             let (http, url, sim) = (impatient.clone(), app.url("/v1/login"), Arc::clone(&sim));
@@ -341,6 +341,12 @@ impl Stack {
         connections_to(self.auth_port)
     }
 
+    /// What 8 clients logging in for one more second get.
+    async fn one_more_second(&self, sim: &Arc<Simulator>) -> Tally {
+        let until = Instant::now() + Duration::from_secs(1);
+        load(&self.base_url, sim, 8, until).await.unwrap()
+    }
+
     fn sim(&self) -> Arc<Simulator> {
         Arc::new(self.sim.sim.clone())
     }
@@ -357,22 +363,14 @@ async fn kill_under_load(victim: fn(&mut Stack) -> &mut Service) {
     // Act: 32 clients log in for 4 s; the victim dies after 1 s and comes
     // back after 2 s.
     let until = Instant::now() + Duration::from_secs(4);
-    let running = load(&stack.base_url, &sim, 32, until).await;
+    let running = load(&stack.base_url, &sim, 32, until);
     tokio::time::sleep(Duration::from_secs(1)).await;
     victim(&mut stack).kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
     victim(&mut stack).restart();
     let back = stack.wait_ready(Duration::from_secs(20)).await;
     let tally = running.await.unwrap();
-    let after = load(
-        &stack.base_url,
-        &sim,
-        8,
-        Instant::now() + Duration::from_secs(1),
-    )
-    .await
-    .await
-    .unwrap();
+    let after = stack.one_more_second(&sim).await;
 
     // Assert
     eprintln!(
@@ -414,7 +412,7 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
 
     // Act
     let until = Instant::now() + Duration::from_secs(4);
-    let running = load(&stack.base_url, &sim, 48, until).await;
+    let running = load(&stack.base_url, &sim, 48, until);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = stack.connections_to_auth();
     stack.auth.signal("-STOP");
@@ -425,15 +423,7 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
     // codes it had already taken finish, see README), then serves at once
     // again, on the same connections.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = load(
-        &stack.base_url,
-        &sim,
-        8,
-        Instant::now() + Duration::from_secs(1),
-    )
-    .await
-    .await
-    .unwrap();
+    let after = stack.one_more_second(&sim).await;
 
     let kept = stack.connections_to_auth();
 

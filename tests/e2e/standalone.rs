@@ -28,6 +28,18 @@ async fn start_embedded(sqlite: &TestSqlite) -> (System, reqwest::Client) {
     .await
 }
 
+/// A fresh code from the simulator's control API.
+async fn mint(http: &reqwest::Client, sim: std::net::SocketAddr) -> Value {
+    http.post(format!("http://{sim}/sim/codes"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Mints a code at the simulator's control API and logs in with it.
 async fn login_through(
     http: &reqwest::Client,
@@ -40,15 +52,7 @@ async fn login_through(
         "{system_banner}"
     );
     assert!(system_banner.contains("SIMULATED"), "{system_banner}");
-    let minted: Value = http
-        .post(format!("http://{sim}/sim/codes"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = mint(http, sim).await;
     let login: Value = http
         .post(format!("http://{gateway}/v1/login"))
         .json(&json!({ "code": minted["code"] }))
@@ -150,15 +154,7 @@ async fn stopping_lets_a_login_in_flight_finish_first() {
     let running = tokio::spawn(system.run_until_stopped(async {
         drop(stopped.await);
     }));
-    let minted: Value = http
-        .post(format!("http://{sim}/sim/codes"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = mint(&http, sim).await;
     let latency = http
         .put(format!("http://{sim}/sim/latency"))
         .json(&json!({ "ms": 600 }))
