@@ -61,6 +61,82 @@ async fn a_returning_user_keeps_the_id_and_gets_a_new_token() {
     }
 }
 
+/// The user's recorded logins: how many, and whether the latest is later
+/// than the registration.
+async fn recorded_logins(app: &TestApp, openid: &str) -> (i64, bool) {
+    let db = app.database().await;
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT CAST(login_count AS SIGNED) AS n, \
+             CASE WHEN last_login_at > created_at THEN 1 ELSE 0 END AS later \
+             FROM users WHERE openid = ?",
+            [openid.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let later: i64 = row.try_get("", "later").unwrap();
+    (row.try_get("", "n").unwrap(), later == 1)
+}
+
+/// Waits (up to 10 s) until the user has `count` recorded logins.
+async fn wait_for_recorded_logins(app: &TestApp, openid: &str, count: i64) -> (i64, bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let recorded = recorded_logins(app, openid).await;
+        if recorded.0 >= count || std::time::Instant::now() > deadline {
+            return recorded;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_returning_login_is_recorded_even_while_the_user_service_is_down() {
+    let mut app = TestApp::spawn().await;
+    let first = app.mint();
+    let registered = app.login_ok(&first.code).await;
+    let again = |app: &TestApp| {
+        app.mint_for(MintCode {
+            openid: Some(first.openid.clone()),
+            ..MintCode::default()
+        })
+        .code
+    };
+
+    // A returning login: with Redis, auth answers it from the user's copy
+    // and journals it; the user service records it behind.
+    let second = app.login_ok(&again(&app)).await;
+    assert_eq!(second["created"], false);
+    assert_eq!(second["user"], registered["user"]);
+    assert_eq!(
+        wait_for_recorded_logins(&app, &first.openid, 2).await,
+        (2, true)
+    );
+
+    app.stop_user_service().await;
+    let login = app.login(&again(&app)).await;
+    if app.redis.is_none() {
+        // The single-process store has no copies: the user service answers
+        // every login.
+        assert_error(login, 503, "service_unavailable").await;
+        return;
+    }
+    // The copy answers without the user service; the login waits in Redis
+    // until a user service is back, and is recorded then.
+    assert_eq!(login.status(), 200);
+    let third: Value = login.json().await.unwrap();
+    assert_eq!(third["user"], registered["user"]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(recorded_logins(&app, &first.openid).await.0, 2);
+    app.restart_user_service().await;
+    assert_eq!(
+        wait_for_recorded_logins(&app, &first.openid, 3).await,
+        (3, true)
+    );
+}
+
 #[tokio::test]
 async fn a_unionid_that_appears_later_is_backfilled() {
     let app = TestApp::spawn().await;

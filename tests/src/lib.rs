@@ -259,6 +259,8 @@ pub struct TestApp {
     pub user_addr: SocketAddr,
     /// In front of MySQL when [`Options::mysql_proxy`] asked for it.
     pub mysql_proxy: Option<Proxy>,
+    /// What the user service connects to (the proxy's address with one).
+    user_database_url: String,
     options: Options,
     user: Running,
     auth: Running,
@@ -357,21 +359,14 @@ impl TestApp {
         } else {
             (None, db.url())
         };
-        let user_config = wxlogin_user::Config::from_source(&source(HashMap::from([
-            ("USER_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", user_database_url),
-            ("DB_MAX_CONNECTIONS", "8".to_owned()),
-            ("AUTH_URL", format!("http://{auth_addr}")),
-            (
-                "WATERMARK_MAX_AGE_SECS",
-                options.watermark_max_age_secs.to_string(),
-            ),
-            ("REDIS_URL", redis_url),
-            ("REDIS_KEY_PREFIX", redis_prefix),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
-        ])))
-        .expect("user config");
+        let user_config = user_config(
+            &options,
+            "127.0.0.1:0",
+            user_database_url.clone(),
+            auth_addr,
+            &redis_url,
+            &redis_prefix,
+        );
         let user_app = wxlogin_user::Application::build(user_config)
             .await
             .expect("start the user service");
@@ -399,6 +394,7 @@ impl TestApp {
             auth_addr,
             user_addr,
             mysql_proxy,
+            user_database_url,
             options,
             user,
             auth,
@@ -548,12 +544,58 @@ impl TestApp {
         self.user.stop().await;
     }
 
+    /// Starts a user service again where the stopped one listened, with the
+    /// same configuration.
+    pub async fn restart_user_service(&mut self) {
+        let (redis_url, redis_prefix) = match &self.redis {
+            Some(redis) => (redis.url().to_owned(), redis.prefix().to_owned()),
+            None => (wxlogin_auth::store::MEMORY_URL.to_owned(), String::new()),
+        };
+        let config = user_config(
+            &self.options,
+            &self.user_addr.to_string(),
+            self.user_database_url.clone(),
+            self.auth_addr,
+            &redis_url,
+            &redis_prefix,
+        );
+        let user_app = wxlogin_user::Application::build(config)
+            .await
+            .expect("restart the user service");
+        self.user = Running::spawn(|stopped| user_app.run_until_stopped(wait_stopped(stopped)));
+    }
+
     /// Stops everything; dropping the app does the same less politely.
     pub async fn stop(mut self) {
         self.gateway.stop().await;
         self.auth.stop().await;
         self.user.stop().await;
     }
+}
+
+fn user_config(
+    options: &Options,
+    addr: &str,
+    database_url: String,
+    auth_addr: SocketAddr,
+    redis_url: &str,
+    redis_prefix: &str,
+) -> wxlogin_user::Config {
+    wxlogin_user::Config::from_source(&source(HashMap::from([
+        ("USER_ADDR", addr.to_owned()),
+        ("DATABASE_URL", database_url),
+        ("DB_MAX_CONNECTIONS", "8".to_owned()),
+        ("AUTH_URL", format!("http://{auth_addr}")),
+        (
+            "WATERMARK_MAX_AGE_SECS",
+            options.watermark_max_age_secs.to_string(),
+        ),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("REDIS_KEY_PREFIX", redis_prefix.to_owned()),
+        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+    ])))
+    .expect("user config")
 }
 
 fn auth_config(

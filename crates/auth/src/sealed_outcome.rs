@@ -113,10 +113,6 @@ pub enum Recorded {
         token: String,
         record: SessionRecord,
         expires_in_secs: u64,
-        /// The user service's copy of the user read with the session
-        /// (an encoded `wxlogin.user.v1.User`, base64).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        user: Option<String>,
     },
     Refused {
         error: Refusal,
@@ -189,7 +185,6 @@ mod tests {
                 key_fingerprint: "f".into(),
             },
             expires_in_secs: 3600,
-            user: None,
         }
     }
 

@@ -7,7 +7,6 @@ use std::{
 };
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use prost::Message;
 use tonic::{Request, Response, Status};
 use wxlogin_common::grpc::{self, Caller};
 use wxlogin_proto::auth::v1::{
@@ -16,7 +15,6 @@ use wxlogin_proto::auth::v1::{
     LogoutResponse, PhoneNumber, Session, ValidateSessionRequest, ValidateSessionResponse,
     auth_service_server::AuthService,
 };
-use wxlogin_proto::user::v1::User;
 use wxlogin_wechat::Client as Wechat;
 
 use crate::{
@@ -25,7 +23,10 @@ use crate::{
     error::AuthError,
     limit::{Client, Limiter},
     sealed_outcome::{CodeSecrets, Recorded, Refusal},
-    store::{ExchangeSlot, LiveSession, SessionRecord, SessionStore, key_fingerprint, now_unix_ms},
+    store::{
+        ExchangeSlot, LiveSession, Opened, SealedOutcome, SessionRecord, SessionStore,
+        key_fingerprint, now_unix_ms,
+    },
     token::Token,
 };
 
@@ -48,9 +49,9 @@ struct LoginOutcome {
     token: Token,
     record: SessionRecord,
     expires_in: Duration,
-    /// The user service's cached copy of the user, read with the session
-    /// write.
-    user: Option<User>,
+    /// What the session write found of the user: the user service's copy,
+    /// and whether it answers this login (which is then journaled).
+    user: Opened,
 }
 
 /// Everything a request needs; cheap to clone.
@@ -205,29 +206,23 @@ impl Auth {
         marker: &str,
     ) -> Outcome {
         let store = &self.inner.store;
-        let outcome = self.exchange(appid, code).await;
-        let record = match &outcome {
-            Ok(login) => Some(Recorded::Session {
-                token: login.token.expose().to_owned(),
-                record: login.record.clone(),
-                expires_in_secs: login.expires_in.as_secs(),
-                user: login.user.as_ref().map(|user| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.encode(user.encode_to_vec())
-                }),
-            }),
-            Err(error) => match &**error {
-                AuthError::Wechat(wx) => Refusal::of(wx).map(|error| Recorded::Refused { error }),
-                _ => None,
-            },
+        let outcome = self.exchange(appid, code, secrets).await;
+        let error = match &outcome {
+            // The session write recorded the outcome.
+            Ok(_) => return outcome,
+            Err(error) => error,
         };
-        let Some(record) = record else {
+        let refusal = match &**error {
+            AuthError::Wechat(wx) => Refusal::of(wx),
+            _ => None,
+        };
+        let Some(error) = refusal else {
             if let Err(error) = store.release_exchange(appid, secrets.slot(), marker).await {
                 tracing::warn!(%error, "could not give up the claim on a code; it is free again when the claim expires");
             }
             return outcome;
         };
-        let sealed = match secrets.seal(&record) {
+        let sealed = match secrets.seal(&Recorded::Refused { error }) {
             Ok(sealed) => sealed,
             Err(error) => {
                 tracing::warn!(%error, "other submissions of this code will not get its answer");
@@ -235,13 +230,7 @@ impl Auth {
             }
         };
         match store
-            .record_exchange(
-                appid,
-                secrets.slot(),
-                &sealed,
-                CODE_LIFETIME,
-                outcome.is_ok(),
-            )
+            .record_exchange(appid, secrets.slot(), &sealed, CODE_LIFETIME, false)
             .await
         {
             Ok(None) => outcome,
@@ -262,25 +251,23 @@ impl Auth {
                 token,
                 record,
                 expires_in_secs,
-                user,
             } => Ok(Arc::new(LoginOutcome {
                 token: Token::parse(&token)
                     .ok_or(AuthError::from(crate::sealed_outcome::SealError))?,
                 record,
                 expires_in: Duration::from_secs(expires_in_secs),
-                user: user.and_then(|user| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(user)
-                        .ok()
-                        .and_then(|bytes| cached_user(&bytes))
-                }),
+                // The copy was the first submission's answer; this one's
+                // caller asks the user service.
+                user: Opened::default(),
             })),
             Recorded::Refused { error } => Err(Arc::new(AuthError::Wechat(error.error()))),
         }
     }
 
-    async fn exchange(&self, appid: &str, code: &str) -> Outcome {
+    /// Exchanges the code at WeChat and opens the session, recording its
+    /// sealed outcome for every other submission of the code in the same
+    /// write.
+    async fn exchange(&self, appid: &str, code: &str, secrets: &CodeSecrets) -> Outcome {
         let app = self
             .inner
             .apps
@@ -305,10 +292,25 @@ impl Auth {
             absolute_expiry_ms: now
                 .saturating_add(u64::try_from(policy.max_lifetime.as_millis()).unwrap_or(u64::MAX)),
         };
+        let sealed = secrets
+            .seal(&Recorded::Session {
+                token: token.expose().to_owned(),
+                record: record.clone(),
+                expires_in_secs: policy.idle_ttl.as_secs(),
+            })
+            .inspect_err(|error| {
+                tracing::warn!(%error, "other submissions of this code will not get its answer");
+            })
+            .ok();
+        let outcome = sealed.as_deref().map(|sealed| SealedOutcome {
+            slot: secrets.slot(),
+            sealed,
+            ttl: CODE_LIFETIME,
+        });
         let user = self
             .inner
             .store
-            .create(&token, &record, &session.session_key)
+            .create(&token, &record, &session.session_key, outcome)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
         tracing::info!(appid = %record.appid, openid = %record.openid, "session opened");
@@ -316,7 +318,7 @@ impl Auth {
             token,
             record,
             expires_in: policy.idle_ttl,
-            user: user.as_deref().and_then(cached_user),
+            user,
         }))
     }
 }
@@ -421,14 +423,6 @@ fn session(record: &SessionRecord) -> Session {
     }
 }
 
-/// The user service's cached copy of a user, if it decodes; without it the
-/// caller asks the user service.
-fn cached_user(bytes: &[u8]) -> Option<User> {
-    User::decode(bytes)
-        .inspect_err(|error| tracing::warn!(%error, "the cached user does not decode; ignoring it"))
-        .ok()
-}
-
 /// Who a login is charged to. The gateway names the client in metadata,
 /// and auth trusts it (only our own services reach auth). A caller that
 /// names none is an internal consumer calling Login directly: it is charged
@@ -473,7 +467,8 @@ impl AuthService for Auth {
             token: outcome.token.expose().to_owned(),
             expires_in: outcome.expires_in.as_secs(),
             session: Some(session(&outcome.record)),
-            user: outcome.user.clone(),
+            user_copy: outcome.user.copy.clone().unwrap_or_default(),
+            login_recorded: outcome.user.recorded,
         }))
     }
 
@@ -483,11 +478,10 @@ impl AuthService for Auth {
         request: Request<ValidateSessionRequest>,
     ) -> Result<Response<ValidateSessionResponse>, Status> {
         let live = self.live_session(&request.get_ref().token).await?;
-        let user = live.user.as_deref().and_then(cached_user);
         Ok(Response::new(ValidateSessionResponse {
-            user,
             session: Some(session(&live.record)),
             expires_in: live.expires_in.as_secs(),
+            user_copy: live.user_copy.unwrap_or_default(),
         }))
     }
 

@@ -151,16 +151,18 @@ async fn login_validate_logout() {
 }
 
 #[tokio::test]
-async fn a_login_brings_the_user_services_cached_copy_of_the_user() {
+async fn a_login_brings_the_users_copy_and_journals_the_logins_it_answers() {
     let h = start().await;
     let openid = h.sim.sim.mint_code(MintCode::default()).openid;
-    // A login of that user with a fresh code: its answer's `user`.
-    let login = || {
+    // A login of that user with a fresh code (and maybe a unionid): its
+    // answer's copy and whether the copy answered it.
+    let login = |unionid: Option<&str>| {
         let code = h
             .sim
             .sim
             .mint_code(MintCode {
                 openid: Some(openid.clone()),
+                unionid: unionid.map(str::to_owned),
                 ..MintCode::default()
             })
             .code;
@@ -170,41 +172,88 @@ async fn a_login_brings_the_user_services_cached_copy_of_the_user() {
                 appid: String::new(),
                 code,
             };
-            client.login(request).await.unwrap().into_inner().user
+            let login = client.login(request).await.unwrap().into_inner();
+            (login.user_copy, login.login_recorded)
         }
     };
     let key = user_copy::key(h._redis.prefix(), DEFAULT_APPID, &openid);
+    let journal = user_copy::journal_key(h._redis.prefix());
     let mut conn = redis::Client::open(h._redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut put_copy = async |bytes: Vec<u8>| {
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(bytes)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+    let mut redis = async |command: &mut redis::Cmd| -> redis::Value {
+        command.query_async(&mut conn).await.unwrap()
     };
 
-    // No copy yet: a new user.
-    assert_eq!(login().await, None);
+    // No copy yet: a new user, nothing journaled.
+    assert_eq!(login(None).await, (Vec::new(), false));
+    assert_eq!(
+        redis(redis::cmd("XLEN").arg(&journal)).await,
+        redis::Value::Int(0)
+    );
 
-    // The user service's copy, where it writes it.
-    let copy = User {
+    // The user service's copy, where it writes it. The script's rule and
+    // `user_copy::answers_login` agree on every case.
+    let without = User {
         id: 7,
         appid: DEFAULT_APPID.into(),
         openid: openid.clone(),
         nickname: Some("Ann".into()),
         ..User::default()
     };
-    put_copy(copy.encode_to_vec()).await;
-    assert_eq!(login().await, Some(copy));
+    let with = User {
+        unionid: Some("u-1".into()),
+        ..without.clone()
+    };
+    let mut expected_journal = 0;
+    for (copy, unionid, answers) in [
+        (&without, None, true),
+        (&without, Some("u-1"), false),
+        (&with, Some("u-1"), true),
+        (&with, None, true),
+    ] {
+        let bytes = user_copy::encode(copy);
+        redis(redis::cmd("SET").arg(&key).arg(&bytes)).await;
+        assert_eq!(
+            user_copy::answers_login(copy, DEFAULT_APPID, &openid, unionid),
+            answers
+        );
+        assert_eq!(
+            login(unionid).await,
+            (bytes, answers),
+            "{copy:?} {unionid:?}"
+        );
+        expected_journal += i64::from(answers);
+        assert_eq!(
+            redis(redis::cmd("XLEN").arg(&journal)).await,
+            redis::Value::Int(expected_journal)
+        );
+    }
+    let redis::Value::Array(entries) =
+        redis(redis::cmd("XRANGE").arg(&journal).arg("-").arg("+")).await
+    else {
+        panic!("XRANGE answers entries");
+    };
+    let entry = format!("{:?}", entries[0]);
+    assert!(
+        entry.contains(&openid) && entry.contains(DEFAULT_APPID),
+        "{entry}"
+    );
 
-    // A copy that does not decode is no copy.
-    put_copy(b"not a user".to_vec()).await;
-    assert_eq!(login().await, None);
+    // Bytes that are not a copy of this build's format answer nothing.
+    redis(
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(User::default().encode_to_vec()),
+    )
+    .await;
+    assert!(!login(None).await.1);
+    assert_eq!(
+        redis(redis::cmd("XLEN").arg(&journal)).await,
+        redis::Value::Int(expected_journal)
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,35 @@
-//! Where the user service keeps its copy of each user in Redis, beside the
-//! sessions: the user service writes the copies and the auth service reads
-//! them, so both name them through here.
+//! The copy of each user that the user service keeps in Redis, beside the
+//! sessions, and the journal of the logins it answered. This module is the
+//! one owner of both: their keys, the copy's encoding and lifetime, and the
+//! rule that says when a copy answers a login. The user service writes the
+//! copies and applies the journal; the auth service reads a copy in the
+//! round trip that opens or checks a session and carries it as opaque
+//! bytes; the gateway turns it into the JSON it answers.
+//!
+//! A copy is one version byte, one flags byte, then the protobuf encoding
+//! of `wxlogin.user.v1.User`. The flags let the session script (Lua, inside
+//! Redis) apply [`answers_login`] without decoding the protobuf.
+//!
+//! The journal is a Redis stream: an entry per login that a copy answered
+//! (appid, openid, Unix milliseconds), appended in the same atomic script
+//! that opens the session. The user service reads it through a consumer
+//! group and records the logins (`last_login_at`, `login_count`) in MySQL
+//! in batches, acknowledging entries only once they are stored.
 
-/// The start of every copy's key: the script that reads a session builds
+use std::time::Duration;
+
+use prost::Message;
+use wxlogin_proto::user::v1::User;
+
+/// How long a copy lives after its last write.
+pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The format of the copies this build writes and reads.
+const VERSION: u8 = 1;
+/// Flag: the user has a unionid, so no login can backfill one.
+const HAS_UNIONID: u8 = 1;
+
+/// The start of every copy's key: the script that checks a session builds
 /// the rest from the session's appid and openid.
 pub fn key_prefix(prefix: &str) -> String {
     format!("{prefix}user:")
@@ -11,4 +38,114 @@ pub fn key_prefix(prefix: &str) -> String {
 /// The key of the copy of (appid, openid).
 pub fn key(prefix: &str, appid: &str, openid: &str) -> String {
     format!("{}{appid}:{openid}", key_prefix(prefix))
+}
+
+/// `user` as its copy is stored.
+pub fn encode(user: &User) -> Vec<u8> {
+    let flags = if user.unionid.is_some() {
+        HAS_UNIONID
+    } else {
+        0
+    };
+    let mut bytes = Vec::with_capacity(2 + user.encoded_len());
+    bytes.extend_from_slice(&[VERSION, flags]);
+    // Writing into a Vec cannot run out of room.
+    let _ = user.encode(&mut bytes);
+    bytes
+}
+
+/// The user a stored copy holds; `None` (logged) when it is not a copy this
+/// build can read, which callers treat as no copy.
+pub fn decode(copy: &[u8]) -> Option<User> {
+    let body = match copy {
+        [VERSION, _, body @ ..] => body,
+        _ => {
+            tracing::warn!("a cached user is not in this build's format; ignoring it");
+            return None;
+        }
+    };
+    User::decode(body)
+        .inspect_err(|error| tracing::warn!(%error, "the cached user does not decode; ignoring it"))
+        .ok()
+}
+
+/// Whether `user` (a decoded copy) is (appid, openid) exactly as a login
+/// with `unionid` leaves them: then the copy answers the login, which
+/// changes nothing stored but the login's time and count. A login changes
+/// the user only by backfilling a unionid the user lacks (a stored unionid
+/// is never replaced).
+pub fn answers_login(user: &User, appid: &str, openid: &str, unionid: Option<&str>) -> bool {
+    user.appid == appid && user.openid == openid && (unionid.is_none() || user.unionid.is_some())
+}
+
+/// [`answers_login`] in Lua, for a copy read inside Redis under the key of
+/// (appid, openid): `answers_login(copy, unionid)`, where `unionid` is ''
+/// when the login has none.
+pub const ANSWERS_LOGIN_LUA: &str = r"
+local function answers_login(copy, unionid)
+  if string.byte(copy, 1) ~= 1 then return false end
+  local flags = string.byte(copy, 2) or 0
+  return unionid == '' or flags % 2 == 1
+end
+";
+
+/// The journal of logins that copies answered.
+pub fn journal_key(prefix: &str) -> String {
+    format!("{prefix}logins")
+}
+
+/// The consumer group the user services read the journal through.
+pub const JOURNAL_GROUP: &str = "users";
+
+/// The fields of a journal entry.
+pub mod journal_field {
+    pub const APPID: &str = "a";
+    pub const OPENID: &str = "o";
+    /// Unix milliseconds of the login.
+    pub const AT_MS: &str = "t";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(unionid: Option<&str>) -> User {
+        User {
+            id: 7,
+            appid: "wxapp".into(),
+            openid: "o-1".into(),
+            unionid: unionid.map(str::to_owned),
+            nickname: Some("n".into()),
+            ..User::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_reads_back_as_written() {
+        for unionid in [None, Some("u-1")] {
+            let user = user(unionid);
+            assert_eq!(decode(&encode(&user)), Some(user));
+        }
+    }
+
+    #[test]
+    fn copies_of_another_format_are_no_copies() {
+        let mut copy = encode(&user(None));
+        copy[0] = 0;
+        assert_eq!(decode(&copy), None);
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(&[VERSION, 0, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn a_copy_answers_a_login_that_backfills_nothing() {
+        let without = user(None);
+        let with = user(Some("u-1"));
+        assert!(answers_login(&without, "wxapp", "o-1", None));
+        assert!(!answers_login(&without, "wxapp", "o-1", Some("u-1")));
+        assert!(answers_login(&with, "wxapp", "o-1", Some("u-1")));
+        assert!(answers_login(&with, "wxapp", "o-1", None));
+        assert!(!answers_login(&with, "wxapp", "o-2", None));
+        assert!(!answers_login(&with, "wxother", "o-1", None));
+    }
 }

@@ -19,6 +19,8 @@ use wxlogin_proto::{
     },
 };
 
+use wxlogin_common::user_copy;
+
 use crate::{
     AppState,
     client_ip::ClientIp,
@@ -162,6 +164,19 @@ async fn login(
         wxlogin_common::grpc::set_client_ip(&mut request, client);
     }
     let login = state.auth().login(request).await?.into_inner();
+    // A returning user whom the login changes in nothing stored: the copy
+    // auth read with the session is the answer, and auth journaled the
+    // login for the user service to record.
+    if login.login_recorded
+        && let Some(user) = user_copy::decode(&login.user_copy)
+    {
+        return Ok(Json(LoginOutput {
+            token: login.token,
+            expires_in: login.expires_in,
+            created: false,
+            user: user.into(),
+        }));
+    }
     let session = login.session.ok_or_else(|| missing("session"))?;
     let upsert = state
         .user()
@@ -171,7 +186,7 @@ async fn login(
                 appid: session.appid,
                 openid: session.openid,
                 unionid: session.unionid,
-                cached: login.user,
+                cached_copy: login.user_copy,
             },
         ))
         .await;
@@ -206,9 +221,11 @@ async fn me(
     BearerToken(token): BearerToken,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let validated = state.validated(&request_id, token).await?;
-    // The session usually comes with the user service's cached copy of its
-    // user: then neither the user service nor MySQL is asked.
-    if let Some(user) = validated.user {
+    // The session usually comes with the user service's copy of its user:
+    // then neither the user service nor MySQL is asked.
+    if !validated.user_copy.is_empty()
+        && let Some(user) = user_copy::decode(&validated.user_copy)
+    {
         return Ok(Json(json!({ "user": UserView::from(user) })));
     }
     let session = validated.session.ok_or_else(|| missing("session"))?;

@@ -19,21 +19,19 @@
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex, PoisonError, Weak},
-    time::Duration,
 };
 
-use prost::Message;
-use wxlogin_common::redis_guard::{RedisGuard, WeakRedisGuard};
+use wxlogin_common::{
+    redis_guard::{RedisGuard, WeakRedisGuard},
+    user_copy::{self, TTL},
+};
 use wxlogin_proto::user::v1::User;
-
-/// How long a copy lives after its last write.
-const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How many copies an outage may leave stale that are deleted when Redis
 /// is back; past that, the rest stay until they expire (logged once).
 const MAX_STALE: usize = 100_000;
 
-pub use wxlogin_common::user_copy::key;
+use wxlogin_common::user_copy::key;
 
 #[derive(Clone)]
 pub struct UserCache {
@@ -71,10 +69,15 @@ impl UserCache {
         })
     }
 
+    /// The connection, shared with the login journal's reader.
+    pub fn guard(&self) -> &RedisGuard {
+        &self.redis
+    }
+
     /// After a write: the copy becomes `user`.
     pub async fn written(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let body = user.encode_to_vec();
+        let body = user_copy::encode(user);
         let set: redis::RedisResult<()> = self
             .redis
             .run(async |conn| {
@@ -120,7 +123,7 @@ impl UserCache {
     /// After a lookup that the cache may lack: adds the copy if there is none.
     pub async fn looked_up(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let body = user.encode_to_vec();
+        let body = user_copy::encode(user);
         let added: redis::RedisResult<Option<String>> = self
             .redis
             .run(async |conn| {

@@ -32,6 +32,7 @@ pub mod crypto;
 pub mod entity;
 pub mod error;
 pub mod fields;
+pub mod journal;
 pub mod migration;
 pub mod repo;
 pub mod service;
@@ -57,7 +58,12 @@ pub struct Application {
     callers: Authenticator,
     watermark_max_age: Option<Duration>,
     cache: Option<cache::UserCache>,
+    redis_key_prefix: String,
 }
+
+/// How long stopping waits for the login journal's reader to store the
+/// batch in hand.
+const JOURNAL_DRAIN: Duration = Duration::from_secs(5);
 
 impl Application {
     /// Binds the listener, connects to the database and brings its schema up
@@ -112,6 +118,7 @@ impl Application {
                 ),
                 None => None,
             },
+            redis_key_prefix: config.redis_key_prefix,
         })
     }
 
@@ -140,6 +147,12 @@ impl Application {
         // packet count.
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         tracing::info!(addr = %self.local_addr, "user service listening");
+        let (stop_journal, journal_stopped) = tokio::sync::watch::channel(false);
+        let journal = self.cache.as_ref().map(|cache| {
+            let journal =
+                journal::Journal::new(cache.guard().clone(), &self.redis_key_prefix, repo.clone());
+            tokio::spawn(journal.run(journal_stopped))
+        });
         let api = UserApi::new(repo, self.auth, self.watermark_max_age, self.cache);
         let served = wxlogin_common::grpc::server()
             .layer(wxlogin_common::request_id::grpc_trace_layer("user"))
@@ -148,6 +161,16 @@ impl Application {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
 
+        // The journal's reader finishes the batch in hand while the pool is
+        // still open; what it has not read waits in Redis for the others.
+        let _ = stop_journal.send(true);
+        if let Some(journal) = journal
+            && tokio::time::timeout(JOURNAL_DRAIN, journal).await.is_err()
+        {
+            tracing::warn!(
+                "the login journal's reader did not stop in time; its batch is taken over by another instance later"
+            );
+        }
         readiness.abort();
         probe.abort();
         if self.probe_db.get_database_backend() != sea_orm::DbBackend::Sqlite

@@ -5,8 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, ExecResult,
+    ExprTrait, QueryFilter, QueryOrder, QueryTrait, Statement,
     sea_query::{Expr, Func, OnConflict},
 };
 
@@ -74,20 +74,7 @@ impl UserRepo {
         let now = now();
         let statement = upsert_statement(backend, appid, openid, unionid, now);
 
-        let mut attempt = 1;
-        let result = loop {
-            match self.db.execute_raw(statement.clone()).await {
-                Ok(result) => break result,
-                // The statement is idempotent in effect (its whole effect is
-                // one login), and a rolled-back attempt left nothing behind.
-                Err(error) if attempt < UPSERT_ATTEMPTS && is_lock_conflict(&error) => {
-                    tracing::debug!(attempt, %error, "upsert hit a lock conflict, retrying");
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
+        let result = self.execute_retrying(statement).await?;
 
         // MySQL counts 1 for a row inserted and 2 for a row updated (sqlx
         // sets CLIENT_FOUND_ROWS, and the login_count increment always
@@ -125,6 +112,43 @@ impl UserRepo {
             });
         }
         Ok(Upserted::Existing { id })
+    }
+
+    /// Runs `statement`, again when InnoDB rolled it back for a lock
+    /// conflict: a rolled-back attempt left nothing behind.
+    async fn execute_retrying(&self, statement: Statement) -> Result<ExecResult, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.db.execute_raw(statement.clone()).await {
+                Ok(result) => return Ok(result),
+                Err(error) if attempt < UPSERT_ATTEMPTS && is_lock_conflict(&error) => {
+                    tracing::debug!(attempt, %error, "a statement hit a lock conflict, retrying");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Records logins that were answered without a statement of their own
+    /// (see [`crate::journal`]): each user's `last_login_at` becomes the
+    /// latest of its own and the tally's, and its `login_count` grows by
+    /// the tally's count. One statement per [`TALLIES_PER_STATEMENT`]
+    /// users; tallies of users who have no row are dropped.
+    pub async fn record_logins(&self, tallies: &[LoginTally]) -> Result<(), Error> {
+        self.availability
+            .guard(async {
+                for chunk in tallies.chunks(TALLIES_PER_STATEMENT) {
+                    self.execute_retrying(record_logins_statement(
+                        self.db.get_database_backend(),
+                        chunk,
+                    ))
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// The row with this id, which must exist.
@@ -299,8 +323,54 @@ pub enum Upserted {
     Existing { id: i64 },
 }
 
-/// `INSERT ... ON DUPLICATE KEY UPDATE` with bound values.
-fn upsert_statement(
+/// Logins of one user to record (see [`UserRepo::record_logins`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginTally {
+    pub appid: String,
+    pub openid: String,
+    /// How many logins.
+    pub count: u32,
+    /// When the latest was.
+    pub last_at: DateTime<Utc>,
+}
+
+/// The most users one statement of [`UserRepo::record_logins`] updates.
+pub const TALLIES_PER_STATEMENT: usize = 500;
+
+/// One `UPDATE` of every tally's row, joined on the unique key (appid,
+/// openid) with the tallies as a derived table, with bound values.
+fn record_logins_statement(backend: DbBackend, tallies: &[LoginTally]) -> Statement {
+    let rows =
+        vec!["SELECT ? AS appid, ? AS openid, ? AS at, ? AS n"; tallies.len()].join(" UNION ALL ");
+    let sql = match backend {
+        DbBackend::Sqlite => format!(
+            "WITH t AS ({rows}) UPDATE users SET \
+               last_login_at = MAX(last_login_at, (SELECT at FROM t WHERE t.appid = users.appid AND t.openid = users.openid)), \
+               login_count = login_count + (SELECT n FROM t WHERE t.appid = users.appid AND t.openid = users.openid) \
+             WHERE (appid, openid) IN (SELECT appid, openid FROM t)"
+        ),
+        _ => format!(
+            "UPDATE `users` JOIN ({rows}) AS t \
+               ON `users`.`appid` = t.appid AND `users`.`openid` = t.openid \
+             SET `users`.`last_login_at` = GREATEST(`users`.`last_login_at`, t.at), \
+               `users`.`login_count` = `users`.`login_count` + t.n"
+        ),
+    };
+    let values = tallies.iter().flat_map(|tally| {
+        [
+            tally.appid.clone().into(),
+            tally.openid.clone().into(),
+            tally.last_at.trunc_subsecs(6).into(),
+            i64::from(tally.count).into(),
+        ]
+    });
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The user service's upsert of a login: `INSERT ... ON DUPLICATE KEY
+/// UPDATE` with bound values. Public for the benchmark's floor, which must
+/// run the very statement the service runs.
+pub fn upsert_statement(
     backend: DbBackend,
     appid: &str,
     openid: &str,
@@ -347,7 +417,7 @@ fn upsert_statement(
 
 /// Now, at the precision `DATETIME(6)` stores, so that what is written is
 /// what is read back.
-fn now() -> DateTime<Utc> {
+pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 

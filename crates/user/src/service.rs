@@ -6,7 +6,10 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
 use tonic::transport::Channel;
-use wxlogin_common::grpc::{self, Upstream};
+use wxlogin_common::{
+    grpc::{self, Upstream},
+    user_copy,
+};
 use wxlogin_proto::{
     auth::v1::{CheckSessionRequest, GetSessionKeyRequest, auth_service_client::AuthServiceClient},
     reason::{self, Reason},
@@ -78,8 +81,8 @@ impl UserApi {
     /// the row (and the copy gets it). The caller's copy is the cache's
     /// content as auth read it in this very login, so reading the cache
     /// again could only find the same.
-    async fn returning(&self, login: Returning<'_>, cached: Option<User>) -> Result<User, Error> {
-        match cached.filter(|user| login.holds(user)) {
+    async fn returning(&self, login: Returning<'_>, copy: &[u8]) -> Result<User, Error> {
+        match login.login.copy(copy).filter(|user| login.holds(user)) {
             Some(user) => Ok(user),
             None => Ok(self.written(self.repo.row(login.id).await?).await),
         }
@@ -208,7 +211,7 @@ impl UserApi {
             // WeChat only. What goes unrecorded is the login itself
             // (`last_login_at`, `login_count`), which no answer shows.
             Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
-                let Some(user) = request.cached.filter(|copy| login.holds(copy)) else {
+                let Some(user) = login.copy(&request.cached_copy) else {
                     return Err(error);
                 };
                 span.record("degraded", true);
@@ -224,7 +227,7 @@ impl UserApi {
         let (user, created) = match upserted {
             Upserted::Row { user, created } => (self.written(*user).await, created),
             Upserted::Existing { id } => (
-                self.returning(Returning { id, login }, request.cached)
+                self.returning(Returning { id, login }, &request.cached_copy)
                     .await?,
                 false,
             ),
@@ -502,13 +505,14 @@ struct Login<'a> {
 }
 
 impl Login<'_> {
-    /// Whether a cached copy is this user and the login changes nothing it
-    /// holds, so that the copy is the user as this login leaves them.
-    fn holds(&self, user: &User) -> bool {
-        user.appid == self.appid
-            && user.openid == self.openid
-            // The login may backfill the unionid the copy lacks.
-            && (self.unionid.is_none() || user.unionid.is_some())
+    /// The user in the caller's copy (empty when it has none), if the copy
+    /// is this user as this login leaves them.
+    fn copy(&self, copy: &[u8]) -> Option<User> {
+        if copy.is_empty() {
+            return None;
+        }
+        user_copy::decode(copy)
+            .filter(|user| user_copy::answers_login(user, self.appid, self.openid, self.unionid))
     }
 }
 
@@ -519,9 +523,9 @@ struct Returning<'a> {
 }
 
 impl Returning<'_> {
-    /// Whether a cached copy is this user as the upsert left them.
+    /// Whether a copy that answers the login is of this row.
     fn holds(&self, user: &User) -> bool {
-        u64::try_from(self.id).is_ok_and(|id| id == user.id) && self.login.holds(user)
+        u64::try_from(self.id).is_ok_and(|id| id == user.id)
     }
 }
 

@@ -13,6 +13,7 @@ use tonic::{Code, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use wxlogin_common::user_copy;
 use wxlogin_proto::{
     reason::{self, Reason},
     user::v1::{
@@ -80,7 +81,7 @@ async fn the_same_openid_in_another_app_is_another_user() {
             appid: "wx-other-app".into(),
             openid: "o-shared".into(),
             unionid: None,
-            cached: None,
+            cached_copy: Vec::new(),
         })
         .await
         .expect("upsert")
@@ -202,7 +203,7 @@ async fn a_returning_login_answers_the_callers_copy_only_when_it_is_current() {
         appid: APPID.into(),
         openid: "o-copy".into(),
         unionid: unionid.map(str::to_owned),
-        cached: Some(cached),
+        cached_copy: user_copy::encode(&cached),
     };
     let cases = [
         ("current copy", login(None, copy(&|_| {})), true),
@@ -318,7 +319,7 @@ async fn malformed_upserts_are_invalid_arguments() {
                 appid,
                 openid,
                 unionid,
-                cached: None,
+                cached_copy: Vec::new(),
             })
             .await
             .expect_err(case);
@@ -343,7 +344,7 @@ async fn the_longest_values_fit() {
             appid: "a".repeat(64),
             openid: "微".repeat(128),
             unionid: Some("u".repeat(128)),
-            cached: None,
+            cached_copy: Vec::new(),
         })
         .await;
 
@@ -389,7 +390,7 @@ async fn concurrent_first_logins_make_one_user() {
                     appid: APPID.into(),
                     openid: "o-stampede".into(),
                     unionid: Some("u-stampede".into()),
-                    cached: None,
+                    cached_copy: Vec::new(),
                 })
                 .await
         });
@@ -430,7 +431,7 @@ async fn callers_without_the_internal_credential_are_refused() {
         appid: APPID.into(),
         openid: "o-intruder".into(),
         unionid: None,
-        cached: None,
+        cached_copy: Vec::new(),
     };
 
     // Act
@@ -521,7 +522,7 @@ async fn while_mysql_is_down_new_users_fail_fast_returning_users_log_in_from_the
         appid: APPID.into(),
         openid: "o-returning".into(),
         unionid: None,
-        cached,
+        cached_copy: cached.as_ref().map(user_copy::encode).unwrap_or_default(),
     };
     let mut health = app.health().await;
 

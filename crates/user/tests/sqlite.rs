@@ -38,7 +38,7 @@ async fn upserts_on_sqlite_keep_their_guarantees() {
             appid: "wxa".into(),
             openid: "o_sqlite".into(),
             unionid: unionid.map(str::to_owned),
-            cached: None,
+            cached_copy: Vec::new(),
         };
         async move { client.upsert_user(request).await.unwrap().into_inner() }
     };

@@ -111,14 +111,33 @@ impl std::fmt::Debug for CachedToken {
     }
 }
 
+/// A login's sealed outcome (see [`crate::sealed_outcome`]), to record in
+/// its code's slot for `ttl`.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedOutcome<'a> {
+    pub slot: &'a str,
+    pub sealed: &'a str,
+    pub ttl: Duration,
+}
+
+/// What opening a session found of its user.
+#[derive(Debug, Clone, Default)]
+pub struct Opened {
+    /// The user service's copy of the user (opaque; see
+    /// `wxlogin_common::user_copy`), when the store has one.
+    pub copy: Option<Vec<u8>>,
+    /// Whether the copy answers the login, which the store journaled.
+    pub recorded: bool,
+}
+
 /// A live session and how long it has left if unused.
 #[derive(Debug, Clone)]
 pub struct LiveSession {
     pub record: SessionRecord,
     pub expires_in: Duration,
-    /// The user service's cached copy of the session's user (an encoded
-    /// `wxlogin.user.v1.User`), when the store has one.
-    pub user: Option<Vec<u8>>,
+    /// The user service's copy of the session's user (opaque; see
+    /// `wxlogin_common::user_copy`), when the store has one.
+    pub user_copy: Option<Vec<u8>>,
 }
 
 impl LiveSession {
@@ -134,7 +153,7 @@ impl LiveSession {
         Some(LiveSession {
             record,
             expires_in: left.min(policy.idle_ttl),
-            user: None,
+            user_copy: None,
         })
     }
 }
@@ -177,22 +196,34 @@ impl SessionStore {
         }
     }
 
-    /// Stores the user's latest session_key and opens a session, atomically.
-    /// Answers the user service's cached copy of the session's user (encoded
-    /// `wxlogin.user.v1.User`), read in the same round trip, when the store
-    /// is Redis and the copy exists: the login passes it on to the user
-    /// service, which then needs no read of its own.
+    /// Stores the user's latest session_key, opens a session and records
+    /// the login's sealed `outcome` for other submissions of its code, all
+    /// atomically. With Redis, the same round trip reads the user service's
+    /// copy of the user and, when the copy answers the login
+    /// ([`user_copy::answers_login`](wxlogin_common::user_copy::answers_login)),
+    /// journals the login for the user service: the caller then answers
+    /// from the copy alone. The in-process store has no copies.
     pub async fn create(
         &self,
         token: &Token,
         record: &SessionRecord,
         session_key: &SessionKey,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+        outcome: Option<SealedOutcome<'_>>,
+    ) -> Result<Opened, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.create(token, record, session_key).await,
+            SessionStore::Redis(store) => store.create(token, record, session_key, outcome).await,
             SessionStore::Memory(store) => {
                 store.create(token, record, session_key);
-                Ok(None)
+                if let Some(outcome) = outcome {
+                    store.record_exchange(
+                        &record.appid,
+                        outcome.slot,
+                        outcome.sealed,
+                        outcome.ttl,
+                        true,
+                    );
+                }
+                Ok(Opened::default())
             }
         }
     }

@@ -27,7 +27,8 @@ use wxlogin_common::{ExposeSecret, SecretString, redis_guard::RedisGuard, user_c
 use wxlogin_wechat::SessionKey;
 
 use super::{
-    CachedToken, ExchangeSlot, LiveSession, SEALED, SessionRecord, StoreError, now_unix_ms,
+    CachedToken, ExchangeSlot, LiveSession, Opened, SEALED, SealedOutcome, SessionRecord,
+    StoreError, now_unix_ms,
 };
 
 /// GETEX the session, then GET `<prefix>user:<appid>:<openid>` it names.
@@ -42,6 +43,28 @@ static TOUCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
           return {body}",
     )
 });
+/// Opens a session (see [`RedisStore::create`]): KEYS are the user's
+/// session_key, the session, the code's slot, the user's copy and the login
+/// journal; answers `{}` without a copy, else `{copy, '1'}` when the copy
+/// answers the login (which is then journaled) or `{copy}`.
+static CREATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"{}
+          redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+          redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+          if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6]) end
+          local copy = redis.call('GET', KEYS[4])
+          if not copy then return {{}} end
+          if not answers_login(copy, ARGV[7]) then return {{copy}} end
+          redis.call('XADD', KEYS[5], '*', '{}', ARGV[8], '{}', ARGV[9], '{}', ARGV[10])
+          return {{copy, '1'}}",
+        user_copy::ANSWERS_LOGIN_LUA,
+        user_copy::journal_field::APPID,
+        user_copy::journal_field::OPENID,
+        user_copy::journal_field::AT_MS,
+    ))
+});
+
 /// Takes a code's slot unless it holds something, which it answers.
 static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -138,37 +161,54 @@ impl RedisStore {
         format!("{}session_key:{appid}:{openid}", self.prefix)
     }
 
-    /// Stores the user's latest session_key and opens a session, in one
-    /// atomic round trip, which also reads the user service's cached copy of
-    /// the user (see [`SessionStore::create`](super::SessionStore::create)).
+    /// Stores the user's latest session_key, opens a session and records
+    /// the login's sealed outcome, in one atomic round trip, which also
+    /// reads the user service's copy of the user and journals the login
+    /// when the copy answers it (see
+    /// [`SessionStore::create`](super::SessionStore::create)).
     pub async fn create(
         &self,
         token: &Token,
         record: &SessionRecord,
         session_key: &SessionKey,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+        outcome: Option<SealedOutcome<'_>>,
+    ) -> Result<Opened, StoreError> {
         let body = serde_json::to_string(record)?;
-        let pipe = redis::pipe()
-            .atomic()
-            .set_ex(
-                self.session_key_key(&record.appid, &record.openid),
-                session_key.expose(),
-                self.policy.max_lifetime.as_secs(),
-            )
-            .ignore()
-            .set_ex(
-                self.session_entry(token),
-                body,
-                self.policy.idle_ttl.as_secs(),
-            )
-            .ignore()
-            .get(user_copy::key(&self.prefix, &record.appid, &record.openid))
-            .clone();
-        let (user,): (Option<Vec<u8>>,) = self
+        let (slot, sealed, slot_ttl) = match outcome {
+            Some(outcome) => (
+                self.login_key(&record.appid, outcome.slot),
+                format!("{SEALED}{}", outcome.sealed),
+                millis(outcome.ttl),
+            ),
+            None => (self.login_key(&record.appid, "-"), String::new(), 1),
+        };
+        let found: Vec<Vec<u8>> = self
             .redis
-            .run(async |conn| pipe.query_async(conn).await)
+            .run(async |conn| {
+                CREATE
+                    .key(self.session_key_key(&record.appid, &record.openid))
+                    .key(self.session_entry(token))
+                    .key(&slot)
+                    .key(user_copy::key(&self.prefix, &record.appid, &record.openid))
+                    .key(user_copy::journal_key(&self.prefix))
+                    .arg(session_key.expose())
+                    .arg(self.policy.max_lifetime.as_secs())
+                    .arg(&body)
+                    .arg(self.policy.idle_ttl.as_secs())
+                    .arg(&sealed)
+                    .arg(slot_ttl)
+                    .arg(record.unionid.as_deref().unwrap_or(""))
+                    .arg(&record.appid)
+                    .arg(&record.openid)
+                    .arg(record.created_at_ms)
+                    .invoke_async(conn)
+                    .await
+            })
             .await?;
-        Ok(user)
+        let mut found = found.into_iter();
+        let copy = found.next();
+        let recorded = found.next().is_some_and(|flag| flag == b"1");
+        Ok(Opened { copy, recorded })
     }
 
     /// The session `token` names, if it is live; using it starts its idle
@@ -198,7 +238,10 @@ impl RedisStore {
         let record: SessionRecord = serde_json::from_slice(&found[0])?;
         let live = LiveSession::at(record, now_unix_ms(), self.policy);
         match live {
-            Some(live) => Ok(Some(LiveSession { user, ..live })),
+            Some(live) => Ok(Some(LiveSession {
+                user_copy: user,
+                ..live
+            })),
             None => {
                 let _: () = self.redis.run(async |conn| conn.del(&key).await).await?;
                 Ok(None)

@@ -69,7 +69,7 @@ impl Floor {
                 ..Session::default()
             }),
             expires_in: 0,
-            user: None,
+            user_copy: Vec::new(),
         }))
     }
 }

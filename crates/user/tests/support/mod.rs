@@ -111,7 +111,7 @@ impl TestApp {
                 appid: APPID.into(),
                 openid: openid.into(),
                 unionid: unionid.map(str::to_owned),
-                cached: None,
+                cached_copy: Vec::new(),
             })
             .await
             .map(tonic::Response::into_inner)
