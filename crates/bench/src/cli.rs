@@ -122,6 +122,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1000, value_parser = parse_at_least_one)]
     pub users: usize,
 
+    /// The simulator's added latency in the slow-wechat scenario, in ms.
+    #[arg(long, default_value_t = 50)]
+    pub slow_wechat_ms: u64,
+
+    /// Logins in flight in the slow-wechat scenario.
+    #[arg(long, default_value_t = 1024, value_parser = parse_concurrency)]
+    pub slow_wechat_in_flight: usize,
+
     /// Logged-in users whose tokens `/v1/me`, profile and the HTTP floor cycle
     /// through.
     #[arg(long, default_value_t = 256, value_parser = parse_at_least_one)]
@@ -148,15 +156,19 @@ pub enum Scenario {
     Profile,
     /// 10% returning logins, 90% `GET /v1/me`.
     Mixed,
+    /// Returning logins with WeChat answering after `--slow-wechat-ms` and
+    /// `--slow-wechat-in-flight` logins in flight.
+    SlowWechat,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::FirstLogin,
         Scenario::ReturningLogin,
         Scenario::Me,
         Scenario::Profile,
         Scenario::Mixed,
+        Scenario::SlowWechat,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +178,7 @@ impl Scenario {
             Scenario::Me => "me",
             Scenario::Profile => "profile",
             Scenario::Mixed => "mixed",
+            Scenario::SlowWechat => "slow-wechat",
         }
     }
 }

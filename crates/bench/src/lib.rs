@@ -81,6 +81,13 @@ impl Runner {
         watched.into()
     }
 
+    /// The wxlogin processes it watches.
+    pub fn services(&self) -> impl Iterator<Item = &Watched> {
+        self.watched
+            .iter()
+            .filter(|watched| watched.role == Role::Service)
+    }
+
     /// The same runner, watching every process the environment has now.
     pub fn watching(&self, env: &Environment) -> Runner {
         Runner {

@@ -149,15 +149,54 @@ impl TestRedisPrefix {
             .expect("KEYS");
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let value: Option<String> = redis::cmd("GET")
+            let kind: String = redis::cmd("TYPE")
                 .arg(&key)
                 .query_async(&mut conn)
                 .await
-                .unwrap_or(None);
+                .expect("TYPE");
+            let value = match kind.as_str() {
+                "string" => redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                    .await
+                    .expect("GET")
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                "stream" => {
+                    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg("-")
+                        .arg("+")
+                        .query_async(&mut conn)
+                        .await
+                        .expect("XRANGE");
+                    Some(render_stream(&entries))
+                }
+                // Gone meanwhile (expired), or a type wxlogin does not write.
+                _ => None,
+            };
             out.push((key, value));
         }
         out
     }
+}
+
+/// A stream's entries as text: `id field=value ...`, one line each.
+fn render_stream(entries: &redis::streams::StreamRangeReply) -> String {
+    let mut text = String::new();
+    for entry in &entries.ids {
+        text.push_str(&entry.id);
+        let mut fields: Vec<_> = entry.map.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        for (field, value) in fields {
+            let value = match value {
+                redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                other => format!("{other:?}"),
+            };
+            text.push_str(&format!(" {field}={value}"));
+        }
+        text.push('\n');
+    }
+    text
 }
 
 impl TestRedisPrefix {

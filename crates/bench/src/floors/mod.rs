@@ -5,7 +5,9 @@
 //! - `mysql-upsert-new` / `mysql-upsert-existing`: the user service's
 //!   `INSERT … ON DUPLICATE KEY UPDATE` on a `users` table made by its own
 //!   migrations, through a sea-orm/sqlx pool of the same size, for new
-//!   openids and for existing rows. (The service also reads the row back.)
+//!   openids and for existing rows: the statement `wxlogin_user::repo` builds
+//!   and a first login runs (a returning login answered from the copy runs
+//!   none).
 //! - `redis-set-ex` / `redis-get`: one command each, on one multiplexed
 //!   connection as auth has.
 //! - `http-grpc-redis`: `GET /v1/me` on a minimal axum server whose handler
@@ -38,15 +40,6 @@ use crate::{
     scenarios::Me,
 };
 
-/// The user service's upsert, as `wxlogin_user::repo` builds it.
-const UPSERT: &str = "INSERT INTO `users` \
-    (`appid`, `openid`, `unionid`, `created_at`, `updated_at`, `last_login_at`, `login_count`) \
-    VALUES (?, ?, ?, ?, ?, ?, ?) \
-    ON DUPLICATE KEY UPDATE `id` = LAST_INSERT_ID(`id`), \
-    `unionid` = COALESCE(`users`.`unionid`, VALUES(`unionid`)), \
-    `last_login_at` = VALUES(`last_login_at`), `updated_at` = VALUES(`updated_at`), \
-    `login_count` = `login_count` + 1";
-
 /// About the size of a session record in auth's Redis.
 const SESSION_VALUE: &str = r#"{"appid":"wx0123456789abcdef","openid":"oBench000000000000000000000000","unionid":null,"created_at_ms":1764036000000,"absolute_expires_at_ms":1766628000000,"key_version":"0123456789abcdef"}"#;
 
@@ -64,20 +57,15 @@ fn new_openid() -> String {
     openid
 }
 
+/// The user service's upsert of a login of `openid`: the very statement
+/// `wxlogin_user::repo` runs.
 fn upsert_statement(openid: String) -> Statement {
-    let now = chrono::Utc::now();
-    Statement::from_sql_and_values(
+    wxlogin_user::repo::upsert_statement(
         DbBackend::MySql,
-        UPSERT,
-        [
-            DEFAULT_APPID.into(),
-            openid.into(),
-            Option::<String>::None.into(),
-            now.into(),
-            now.into(),
-            now.into(),
-            1_i64.into(),
-        ],
+        DEFAULT_APPID,
+        &openid,
+        None,
+        wxlogin_user::repo::now(),
     )
 }
 
