@@ -61,37 +61,6 @@ async fn a_returning_user_keeps_the_id_and_gets_a_new_token() {
     }
 }
 
-/// The user's recorded logins: how many, and whether the latest is later
-/// than the registration.
-async fn recorded_logins(app: &TestApp, openid: &str) -> (i64, bool) {
-    let db = app.database().await;
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "SELECT CAST(login_count AS SIGNED) AS n, \
-             CASE WHEN last_login_at > created_at THEN 1 ELSE 0 END AS later \
-             FROM users WHERE openid = ?",
-            [openid.into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let later: i64 = row.try_get("", "later").unwrap();
-    (row.try_get("", "n").unwrap(), later == 1)
-}
-
-/// Waits (up to 10 s) until the user has `count` recorded logins.
-async fn wait_for_recorded_logins(app: &TestApp, openid: &str, count: i64) -> (i64, bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let recorded = recorded_logins(app, openid).await;
-        if recorded.0 >= count || std::time::Instant::now() > deadline {
-            return recorded;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_returning_login_is_recorded_even_while_the_user_service_is_down() {
     let mut app = TestApp::spawn().await;
@@ -111,7 +80,7 @@ async fn a_returning_login_is_recorded_even_while_the_user_service_is_down() {
     assert_eq!(second["created"], false);
     assert_eq!(second["user"], registered["user"]);
     assert_eq!(
-        wait_for_recorded_logins(&app, &first.openid, 2).await,
+        app.wait_for_recorded_logins(&first.openid, 2).await,
         (2, true)
     );
 
@@ -129,10 +98,10 @@ async fn a_returning_login_is_recorded_even_while_the_user_service_is_down() {
     let third: Value = login.json().await.unwrap();
     assert_eq!(third["user"], registered["user"]);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(recorded_logins(&app, &first.openid).await.0, 2);
+    assert_eq!(app.recorded_logins(&first.openid).await.0, 2);
     app.restart_user_service().await;
     assert_eq!(
-        wait_for_recorded_logins(&app, &first.openid, 3).await,
+        app.wait_for_recorded_logins(&first.openid, 3).await,
         (3, true)
     );
 }

@@ -152,4 +152,10 @@ async fn seen_from_the_gateway(app: &TestApp, outage: Outage<'_>) {
     assert_eq!(body["status"], "ready", "{body}");
     let later = app.login_ok(&returning().code).await;
     assert_eq!(later["user"]["id"], registered["user"]["id"]);
+    // The login made while MySQL was down is recorded too, now that it is
+    // back (it waited in Redis): the registration, that one and the last.
+    assert_eq!(
+        app.wait_for_recorded_logins(&first.openid, 3).await,
+        (3, true)
+    );
 }

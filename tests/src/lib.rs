@@ -539,6 +539,39 @@ impl TestApp {
             .expect("connect to the test database")
     }
 
+    /// The user's recorded logins (`login_count`), and whether the latest
+    /// (`last_login_at`) is later than the registration.
+    pub async fn recorded_logins(&self, openid: &str) -> (i64, bool) {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = self.database().await;
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                "SELECT CAST(login_count AS SIGNED) AS n, \
+                 CASE WHEN last_login_at > created_at THEN 1 ELSE 0 END AS later \
+                 FROM users WHERE openid = ?",
+                [openid.into()],
+            ))
+            .await
+            .expect("read the user's logins")
+            .expect("the user has a row");
+        let later: i64 = row.try_get("", "later").expect("later");
+        (row.try_get("", "n").expect("login_count"), later == 1)
+    }
+
+    /// [`recorded_logins`](Self::recorded_logins) once it counts `count`
+    /// logins, or after 10 s.
+    pub async fn wait_for_recorded_logins(&self, openid: &str, count: i64) -> (i64, bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let recorded = self.recorded_logins(openid).await;
+            if recorded.0 >= count || std::time::Instant::now() > deadline {
+                return recorded;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the user service (and waits until it is gone).
     pub async fn stop_user_service(&mut self) {
         self.user.stop().await;

@@ -433,12 +433,14 @@ async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
-    // Arrange: tokens live 2 s, so the cache asks for a refresh after 1 s.
+    // Arrange: tokens live 6 s, so the cache asks for a refresh after 3 s
+    // (and for the next one 3 s after that: time enough for the calls on a
+    // busy machine).
     let h = start().await;
     let second = instance(&h.sim, &h._redis).await;
     h.sim
         .sim
-        .set_access_token_ttl(std::time::Duration::from_secs(2));
+        .set_access_token_ttl(std::time::Duration::from_secs(6));
     let minted = h.sim.sim.mint_code(MintCode::default());
     let token = h
         .client
@@ -464,7 +466,7 @@ async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
     assert_eq!(h.sim.sim.stable_token_calls(), 1);
 
     // Act: ten calls on two instances inside the refresh window.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     let calls = (0..10).map(|i| {
         phone(if i % 2 == 0 {
             h.client.clone()

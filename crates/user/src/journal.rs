@@ -57,8 +57,8 @@ impl Journal {
         }
     }
 
-    /// Stores journaled logins until `stop` turns true; the batch in hand
-    /// when it does is finished first.
+    /// Stores journaled logins until `stop` turns true (or its sender is
+    /// dropped); the batch in hand when it does is finished first.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         // Entries delivered to this consumer and not yet stored: none for a
         // new consumer, but every failure leaves some.
@@ -76,7 +76,8 @@ impl Journal {
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+                // The service is gone without saying so: so is the reader.
+                changed = stop.changed() => if changed.is_err() { return },
             }
         }
     }
