@@ -50,6 +50,19 @@ pub enum Error {
     InvalidRedisUrl,
 }
 
+impl Error {
+    /// This error again, for another caller of the statement that failed
+    /// (gathered upserts share one).
+    pub(crate) fn for_another(&self) -> Error {
+        match self {
+            Error::DatabaseDown => Error::DatabaseDown,
+            Error::DatabaseUnavailable(error) => Error::DatabaseUnavailable(error.clone()),
+            Error::Database(error) => Error::Database(error.clone()),
+            other => Error::Database(DbErr::Custom(other.to_string())),
+        }
+    }
+}
+
 impl From<DbErr> for Error {
     fn from(error: DbErr) -> Self {
         if is_unavailable(&error) {

@@ -1,14 +1,22 @@
 //! The users table: registering a user and looking one up.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, ExecResult,
-    ExprTrait, QueryFilter, QueryOrder, QueryTrait, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    ExecResult, ExprTrait, QueryFilter, QueryOrder, QueryTrait, Statement,
     sea_query::{Expr, Func, OnConflict},
 };
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
     availability::Availability,
@@ -30,11 +38,48 @@ const LOCK_CONFLICTS: [u16; 2] = [1205, 1213];
 pub struct UserRepo {
     db: DatabaseConnection,
     availability: Availability,
+    /// Gathers concurrent upserts into multi-row statements (MySQL only).
+    gatherer: Option<mpsc::UnboundedSender<Waiting>>,
+}
+
+/// The most logins one gathered statement carries.
+const MAX_GATHERED: usize = 64;
+/// How many gathered statements run at once. While they all run, new
+/// logins wait and are gathered: the busier the database, the larger the
+/// statements, and the fewer commits per login.
+const GATHERED_AT_ONCE: usize = 2;
+
+/// One login's upsert.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LoginOf {
+    appid: String,
+    openid: String,
+    unionid: Option<String>,
+}
+
+/// An upsert waiting to be gathered, and where its answer goes.
+#[derive(Debug)]
+struct Waiting {
+    login: LoginOf,
+    answer: oneshot::Sender<Result<Upserted, Error>>,
 }
 
 impl UserRepo {
+    /// The repository on `db`. On MySQL it starts the task that gathers
+    /// concurrent upserts (so it must be called inside a tokio runtime);
+    /// the task ends with the last clone.
     pub fn new(db: DatabaseConnection, availability: Availability) -> Self {
-        UserRepo { db, availability }
+        let mut repo = UserRepo {
+            db,
+            availability,
+            gatherer: None,
+        };
+        if repo.db.get_database_backend() == DbBackend::MySql {
+            let (queue, waiting) = mpsc::unbounded_channel();
+            tokio::spawn(gather(repo.clone(), waiting));
+            repo.gatherer = Some(queue);
+        }
+        repo
     }
 
     /// Registers (appid, openid), or records another login of the user who
@@ -46,15 +91,68 @@ impl UserRepo {
     /// kept, both when a later call has none and when it has a different one:
     /// WeChat never changes a user's unionid, so a different value is a
     /// caller's bug, and the first value is the one other records point to.
+    ///
+    /// On MySQL, upserts that arrive while earlier ones run are gathered
+    /// into one multi-row statement (then the rows are read back in one
+    /// more), which keeps the promises above: a batch never holds one user
+    /// twice.
     pub async fn upsert(
         &self,
         appid: &str,
         openid: &str,
         unionid: Option<&str>,
     ) -> Result<Upserted, Error> {
+        if let Some(gatherer) = &self.gatherer {
+            let (answer, answered) = oneshot::channel();
+            let login = LoginOf {
+                appid: appid.to_owned(),
+                openid: openid.to_owned(),
+                unionid: unionid.map(str::to_owned),
+            };
+            if gatherer.send(Waiting { login, answer }).is_ok()
+                && let Ok(upserted) = answered.await
+            {
+                return upserted;
+            }
+        }
         self.availability
             .guard(self.upsert_now(appid, openid, unionid))
             .await
+    }
+
+    /// Upserts several distinct users in two statements: the multi-row
+    /// upsert, then a read of their rows. A row is new when its
+    /// `created_at` is this statement's own `now` (unique in this process).
+    async fn upsert_many(&self, logins: &[LoginOf]) -> Result<Vec<Upserted>, Error> {
+        let backend = self.db.get_database_backend();
+        let now = unique_now();
+        self.execute_retrying(upsert_many_statement(backend, logins, now))
+            .await?;
+        let rows = user::Entity::find()
+            .from_raw_sql(rows_of_statement(backend, logins))
+            .all(&self.db)
+            .await?;
+        let mut rows: HashMap<(String, String), user::Model> = rows
+            .into_iter()
+            .map(|row| ((row.appid.clone(), row.openid.clone()), row))
+            .collect();
+        logins
+            .iter()
+            .map(|login| {
+                let row = rows
+                    .remove(&(login.appid.clone(), login.openid.clone()))
+                    .ok_or_else(|| {
+                        Error::Database(DbErr::RecordNotFound(
+                            "a user vanished right after its upsert".into(),
+                        ))
+                    })?;
+                let created = row.created_at == now;
+                Ok(Upserted::Row {
+                    user: Box::new(row),
+                    created,
+                })
+            })
+            .collect()
     }
 
     async fn upsert_now(
@@ -323,6 +421,101 @@ pub enum Upserted {
     Existing { id: i64 },
 }
 
+/// Takes waiting upserts and runs them, [`GATHERED_AT_ONCE`] statements at
+/// a time, each with every upsert that waited (up to [`MAX_GATHERED`], one
+/// per user: a second login of a user waits for the next statement).
+async fn gather(repo: UserRepo, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
+    // The task holds no sender: it ends when the last clone of the repo
+    // (but its own) is gone.
+    let repo = UserRepo {
+        gatherer: None,
+        ..repo
+    };
+    let slots = Arc::new(Semaphore::new(GATHERED_AT_ONCE));
+    let mut later: VecDeque<Waiting> = VecDeque::new();
+    loop {
+        let first = match later.pop_front() {
+            Some(first) => first,
+            None => match waiting.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut users = HashSet::from([(first.login.appid.clone(), first.login.openid.clone())]);
+        let mut batch = vec![first];
+        let mut add = |next: Waiting, batch: &mut Vec<Waiting>, later: &mut VecDeque<Waiting>| {
+            if users.insert((next.login.appid.clone(), next.login.openid.clone())) {
+                batch.push(next);
+            } else {
+                later.push_back(next);
+            }
+        };
+        for _ in 0..later.len() {
+            if batch.len() == MAX_GATHERED {
+                break;
+            }
+            if let Some(next) = later.pop_front() {
+                add(next, &mut batch, &mut later);
+            }
+        }
+        while batch.len() < MAX_GATHERED
+            && let Ok(next) = waiting.try_recv()
+        {
+            add(next, &mut batch, &mut later);
+        }
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            run_gathered(&repo, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Runs one gathered batch and answers each of its upserts.
+async fn run_gathered(repo: &UserRepo, batch: Vec<Waiting>) {
+    if let [only] = &batch[..] {
+        let login = &only.login;
+        let upserted = repo
+            .availability
+            .guard(repo.upsert_now(&login.appid, &login.openid, login.unionid.as_deref()))
+            .await;
+        if let Some(only) = batch.into_iter().next() {
+            let _ = only.answer.send(upserted);
+        }
+        return;
+    }
+    let logins: Vec<LoginOf> = batch.iter().map(|waiting| waiting.login.clone()).collect();
+    tracing::debug!(users = logins.len(), "one statement for gathered upserts");
+    match repo.availability.guard(repo.upsert_many(&logins)).await {
+        Ok(upserted) => {
+            for (waiting, upserted) in batch.into_iter().zip(upserted) {
+                let _ = waiting.answer.send(Ok(upserted));
+            }
+        }
+        Err(error) => {
+            for waiting in batch {
+                let _ = waiting.answer.send(Err(error.for_another()));
+            }
+        }
+    }
+}
+
+/// [`now`], but never the same value twice in this process: a gathered
+/// upsert tells the rows it inserted by their `created_at`.
+fn unique_now() -> DateTime<Utc> {
+    static LAST_MICROS: AtomicI64 = AtomicI64::new(0);
+    let micros = now().timestamp_micros();
+    let previous = LAST_MICROS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(Ord::max(micros, last + 1))
+        })
+        .unwrap_or(micros);
+    DateTime::from_timestamp_micros(Ord::max(micros, previous + 1)).unwrap_or_else(now)
+}
+
 /// Logins of one user to record (see [`UserRepo::record_logins`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginTally {
@@ -387,12 +580,23 @@ pub fn upsert_statement(
         login_count: Set(1),
         ..Default::default()
     };
-    // MySQL applies the assignments left to right. `VALUES(col)` is the
-    // value this statement tried to insert.
-    // A login is no change of the user's data: `updated_at` moves only when
-    // the statement backfills the unionid (so it is set before `unionid`).
-    let on_duplicate = OnConflict::columns([user::Column::Appid, user::Column::Openid])
-        .value(user::Column::Id, Expr::cust("LAST_INSERT_ID(`id`)"))
+    user::Entity::insert(row)
+        .on_conflict(on_duplicate(true))
+        .build(backend)
+}
+
+/// What a login does to the row it finds on (appid, openid). MySQL applies
+/// the assignments left to right; `VALUES(col)` is the value the statement
+/// tried to insert. A login is no change of the user's data: `updated_at`
+/// moves only when the statement backfills the unionid (so it is set before
+/// `unionid`). With `insert_id`, `id = LAST_INSERT_ID(id)` makes an
+/// existing row's id the statement's insert id (one row per statement).
+fn on_duplicate(insert_id: bool) -> OnConflict {
+    let mut on_duplicate = OnConflict::columns([user::Column::Appid, user::Column::Openid]);
+    if insert_id {
+        on_duplicate.value(user::Column::Id, Expr::cust("LAST_INSERT_ID(`id`)"));
+    }
+    on_duplicate
         .value(
             user::Column::UpdatedAt,
             Expr::cust(
@@ -409,10 +613,38 @@ pub fn upsert_statement(
             user::Column::LoginCount,
             Expr::col(user::Column::LoginCount).add(1),
         )
-        .to_owned();
-    user::Entity::insert(row)
-        .on_conflict(on_duplicate)
+        .to_owned()
+}
+
+/// [`upsert_statement`] for several users at once (distinct (appid,
+/// openid) pairs), without the insert id: the rows are read back after.
+fn upsert_many_statement(backend: DbBackend, logins: &[LoginOf], now: DateTime<Utc>) -> Statement {
+    let rows = logins.iter().map(|login| user::ActiveModel {
+        appid: Set(login.appid.clone()),
+        openid: Set(login.openid.clone()),
+        unionid: Set(login.unionid.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_login_at: Set(now),
+        login_count: Set(1),
+        ..Default::default()
+    });
+    user::Entity::insert_many(rows)
+        .on_conflict(on_duplicate(false))
         .build(backend)
+}
+
+/// The rows of `logins`, on the unique key.
+fn rows_of_statement(backend: DbBackend, logins: &[LoginOf]) -> Statement {
+    let mut any = Condition::any();
+    for login in logins {
+        any = any.add(
+            Condition::all()
+                .add(user::Column::Appid.eq(login.appid.as_str()))
+                .add(user::Column::Openid.eq(login.openid.as_str())),
+        );
+    }
+    user::Entity::find().filter(any).build(backend)
 }
 
 /// Now, at the precision `DATETIME(6)` stores, so that what is written is

@@ -3,7 +3,7 @@
 mod support;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::Future,
     time::{Duration, Instant},
 };
@@ -421,6 +421,69 @@ async fn concurrent_first_logins_make_one_user() {
         .count("SELECT CAST(login_count AS SIGNED) FROM users", vec![])
         .await;
     assert_eq!(logins, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_of_many_users_each_register_once() {
+    // Arrange: 40 users, each logging in three times at once, some of them
+    // already registered (what gathered multi-row statements must keep
+    // apart: new rows, existing ones, and one user twice).
+    let app = TestApp::spawn().await;
+    let openid = |i: usize| format!("o-many-{i}");
+    for i in 0..10 {
+        app.upsert(&openid(i), None).await.expect("register");
+    }
+    let mut calls = tokio::task::JoinSet::new();
+
+    // Act
+    for round in 0..3 {
+        for i in 0..40 {
+            let mut client = app.client.clone();
+            let openid = openid(i);
+            calls.spawn(async move {
+                let answer = client
+                    .upsert_user(UpsertUserRequest {
+                        appid: APPID.into(),
+                        openid: openid.clone(),
+                        unionid: (round == 2).then(|| format!("u-{openid}")),
+                        cached_copy: Vec::new(),
+                    })
+                    .await;
+                (openid, answer)
+            });
+        }
+    }
+    let answers = calls.join_all().await;
+
+    // Assert: one registration per new user, one id per user, every login
+    // counted, every unionid stored.
+    let mut created: HashMap<String, usize> = HashMap::new();
+    let mut ids: HashMap<String, HashSet<u64>> = HashMap::new();
+    for (openid, answer) in answers {
+        let answer = answer.expect("every upsert succeeds").into_inner();
+        let user = answer.user.expect("a user");
+        assert_eq!(user.openid, openid);
+        *created.entry(openid.clone()).or_default() += usize::from(answer.created);
+        ids.entry(openid).or_default().insert(user.id);
+    }
+    for i in 0..40 {
+        let expected = usize::from(i >= 10);
+        assert_eq!(created[&openid(i)], expected, "{}", openid(i));
+        assert_eq!(ids[&openid(i)].len(), 1, "{}", openid(i));
+    }
+    let all_ids: HashSet<u64> = ids.values().flatten().copied().collect();
+    assert_eq!(all_ids.len(), 40);
+    let logins = app
+        .count("SELECT CAST(SUM(login_count) AS SIGNED) FROM users", vec![])
+        .await;
+    assert_eq!(logins, 10 + 3 * 40);
+    let with_unionid = app
+        .count(
+            "SELECT COUNT(*) FROM users WHERE unionid = CONCAT('u-', openid)",
+            vec![],
+        )
+        .await;
+    assert_eq!(with_unionid, 40);
 }
 
 #[tokio::test]
