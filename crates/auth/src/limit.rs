@@ -226,36 +226,53 @@ struct Memory {
     last_sweep: u64,
 }
 
-/// GCRA, one key per budget: checks every key's timestamp and charges all
-/// of them only if none refuses; answers `{0, 0}`, or the microseconds until
-/// the budget that refuses longest has room and that budget's position. The
-/// last argument is the [`Mode`]: `check` charges nothing, `force` charges
-/// whatever the budgets say.
+/// GCRA in Lua, one key per budget: `gcra(keys, args, mode)` checks every
+/// key's timestamp (`args` holds each budget's emission interval and
+/// period, in µs, in turn) and charges all of them only if none refuses;
+/// answers `{0, 0}`, or the microseconds until the budget that refuses
+/// longest has room and that budget's position. `mode` is the [`Mode`]:
+/// `check` charges nothing, `force` charges whatever the budgets say. Used
+/// by [`CHARGE`] and by the claim of a login's code, which checks the login
+/// budgets in its own round trip (see [`Limiter::login`]).
+pub(crate) const GCRA_LUA: &str = r"
+local function gcra(keys, args, mode)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local wait, refusing = 0, 0
+  local tats = {}
+  for i, key in ipairs(keys) do
+    local emission = tonumber(args[2 * i - 1])
+    local period = tonumber(args[2 * i])
+    local tat = tonumber(redis.call('GET', key)) or now
+    if tat < now then tat = now end
+    local allow_at = tat + emission - period
+    if allow_at - now > wait then wait, refusing = allow_at - now, i end
+    tats[i] = tat + emission
+  end
+  if mode == 'force' then wait = 0 end
+  if wait > 0 or mode == 'check' then return {wait, refusing} end
+  for i, key in ipairs(keys) do
+    redis.call('SET', key, string.format('%d', tats[i]), 'PX',
+      math.ceil((tats[i] - now) / 1000))
+  end
+  return {0, 0}
+end
+";
+
+/// [`GCRA_LUA`] on every key; the last argument is the mode.
 static CHARGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"local t = redis.call('TIME')
-          local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-          local wait, refusing = 0, 0
-          local tats = {}
-          for i, key in ipairs(KEYS) do
-            local emission = tonumber(ARGV[2 * i - 1])
-            local period = tonumber(ARGV[2 * i])
-            local tat = tonumber(redis.call('GET', key)) or now
-            if tat < now then tat = now end
-            local allow_at = tat + emission - period
-            if allow_at - now > wait then wait, refusing = allow_at - now, i end
-            tats[i] = tat + emission
-          end
-          local mode = ARGV[2 * #KEYS + 1]
-          if mode == 'force' then wait = 0 end
-          if wait > 0 or mode == 'check' then return {wait, refusing} end
-          for i, key in ipairs(KEYS) do
-            redis.call('SET', key, string.format('%d', tats[i]), 'PX',
-              math.ceil((tats[i] - now) / 1000))
-          end
-          return {0, 0}",
-    )
+    redis::Script::new(&format!("{GCRA_LUA}\nreturn gcra(KEYS, ARGV, ARGV[#ARGV])"))
 });
+
+/// The login budgets of one login, to check in Redis in the round trip that
+/// claims its code (see [`Limiter::login`]): their keys, and each one's
+/// emission interval and period in µs, in turn.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetCheck {
+    pub keys: Vec<String>,
+    pub args: Vec<u64>,
+    kinds: Vec<Kind>,
+}
 
 impl Limiter {
     /// Budgets kept where `store` keeps sessions: in Redis, shared by every
@@ -288,27 +305,76 @@ impl Limiter {
     /// however many share one address (a carrier-grade NAT, a campus). Bogus
     /// codes sent all at once can overshoot the budget once; the debt they
     /// run up then keeps their address out for as long as it takes to pay.
+    ///
+    /// A login checks its budgets with [`Limiter::login_budgets`], in the
+    /// round trip that claims its code; this checks them on their own.
     pub async fn login(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        self.call(
-            Mode::Check,
-            &[
-                (Kind::LoginPerIp, self.budgets.login_per_ip, &client.0),
-                (Kind::LoginPerApp, self.budgets.login_per_app, appid),
-            ],
+        self.call(Mode::Check, &self.login_charges(client, appid))
+            .await
+    }
+
+    fn login_charges<'a>(
+        &self,
+        client: &'a Client,
+        appid: &'a str,
+    ) -> [(Kind, Budget, &'a str); 2] {
+        [
+            (
+                Kind::LoginPerIp,
+                self.budgets.login_per_ip,
+                client.0.as_str(),
+            ),
+            (Kind::LoginPerApp, self.budgets.login_per_app, appid),
+        ]
+    }
+
+    /// [`Limiter::login`] for a login about to claim its code. In-process
+    /// budgets are checked here (`Ok(None)`). Redis budgets are checked in
+    /// the round trip that claims the code: this answers what to check
+    /// there, and [`Limiter::refusal`] turns the script's verdict into the
+    /// error.
+    pub async fn login_budgets(
+        &self,
+        client: &Client,
+        appid: &str,
+    ) -> Result<Option<BudgetCheck>, LimitError> {
+        match &self.backend {
+            Backend::Redis { prefix, .. } => {
+                let mut check = BudgetCheck::default();
+                for (kind, budget, subject) in self.login_charges(client, appid) {
+                    if budget.is_off() {
+                        continue;
+                    }
+                    check.keys.push(format!("{prefix}{}", key(kind, subject)));
+                    check
+                        .args
+                        .extend([budget.emission_us(), budget.period_us()]);
+                    check.kinds.push(kind);
+                }
+                Ok((!check.keys.is_empty()).then_some(check))
+            }
+            Backend::Memory(_) => self.login(client, appid).await.map(|()| None),
+        }
+    }
+
+    /// The error for a login whose `check` refused: the budget at
+    /// `position` (from 1, as the script counts) has room again in
+    /// `wait_us`.
+    pub fn refusal(&self, check: &BudgetCheck, position: usize, wait_us: u64) -> LimitError {
+        self.exhausted(
+            check
+                .kinds
+                .get(position.saturating_sub(1))
+                .copied()
+                .unwrap_or(Kind::LoginPerIp),
+            wait_us,
         )
-        .await
     }
 
     /// Counts a code of `appid` from `client` that WeChat refused.
     pub async fn login_refused(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        self.call(
-            Mode::Force,
-            &[
-                (Kind::LoginPerIp, self.budgets.login_per_ip, &client.0),
-                (Kind::LoginPerApp, self.budgets.login_per_app, appid),
-            ],
-        )
-        .await
+        self.call(Mode::Force, &self.login_charges(client, appid))
+            .await
     }
 
     /// Charges a WeChat `checksession` call for the user.
@@ -363,14 +429,18 @@ impl Limiter {
         let kind = charges
             .get(index)
             .map_or(Kind::LoginPerIp, |(kind, _, _)| *kind);
+        Err(self.exhausted(kind, wait_us))
+    }
+
+    fn exhausted(&self, kind: Kind, wait_us: u64) -> LimitError {
         if kind == Kind::LoginPerApp {
             self.warn_app_budget_spent();
         }
-        Err(Exhausted {
+        Exhausted {
             kind,
             retry_after: Duration::from_micros(wait_us),
         }
-        .into())
+        .into()
     }
 
     /// A spent per-app budget refuses everyone: worth an operator's look

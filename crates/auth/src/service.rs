@@ -21,10 +21,10 @@ use crate::{
     access_token::AccessTokens,
     config::Apps,
     error::AuthError,
-    limit::{Client, Limiter},
+    limit::{BudgetCheck, Client, Limiter},
     sealed_outcome::{CodeSecrets, Recorded, Refusal},
     store::{
-        ExchangeSlot, LiveSession, Opened, SealedOutcome, SessionRecord, SessionStore,
+        Claim, ExchangeSlot, LiveSession, Opened, SealedOutcome, SessionRecord, SessionStore,
         key_fingerprint, now_unix_ms,
     },
     token::Token,
@@ -103,7 +103,10 @@ impl Auth {
         &self.inner.store
     }
 
-    async fn login(&self, appid: &str, code: &str) -> Outcome {
+    /// The login of `code`: joins its exchange under way in this process,
+    /// or starts one that checks `budgets` (of the first submission) in
+    /// the round trip that claims the code.
+    async fn login(&self, appid: &str, code: &str, budgets: Option<BudgetCheck>) -> Outcome {
         let app = self
             .inner
             .apps
@@ -129,7 +132,7 @@ impl Auth {
                     let this = self.clone();
                     let task_key = key.clone();
                     let task = tokio::spawn(async move {
-                        let outcome = this.exchange_once(&task_key.0, &task_key.1).await;
+                        let outcome = this.exchange_once(&task_key.0, &task_key.1, budgets).await;
                         this.inner
                             .in_flight
                             .lock()
@@ -156,26 +159,43 @@ impl Auth {
     /// sharing the store: this instance exchanges it if no other has, else
     /// waits for the other's outcome (sealed in the store under the code),
     /// or reads it when that exchange is over.
-    async fn exchange_once(&self, appid: &str, code: &str) -> Outcome {
+    async fn exchange_once(
+        &self,
+        appid: &str,
+        code: &str,
+        budgets: Option<BudgetCheck>,
+    ) -> Outcome {
         let store = &self.inner.store;
+        let empty = BudgetCheck::default();
         let secrets = CodeSecrets::derive(appid, code);
         let marker = ExchangeSlot::marker(&format!("{:016x}", rand::random::<u64>()));
         let deadline = Instant::now() + self.inner.claim_ttl + Duration::from_secs(1);
         let store_error = |error| Arc::new(AuthError::from(error));
         loop {
-            let held = store
-                .claim_exchange(appid, secrets.slot(), &marker, self.inner.claim_ttl)
+            let claim = store
+                .claim_exchange(
+                    appid,
+                    secrets.slot(),
+                    &marker,
+                    self.inner.claim_ttl,
+                    budgets.as_ref(),
+                )
                 .await
                 .map_err(store_error)?;
-            let mut held = match held {
-                None => return self.exchange_owned(appid, code, &secrets, &marker).await,
-                Some(ExchangeSlot::Pending) => {
+            let mut held = match claim {
+                Claim::Owned => return self.exchange_owned(appid, code, &secrets, &marker).await,
+                Claim::Refused { position, wait_us } => {
+                    let budgets = budgets.as_ref().unwrap_or(&empty);
+                    let refusal = self.inner.limiter.refusal(budgets, position, wait_us);
+                    return Err(Arc::new(AuthError::from(refusal)));
+                }
+                Claim::Held(ExchangeSlot::Pending) => {
                     tracing::info!(
                         "another instance is exchanging this code; waiting for its outcome"
                     );
                     Some(ExchangeSlot::Pending)
                 }
-                Some(sealed) => Some(sealed),
+                Claim::Held(sealed) => Some(sealed),
             };
             while let Some(ExchangeSlot::Pending) = held {
                 if Instant::now() >= deadline {
@@ -326,17 +346,19 @@ impl Auth {
 impl Auth {
     /// Checks a login against its client's and its app's budgets, before
     /// the code can reach WeChat (they count refused codes; see
-    /// [`Limiter::login`]); answers the app to count a refusal against. What never reaches WeChat costs nothing: an
-    /// unknown app or a malformed code is refused first (which also keeps
-    /// the per-app keys to configured apps), and a second submission of a
-    /// code joins the exchange under way (two that arrive together may
-    /// both be charged).
+    /// [`Limiter::login`]): in-process budgets now, Redis budgets in the
+    /// round trip that claims the code (the answer's [`BudgetCheck`]).
+    /// Answers the app to count a refusal against too. What never reaches
+    /// WeChat costs nothing: an unknown app or a malformed code is refused
+    /// first (which also keeps the per-app keys to configured apps), and a
+    /// second submission of a code joins the exchange under way (two that
+    /// arrive together may both be checked).
     async fn charge_login(
         &self,
         client: &Client,
         appid: &str,
         code: &str,
-    ) -> Result<Option<String>, AuthError> {
+    ) -> Result<Option<(String, Option<BudgetCheck>)>, AuthError> {
         let app = self.inner.apps.get(appid).ok_or(AuthError::UnknownApp)?;
         validate_code(code)?;
         let joins = self
@@ -348,8 +370,8 @@ impl Auth {
         if joins {
             return Ok(None);
         }
-        self.inner.limiter.login(client, &app.appid).await?;
-        Ok(Some(app.appid.clone()))
+        let budgets = self.inner.limiter.login_budgets(client, &app.appid).await?;
+        Ok(Some((app.appid.clone(), budgets)))
     }
 
     async fn live_session(&self, raw_token: &str) -> Result<LiveSession, AuthError> {
@@ -447,8 +469,11 @@ impl AuthService for Auth {
     ) -> Result<Response<LoginResponse>, Status> {
         let client = client_of(&request);
         let LoginRequest { appid, code } = request.into_inner();
-        let charged = self.charge_login(&client, &appid, &code).await?;
-        let outcome = match self.login(&appid, &code).await {
+        let (charged, budgets) = match self.charge_login(&client, &appid, &code).await? {
+            Some((charged, budgets)) => (Some(charged), budgets),
+            None => (None, None),
+        };
+        let outcome = match self.login(&appid, &code, budgets).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 if let (Some(appid), AuthError::Wechat(wx)) = (charged, &*error)

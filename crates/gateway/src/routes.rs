@@ -91,6 +91,12 @@ struct LoginOutput {
     user: UserView,
 }
 
+/// `{"user": …}`, serialized straight from the view.
+#[derive(Debug, Serialize)]
+struct UserOutput {
+    user: UserView,
+}
+
 /// A user as the mini-program sees it.
 #[derive(Debug, Serialize)]
 pub struct UserView {
@@ -219,14 +225,14 @@ async fn me(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserOutput>, ApiError> {
     let validated = state.validated(&request_id, token).await?;
     // The session usually comes with the user service's copy of its user:
     // then neither the user service nor MySQL is asked.
     if !validated.user_copy.is_empty()
         && let Some(user) = user_copy::decode(&validated.user_copy)
     {
-        return Ok(Json(json!({ "user": UserView::from(user) })));
+        return Ok(Json(UserOutput { user: user.into() }));
     }
     let session = validated.session.ok_or_else(|| missing("session"))?;
     let key = Key::Openid(user::OpenId {
@@ -246,7 +252,7 @@ async fn me(
         }
         Err(status) => return Err(status.into()),
     };
-    Ok(Json(json!({ "user": UserView::from(user) })))
+    Ok(Json(UserOutput { user: user.into() }))
 }
 
 async fn logout(
@@ -279,9 +285,9 @@ struct EncryptedProfile {
     signature: Option<String>,
 }
 
-fn user_of(response: user::UpdateUserResponse) -> Result<Json<serde_json::Value>, ApiError> {
+fn user_of(response: user::UpdateUserResponse) -> Result<Json<UserOutput>, ApiError> {
     let user = response.user.ok_or_else(|| missing("user"))?;
-    Ok(Json(json!({ "user": UserView::from(user) })))
+    Ok(Json(UserOutput { user: user.into() }))
 }
 
 /// `POST /v1/me/profile`: decrypt and store the user's profile.
@@ -290,7 +296,7 @@ async fn profile_from_encrypted(
     request_id: RequestId,
     BearerToken(token): BearerToken,
     Body(input): Body<EncryptedProfile>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserOutput>, ApiError> {
     let request = UpdateProfileFromEncryptedRequest {
         token,
         encrypted_data: input.encrypted_data,
@@ -319,7 +325,7 @@ async fn update_profile(
     request_id: RequestId,
     BearerToken(token): BearerToken,
     Body(input): Body<ProfileFields>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserOutput>, ApiError> {
     let session = state.session(&request_id, token).await?;
     let request = UpdateProfileRequest {
         appid: session.appid,

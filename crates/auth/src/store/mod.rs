@@ -14,7 +14,7 @@ use wxlogin_common::{ExposeSecret, SecretString};
 use wxlogin_wechat::SessionKey;
 
 pub use self::{memory::MemoryStore, redis::RedisStore};
-use crate::{config::SessionPolicy, token::Token};
+use crate::{config::SessionPolicy, limit::BudgetCheck, token::Token};
 
 /// The `REDIS_URL` that selects the in-process store.
 pub const MEMORY_URL: &str = "memory://";
@@ -41,6 +41,18 @@ impl StoreError {
 const PENDING: &str = "pending:";
 /// How a code's slot marks a sealed outcome; the sealed text follows.
 const SEALED: &str = "sealed:";
+
+/// What claiming a code's slot came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller now owns the exchange.
+    Owned,
+    /// The slot holds another's exchange or its outcome.
+    Held(ExchangeSlot),
+    /// A login budget has no room: the one at `position` (from 1) has room
+    /// again in `wait_us`. Nothing was claimed.
+    Refused { position: usize, wait_us: u64 },
+}
 
 /// What the store holds for one code's exchange (see
 /// [`crate::sealed_outcome`]).
@@ -333,18 +345,30 @@ impl SessionStore {
     }
 
     /// Takes the slot of a code of `appid` with `marker` (see
-    /// [`ExchangeSlot::marker`]) for `ttl`, unless it holds something:
-    /// `None` when this caller now owns the exchange, else what it holds.
+    /// [`ExchangeSlot::marker`]) for `ttl`, unless it holds something, and
+    /// only if the login's `budgets` (Redis budgets, see
+    /// [`Limiter::login_budgets`](crate::limit::Limiter::login_budgets))
+    /// have room: all in one round trip.
     pub async fn claim_exchange(
         &self,
         appid: &str,
         slot: &str,
         marker: &str,
         ttl: Duration,
-    ) -> Result<Option<ExchangeSlot>, StoreError> {
+        budgets: Option<&BudgetCheck>,
+    ) -> Result<Claim, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.claim_exchange(appid, slot, marker, ttl).await,
-            SessionStore::Memory(store) => Ok(store.claim_exchange(appid, slot, marker, ttl)),
+            SessionStore::Redis(store) => {
+                store
+                    .claim_exchange(appid, slot, marker, ttl, budgets)
+                    .await
+            }
+            SessionStore::Memory(store) => {
+                Ok(match store.claim_exchange(appid, slot, marker, ttl) {
+                    None => Claim::Owned,
+                    Some(held) => Claim::Held(held),
+                })
+            }
         }
     }
 

@@ -27,7 +27,7 @@ use wxlogin_common::{ExposeSecret, SecretString, redis_guard::RedisGuard, user_c
 use wxlogin_wechat::SessionKey;
 
 use super::{
-    CachedToken, ExchangeSlot, LiveSession, Opened, SEALED, SealedOutcome, SessionRecord,
+    CachedToken, Claim, ExchangeSlot, LiveSession, Opened, SEALED, SealedOutcome, SessionRecord,
     StoreError, now_unix_ms,
 };
 
@@ -65,14 +65,30 @@ static CREATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
     ))
 });
 
-/// Takes a code's slot unless it holds something, which it answers.
+/// Checks the login budgets (KEYS[2..], their arguments after ARGV[3], how
+/// many in ARGV[3]), then takes the code's slot (KEYS[1]) unless it holds
+/// something: answers `{'refused', wait, position}`, `{'held', value}` or
+/// `{'claimed'}`.
 static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"local current = redis.call('GET', KEYS[1])
-          if current then return current end
+    redis::Script::new(&format!(
+        r"{}
+          local n = tonumber(ARGV[3])
+          if n > 0 then
+            local keys, args = {{}}, {{}}
+            for i = 1, n do
+              keys[i] = KEYS[1 + i]
+              args[2 * i - 1] = ARGV[2 + 2 * i]
+              args[2 * i] = ARGV[3 + 2 * i]
+            end
+            local verdict = gcra(keys, args, 'check')
+            if verdict[1] > 0 then return {{'refused', verdict[1], verdict[2]}} end
+          end
+          local current = redis.call('GET', KEYS[1])
+          if current then return {{'held', current}} end
           redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-          return false",
-    )
+          return {{'claimed'}}",
+        crate::limit::GCRA_LUA
+    ))
 });
 
 /// Records a code's outcome. A failure never replaces an outcome already
@@ -99,7 +115,7 @@ static DELETE_IF: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
     )
 });
 
-use crate::{config::SessionPolicy, token::Token};
+use crate::{config::SessionPolicy, limit::BudgetCheck, token::Token};
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
@@ -349,28 +365,54 @@ impl RedisStore {
         format!("{}login:{appid}:{slot}", self.prefix)
     }
 
-    /// Takes the code's slot with `marker` for `ttl`; `None` when taken,
-    /// else what the slot holds.
+    /// See [`SessionStore::claim_exchange`](super::SessionStore::claim_exchange).
     pub async fn claim_exchange(
         &self,
         appid: &str,
         slot: &str,
         marker: &str,
         ttl: Duration,
-    ) -> Result<Option<ExchangeSlot>, StoreError> {
+        budgets: Option<&BudgetCheck>,
+    ) -> Result<Claim, StoreError> {
         let key = self.login_key(appid, slot);
-        let current: Option<String> = self
+        let empty = BudgetCheck::default();
+        let budgets = budgets.unwrap_or(&empty);
+        let answer: Vec<redis::Value> = self
             .redis
             .run(async |conn| {
-                CLAIM
-                    .key(&key)
+                let mut invocation = CLAIM.key(&key);
+                invocation.key(&budgets.keys);
+                invocation
                     .arg(marker)
                     .arg(millis(ttl))
+                    .arg(budgets.keys.len())
+                    .arg(&budgets.args)
                     .invoke_async(conn)
                     .await
             })
             .await?;
-        Ok(current.map(ExchangeSlot::parse))
+        let text = |value: Option<&redis::Value>| -> Option<String> {
+            redis::FromRedisValue::from_redis_value_ref(value?).ok()
+        };
+        let number = |value: Option<&redis::Value>| -> Option<u64> {
+            redis::FromRedisValue::from_redis_value_ref(value?).ok()
+        };
+        match text(answer.first()).as_deref() {
+            Some("claimed") => Ok(Claim::Owned),
+            Some("held") => Ok(Claim::Held(ExchangeSlot::parse(
+                text(answer.get(1)).unwrap_or_default(),
+            ))),
+            Some("refused") => Ok(Claim::Refused {
+                wait_us: number(answer.get(1)).unwrap_or(1),
+                position: number(answer.get(2))
+                    .and_then(|position| usize::try_from(position).ok())
+                    .unwrap_or(1),
+            }),
+            _ => Err(StoreError::Redis(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the code's claim script answered something unexpected",
+            )))),
+        }
     }
 
     pub async fn exchange_slot(
