@@ -208,3 +208,55 @@ async fn a_claim_left_by_a_crashed_instance_delays_a_login_but_never_blocks_it()
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(app.simulator().code2session_calls() - before, 1);
 }
+
+#[tokio::test]
+async fn a_logout_or_a_profile_change_on_one_replica_shows_on_the_other_at_once() {
+    let Some((app, replica)) = two_replicas().await else {
+        return;
+    };
+    let minted = app.mint();
+    let token = app.login_ok(&minted.code).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = |base: String| {
+        let request = app
+            .http
+            .get(format!("{base}/v1/me"))
+            .bearer_auth(&token)
+            .send();
+        async move { request.await.unwrap() }
+    };
+    // Both replicas have checked the session (and remember whose it is).
+    for _ in 0..3 {
+        assert_eq!(me(app.base_url.clone()).await.status(), 200);
+        assert_eq!(me(replica.base_url.clone()).await.status(), 200);
+    }
+
+    // A profile change through one replica is what the other answers next.
+    let renamed = app
+        .http
+        .put(app.url("/v1/me/profile"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "nickname": "Renamed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let (status, seen) = body(me(replica.base_url.clone()).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["user"]["nickname"], "Renamed");
+
+    // A logout through one replica ends the session on the other at once.
+    let logout = app
+        .http
+        .post(app.url("/v1/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_error(me(replica.base_url.clone()).await, 401, "invalid_token").await;
+    assert_error(me(app.base_url.clone()).await, 401, "invalid_token").await;
+    replica.stop().await;
+}

@@ -20,7 +20,7 @@
 //! Every command goes through the process's [`RedisGuard`], so it fails at
 //! once while Redis is known to be down.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redis::AsyncCommands;
 use wxlogin_common::{ExposeSecret, SecretString, redis_guard::RedisGuard, user_copy};
@@ -128,7 +128,17 @@ pub struct RedisStore {
     redis: RedisGuard,
     prefix: String,
     policy: SessionPolicy,
+    /// The key of the user's copy, by session key, for the sessions this
+    /// instance opened or checked lately: a session names one user for
+    /// its whole life, so a later check reads the session and the copy with
+    /// two plain commands in one round trip, without the script that finds
+    /// the copy's key inside Redis.
+    copy_keys: Arc<quick_cache::sync::Cache<String, Arc<str>>>,
 }
+
+/// How many sessions' copy keys an instance remembers (about 200 bytes
+/// each).
+const REMEMBERED_SESSIONS: usize = 32 * 1024;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,6 +162,7 @@ impl RedisStore {
             redis,
             prefix,
             policy,
+            copy_keys: Arc::new(quick_cache::sync::Cache::new(REMEMBERED_SESSIONS)),
         })
     }
 
@@ -221,6 +232,10 @@ impl RedisStore {
                     .await
             })
             .await?;
+        self.copy_keys.insert(
+            self.session_entry(token),
+            user_copy::key(&self.prefix, &record.appid, &record.openid).into(),
+        );
         let mut found = found.into_iter();
         let copy = found.next();
         let recorded = found.next().is_some_and(|flag| flag == b"1");
@@ -231,34 +246,65 @@ impl RedisStore {
     /// period again.
     pub async fn touch(&self, token: &Token) -> Result<Option<LiveSession>, StoreError> {
         let key = self.session_entry(token);
-        // One round trip: the session (its idle period restarted) and the
-        // user service's cached copy of its user, whose key the session
-        // names. (The second key is computed inside the script, which a
-        // Redis Cluster would refuse; wxlogin uses one Redis.)
-        let user_prefix = user_copy::key_prefix(&self.prefix);
-        let found: Option<Vec<Vec<u8>>> = self
-            .redis
-            .run(async |conn| {
-                TOUCH
-                    .key(&key)
-                    .arg(self.policy.idle_ttl.as_secs())
-                    .arg(&user_prefix)
-                    .invoke_async(conn)
-                    .await
-            })
-            .await?;
-        let Some(mut found) = found.filter(|found| !found.is_empty()) else {
+        let ttl = self.policy.idle_ttl.as_secs();
+        let remembered = self.copy_keys.get(&key);
+        let (body, user) = match &remembered {
+            // One round trip of two plain commands: the session (its idle
+            // period restarted) and its user's copy.
+            Some(copy_key) => {
+                let (body, user): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                    .redis
+                    .run(async |conn| {
+                        redis::pipe()
+                            .cmd("GETEX")
+                            .arg(&key)
+                            .arg("EX")
+                            .arg(ttl)
+                            .get(&**copy_key)
+                            .query_async(conn)
+                            .await
+                    })
+                    .await?;
+                (body, user)
+            }
+            // One round trip: the script finds the copy's key in the
+            // session. (It computes a key inside the script, which a Redis
+            // Cluster would refuse; wxlogin uses one Redis.)
+            None => {
+                let user_prefix = user_copy::key_prefix(&self.prefix);
+                let found: Option<Vec<Vec<u8>>> = self
+                    .redis
+                    .run(async |conn| {
+                        TOUCH
+                            .key(&key)
+                            .arg(ttl)
+                            .arg(&user_prefix)
+                            .invoke_async(conn)
+                            .await
+                    })
+                    .await?;
+                let mut found = found.unwrap_or_default().into_iter();
+                (found.next(), found.next())
+            }
+        };
+        let Some(body) = body else {
+            self.copy_keys.remove(&key);
             return Ok(None);
         };
-        let user = (found.len() > 1).then(|| found.swap_remove(1));
-        let record: SessionRecord = serde_json::from_slice(&found[0])?;
-        let live = LiveSession::at(record, now_unix_ms(), self.policy);
-        match live {
+        let record: SessionRecord = serde_json::from_slice(&body)?;
+        if remembered.is_none() {
+            self.copy_keys.insert(
+                key.clone(),
+                user_copy::key(&self.prefix, &record.appid, &record.openid).into(),
+            );
+        }
+        match LiveSession::at(record, now_unix_ms(), self.policy) {
             Some(live) => Ok(Some(LiveSession {
                 user_copy: user,
                 ..live
             })),
             None => {
+                self.copy_keys.remove(&key);
                 let _: () = self.redis.run(async |conn| conn.del(&key).await).await?;
                 Ok(None)
             }
@@ -268,6 +314,7 @@ impl RedisStore {
     /// Ends the session; false when there was none.
     pub async fn remove(&self, token: &Token) -> Result<bool, StoreError> {
         let key = self.session_entry(token);
+        self.copy_keys.remove(&key);
         let removed: u64 = self.redis.run(async |conn| conn.del(&key).await).await?;
         Ok(removed > 0)
     }
