@@ -130,6 +130,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1024, value_parser = parse_concurrency)]
     pub slow_wechat_in_flight: usize,
 
+    /// `RUST_LOG` of the services: `warn` measures them without their
+    /// per-request log lines; `info` (their default) with them.
+    #[arg(long, default_value = "warn")]
+    pub service_log: String,
+
     /// Logged-in users whose tokens `/v1/me`, profile and the HTTP floor cycle
     /// through.
     #[arg(long, default_value_t = 256, value_parser = parse_at_least_one)]

@@ -7,7 +7,7 @@
 //!
 //! It owns measuring and nothing else: it must not change how the services
 //! run (they get only the environment a deployment would give them, plus
-//! `RUST_LOG=warn`), and it must leave nothing behind (its databases are
+//! `RUST_LOG`, `warn` unless `--service-log` says otherwise), and it must leave nothing behind (its databases are
 //! dropped, its Redis keys deleted, its processes killed, also on Ctrl-C
 //! and on a panic).
 //!
@@ -186,7 +186,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(build_started.elapsed().as_secs_f64())
     };
 
-    let mut env = Environment::new(&args.mysql, &args.redis, paths.bench_dir().join("logs"))?;
+    let mut env = Environment::new(
+        &args.mysql,
+        &args.redis,
+        paths.bench_dir().join("logs"),
+        &args.service_log,
+    )?;
     let measured = tokio::select! {
         result = measure_all(&args, &paths, &mut env) => result,
         () = wxlogin_common::shutdown::signal() => Err(anyhow!("interrupted")),
@@ -209,7 +214,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokens: args.tokens,
         max_codes: args.max_codes,
         db_pool_size: wxlogin_user::config::DEFAULT_DB_MAX_CONNECTIONS,
-        services: "services built --release, RUST_LOG=warn".to_owned(),
+        services: format!("services built --release, RUST_LOG={}", args.service_log),
     };
     let report = Report {
         tool: "wxlogin-bench".to_owned(),

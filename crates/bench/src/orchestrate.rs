@@ -141,12 +141,19 @@ pub struct Environment {
     redis_url: String,
     redis_prefix: String,
     logs: PathBuf,
+    /// `RUST_LOG` of the processes it starts.
+    service_log: String,
     run_id: String,
     cleaned: bool,
 }
 
 impl Environment {
-    pub fn new(mysql_url: &str, redis_url: &str, logs: PathBuf) -> anyhow::Result<Environment> {
+    pub fn new(
+        mysql_url: &str,
+        redis_url: &str,
+        logs: PathBuf,
+        service_log: &str,
+    ) -> anyhow::Result<Environment> {
         let mut mysql_server = Url::parse(mysql_url).context("--mysql is not a URL")?;
         if mysql_server.scheme() != "mysql" {
             bail!("--mysql must be a mysql:// URL");
@@ -163,6 +170,7 @@ impl Environment {
             redis_url: redis_url.to_owned(),
             redis_prefix: format!("wxlogin_bench_{run_id}:"),
             logs,
+            service_log: service_log.to_owned(),
             run_id,
             cleaned: false,
         })
@@ -218,7 +226,7 @@ impl Environment {
             .args(args)
             .env_clear()
             .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &self.service_log)
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(stdout)
