@@ -14,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     let fds = protox::compile(&files, [&root])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Every service's calls use our codec: prost's, with buffers sized for
+    // our messages (see `src/codec.rs`).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::Codec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -17,4 +17,5 @@ pub mod user {
     }
 }
 
+pub mod codec;
 pub mod reason;

@@ -28,8 +28,8 @@ use tonic::{
     server::{NamedService, UnaryService},
     transport::{Channel, Endpoint, Server, server::TcpIncoming},
 };
-use tonic_prost::ProstCodec;
 use wxlogin_proto::auth::v1::{Session, ValidateSessionRequest, ValidateSessionResponse};
+use wxlogin_proto::codec::Codec;
 use wxlogin_wechat_sim::DEFAULT_APPID;
 
 use crate::cli::{FloorGrpcArgs, FloorHttpArgs};
@@ -102,7 +102,7 @@ impl Service<http::Request<Body>> for Floor {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let lookup = Lookup(self.clone());
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<
+            let mut grpc = tonic::server::Grpc::new(Codec::<
                 ValidateSessionResponse,
                 ValidateSessionRequest,
             >::default());
@@ -156,7 +156,7 @@ async fn me(State(state): State<HttpFloor>, headers: HeaderMap) -> Response {
         .unary(
             request,
             http::uri::PathAndQuery::from_static(LOOKUP),
-            ProstCodec::<ValidateSessionRequest, ValidateSessionResponse>::default(),
+            Codec::<ValidateSessionRequest, ValidateSessionResponse>::default(),
         )
         .await;
     match answer.map(|response| response.into_inner().session) {
