@@ -59,8 +59,10 @@ pub fn encode(user: &User) -> Vec<u8> {
 pub fn decode(copy: &[u8]) -> Option<User> {
     let body = match copy {
         [VERSION, _, body @ ..] => body,
+        // Written by an earlier build (during an upgrade): the user's next
+        // login or write replaces it, or it expires.
         _ => {
-            tracing::warn!("a cached user is not in this build's format; ignoring it");
+            tracing::debug!("a cached user is not in this build's format; ignoring it");
             return None;
         }
     };
