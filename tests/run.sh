@@ -60,7 +60,7 @@ ensure_packages() { # binary package...
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${@:2}" >/dev/null
   else
-    log "$1 is missing: install ${*:2}, or set DATABASE_URL / REDIS_URL to running servers"
+    log "$1 is missing: install ${*:2} (for MySQL and Redis, DATABASE_URL / REDIS_URL may name running servers instead)"
     exit 1
   fi
 }
@@ -98,6 +98,9 @@ else
   wait_open 127.0.0.1 "$port" Redis "$work/redis.log"
   export REDIS_URL="redis://127.0.0.1:$port"
 fi
+
+# The forward-authentication tests put a real nginx in front of the gateway.
+ensure_packages nginx nginx-light
 
 # The compose-environment test starts the service binaries themselves. One
 # build of every target, tests included, so that the binaries share the test

@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod limits;
 mod login;
+mod nginx;
 mod outage;
 mod redis_outage;
 mod replicas;

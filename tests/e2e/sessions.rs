@@ -272,3 +272,53 @@ async fn me_is_fresh_and_with_redis_needs_neither_the_user_service_nor_mysql() {
         }
     }
 }
+
+#[tokio::test]
+async fn verify_answers_the_identity_of_a_live_session_and_401_otherwise() {
+    use wxlogin_gateway::routes::identity;
+    let app = TestApp::spawn().await;
+    let minted = app.mint_for(MintCode {
+        unionid: Some("u-verify".into()),
+        ..MintCode::default()
+    });
+    let login = app.login_ok(&minted.code).await;
+    let token = login["token"].as_str().unwrap();
+
+    // Any method: proxies ask with the original request's.
+    for method in [Method::GET, Method::POST, Method::DELETE] {
+        let response = app
+            .http
+            .request(method.clone(), app.url("/v1/verify"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{method}");
+        let headers = response.headers();
+        assert_eq!(headers[identity::OPENID], minted.openid.as_str());
+        assert_eq!(headers[identity::UNIONID], "u-verify");
+        assert_eq!(headers[identity::APPID], minted.appid.as_str());
+        assert_eq!(
+            headers[identity::USER_ID],
+            login["user"]["id"].as_u64().unwrap().to_string().as_str()
+        );
+        let session_id = headers[identity::SESSION_ID].to_str().unwrap().to_owned();
+        assert_eq!(session_id.len(), 32);
+        assert!(!token.contains(&session_id));
+        assert!(response.text().await.unwrap().is_empty());
+    }
+
+    let bare = app.http.get(app.url("/v1/verify")).send().await.unwrap();
+    assert_eq!(bare.headers()["www-authenticate"], "Bearer");
+    assert_error(bare, 401, "missing_token").await;
+    let unknown = app.get_with_token("/v1/verify", &"x".repeat(43)).await;
+    assert_eq!(unknown.headers()["www-authenticate"], "Bearer");
+    assert_error(unknown, 401, "invalid_token").await;
+    assert_eq!(app.post_with_token("/v1/logout", token).await.status(), 204);
+    assert_error(
+        app.get_with_token("/v1/verify", token).await,
+        401,
+        "invalid_token",
+    )
+    .await;
+}

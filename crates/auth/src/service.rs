@@ -375,10 +375,15 @@ impl Auth {
     }
 
     async fn live_session(&self, raw_token: &str) -> Result<LiveSession, AuthError> {
-        let token = parse_token(raw_token)?;
+        self.live(&parse_token(raw_token)?).await
+    }
+
+    /// The live session `token` names; using it starts its idle period
+    /// again.
+    async fn live(&self, token: &Token) -> Result<LiveSession, AuthError> {
         self.inner
             .store
-            .touch(&token)
+            .touch(token)
             .await?
             .ok_or(AuthError::InvalidToken)
     }
@@ -502,8 +507,10 @@ impl AuthService for Auth {
         &self,
         request: Request<ValidateSessionRequest>,
     ) -> Result<Response<ValidateSessionResponse>, Status> {
-        let live = self.live_session(&request.get_ref().token).await?;
+        let token = parse_token(&request.get_ref().token)?;
+        let live = self.live(&token).await?;
         Ok(Response::new(ValidateSessionResponse {
+            session_id: token.session_id(),
             session: Some(session(&live.record)),
             expires_in: live.expires_in.as_secs(),
             user_copy: live.user_copy.unwrap_or_default(),

@@ -47,6 +47,15 @@ impl Token {
     pub fn digest(&self) -> String {
         hex::encode(Sha256::digest(self.0.as_bytes()))
     }
+
+    /// The session's public id: the first 128 bits of [`Token::digest`].
+    /// It names the session in logs and to the services behind forward
+    /// authentication, and cannot be turned back into the token.
+    pub fn session_id(&self) -> String {
+        let mut digest = self.digest();
+        digest.truncate(32);
+        digest
+    }
 }
 
 impl fmt::Debug for Token {

@@ -3,9 +3,9 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::StatusCode,
-    response::IntoResponse,
-    routing::{get, post},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/login", post(login))
         .route("/v1/me", get(me))
+        .route("/v1/verify", any(verify))
         .route("/v1/logout", post(logout))
         .route(
             "/v1/me/profile",
@@ -227,32 +228,91 @@ async fn me(
     BearerToken(token): BearerToken,
 ) -> Result<Json<UserOutput>, ApiError> {
     let validated = state.validated(&request_id, token).await?;
-    // The session usually comes with the user service's copy of its user:
-    // then neither the user service nor MySQL is asked.
-    if !validated.user_copy.is_empty()
-        && let Some(user) = user_copy::decode(&validated.user_copy)
-    {
-        return Ok(Json(UserOutput { user: user.into() }));
-    }
-    let session = validated.session.ok_or_else(|| missing("session"))?;
-    let key = Key::Openid(user::OpenId {
-        appid: session.appid,
-        openid: session.openid,
-    });
-    let found = state
-        .user()
-        .get_user(state.request(&request_id, GetUserRequest { key: Some(key) }))
-        .await;
-    let user = match found {
-        Ok(response) => response.into_inner().user.ok_or_else(|| missing("user"))?,
-        // A live session whose user is gone (the row was deleted): the
-        // client must log in again, which registers the user anew.
-        Err(status) if wxlogin_proto::reason::of(&status) == Some(Reason::UserNotFound) => {
-            return Err(ApiError::invalid_token());
-        }
-        Err(status) => return Err(status.into()),
-    };
+    let user = state.user_of(&request_id, validated).await?;
     Ok(Json(UserOutput { user: user.into() }))
+}
+
+/// The identity headers `/v1/verify` answers with, for the service behind
+/// the proxy. One list, so that the proxy configurations in `deploy/` and
+/// the tests name the same ones.
+pub mod identity {
+    pub const USER_ID: &str = "x-wx-user-id";
+    pub const OPENID: &str = "x-wx-openid";
+    pub const UNIONID: &str = "x-wx-unionid";
+    pub const APPID: &str = "x-wx-appid";
+    pub const SESSION_ID: &str = "x-wx-session-id";
+    /// Every one of them: a proxy removes these from what clients send.
+    pub const ALL: [&str; 5] = [USER_ID, OPENID, UNIONID, APPID, SESSION_ID];
+}
+
+/// Forward authentication (nginx `auth_request`, Traefik `ForwardAuth`,
+/// Envoy `ext_authz`, …), any method: `200` (no body) with the session's identity in
+/// headers, or the same `401` as every other authenticated call. It costs
+/// what `GET /v1/me` costs.
+async fn verify(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+) -> Result<Response, ApiError> {
+    let validated = state.validated(&request_id, token).await?;
+    let session_id = validated.session_id.clone();
+    let user = state.user_of(&request_id, validated).await?;
+    let mut headers = HeaderMap::new();
+    let values = [
+        (identity::USER_ID, Some(user.id.to_string())),
+        (identity::OPENID, Some(user.openid)),
+        (identity::UNIONID, user.unionid),
+        (identity::APPID, Some(user.appid)),
+        (identity::SESSION_ID, Some(session_id)),
+    ];
+    for (name, value) in values {
+        let Some(value) = value else { continue };
+        let value = HeaderValue::try_from(value).map_err(|_| {
+            tracing::error!(
+                header = name,
+                "an identity value is not a valid header value"
+            );
+            ApiError::internal()
+        })?;
+        headers.insert(HeaderName::from_static(name), value);
+    }
+    Ok((StatusCode::OK, headers).into_response())
+}
+
+impl AppState {
+    /// The user of a validated session: the copy that came with it, else
+    /// the user service's row.
+    async fn user_of(
+        &self,
+        request_id: &RequestId,
+        validated: wxlogin_proto::auth::v1::ValidateSessionResponse,
+    ) -> Result<user::User, ApiError> {
+        // The session usually comes with the user service's copy of its
+        // user: then neither the user service nor MySQL is asked.
+        if !validated.user_copy.is_empty()
+            && let Some(user) = user_copy::decode(&validated.user_copy)
+        {
+            return Ok(user);
+        }
+        let session = validated.session.ok_or_else(|| missing("session"))?;
+        let key = Key::Openid(user::OpenId {
+            appid: session.appid,
+            openid: session.openid,
+        });
+        let found = self
+            .user()
+            .get_user(self.request(request_id, GetUserRequest { key: Some(key) }))
+            .await;
+        match found {
+            Ok(response) => response.into_inner().user.ok_or_else(|| missing("user")),
+            // A live session whose user is gone (the row was deleted): the
+            // client must log in again, which registers the user anew.
+            Err(status) if wxlogin_proto::reason::of(&status) == Some(Reason::UserNotFound) => {
+                Err(ApiError::invalid_token())
+            }
+            Err(status) => Err(status.into()),
+        }
+    }
 }
 
 async fn logout(

@@ -454,8 +454,95 @@ impl Drop for PrivateMariadb {
     }
 }
 
-/// Where a MariaDB binary is: on the PATH or in the sbin directories that
-/// Debian's package puts it in.
+/// An nginx of the test's own, on a free loopback port, with the `http`
+/// block the test gives (it is told the port and a directory for temp
+/// files). Killed on drop. Panics (so the test fails rather than passing
+/// without having run) when nginx is missing or does not start;
+/// `tests/run.sh` installs Debian's `nginx-light`.
+#[derive(Debug)]
+pub struct PrivateNginx {
+    port: u16,
+    dir: std::path::PathBuf,
+    server: std::process::Child,
+}
+
+impl PrivateNginx {
+    pub fn start(http: impl FnOnce(u16, &std::path::Path) -> String) -> PrivateNginx {
+        let (port, dir) = port_and_dir("wxlogin_nginx");
+        // Workers may run as another user (nginx started by root): they
+        // must be able to write their temp files.
+        use std::os::unix::fs::PermissionsExt;
+        drop(std::fs::set_permissions(
+            &dir,
+            std::fs::Permissions::from_mode(0o777),
+        ));
+        let config = format!(
+            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log warn;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n\
+             proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
+             uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n{}\n}}\n",
+            http(port, &dir),
+            dir = dir.display(),
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config).expect("write nginx.conf");
+        let server = std::process::Command::new(binary("nginx"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = PrivateNginx { port, dir, server };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = nginx.server.try_wait() {
+                panic!("nginx exited ({status}): {}", nginx.error_log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not listen within 10 s: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What nginx logged (warnings and errors).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateNginx {
+    fn drop(&mut self) {
+        // SIGTERM, so that the master stops its workers too (SIGKILL would
+        // leave them running).
+        drop(
+            std::process::Command::new("kill")
+                .args(["-TERM", &self.server.id().to_string()])
+                .status(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while matches!(self.server.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(self.server.kill());
+        drop(self.server.wait());
+        drop(std::fs::remove_dir_all(&self.dir));
+    }
+}
+
+/// Where a server binary is: on the PATH or in the sbin directories that
+/// Debian's packages put it in.
 fn binary(name: &str) -> std::path::PathBuf {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -464,7 +551,7 @@ fn binary(name: &str) -> std::path::PathBuf {
         .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed (apt-get install mariadb-server)"))
+        .unwrap_or_else(|| panic!("{name} is not installed (tests/run.sh installs it)"))
 }
 
 /// A free loopback port and a fresh directory, for a private server.
