@@ -68,8 +68,7 @@ impl Floor {
                 openid,
                 ..Session::default()
             }),
-            expires_in: 0,
-            user_copy: Vec::new(),
+            ..ValidateSessionResponse::default()
         }))
     }
 }
