@@ -117,7 +117,15 @@ impl AccessTokens {
             let Ok(Some(holder)) = this.store.try_lock(&name, LOCK_TTL).await else {
                 return; // another instance is at it
             };
-            if let Err(error) = this.fetch_and_cache(&app, None).await {
+            // Another instance may have refreshed the token (and let go of
+            // the lock) between this caller's read and its lock: refresh
+            // only what is still due.
+            let due = match this.store.access_token(&app.appid).await {
+                Ok(Some(cached)) => now_unix_ms() >= cached.refresh_at_ms,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if due && let Err(error) = this.fetch_and_cache(&app, None).await {
                 tracing::warn!(appid = %app.appid, %error, "refreshing the access_token ahead of expiry failed");
             }
             drop(this.store.unlock(&name, &holder).await);
