@@ -10,6 +10,7 @@ mod limits;
 mod login;
 mod nginx;
 mod outage;
+mod proxy;
 mod redis_outage;
 mod replicas;
 mod secrets;

@@ -2,47 +2,12 @@
 //! port) configured with the files in `deploy/nginx/`, in front of a small
 //! upstream that echoes the headers it gets.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{net::SocketAddr, path::PathBuf, sync::atomic::Ordering};
 
-use axum::{Json, Router, extract::State, http::HeaderMap, routing::any};
-use serde_json::{Value, json};
+use serde_json::Value;
 use wxlogin_gateway::routes::identity;
 use wxlogin_testkit::PrivateNginx;
-use wxlogin_tests::{TestApp, assert_error};
-
-/// The team's API: answers every request with the headers it got; counts
-/// the requests.
-async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let seen = Arc::new(AtomicUsize::new(0));
-    let app = Router::new()
-        .fallback(any(
-            async |State(seen): State<Arc<AtomicUsize>>, headers: HeaderMap, body: String| {
-                seen.fetch_add(1, Ordering::SeqCst);
-                let headers: serde_json::Map<String, Value> = headers
-                    .iter()
-                    .map(|(name, value)| {
-                        (
-                            name.as_str().to_owned(),
-                            json!(value.to_str().unwrap_or("<binary>")),
-                        )
-                    })
-                    .collect();
-                Json(json!({ "headers": headers, "body": body }))
-            },
-        ))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, seen)
-}
+use wxlogin_tests::{TestApp, assert_error, echo_upstream};
 
 fn deploy_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

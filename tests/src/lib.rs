@@ -187,6 +187,9 @@ pub struct Options {
     pub phone_per_user: u32,
     /// The gateway's `TRUSTED_PROXIES`.
     pub trusted_proxies: String,
+    /// The gateway's `PROXY_ROUTES` and `PROXY_TIMEOUT_MS`.
+    pub proxy_routes: String,
+    pub proxy_timeout_ms: u64,
     /// The Redis server of the test's key prefix (e.g. a
     /// `wxlogin_testkit::PrivateRedis`); `None`: `REDIS_URL` or the local one.
     pub redis_url: Option<String>,
@@ -209,6 +212,8 @@ impl Default for Options {
             check_session_per_user: UNLIMITED,
             phone_per_user: UNLIMITED,
             trusted_proxies: String::new(),
+            proxy_routes: String::new(),
+            proxy_timeout_ms: 30_000,
             redis_url: None,
         }
     }
@@ -688,8 +693,75 @@ fn gateway_config(
         ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
         ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
+        ("PROXY_ROUTES", options.proxy_routes.clone()),
+        ("PROXY_TIMEOUT_MS", options.proxy_timeout_ms.to_string()),
     ])))
     .expect("gateway config")
+}
+
+/// The team's own API, for the tests of what wxlogin puts in front of it:
+/// answers every request with the method, path, query, headers and body it
+/// got, as JSON; `/…/status/<code>` answers that status with an
+/// `x-upstream` header and a text body instead, and `/…/slow` answers after
+/// two seconds. Counts the requests it gets.
+pub async fn echo_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::{
+        Json, Router,
+        extract::State,
+        http::{HeaderMap, Method, StatusCode, Uri},
+        response::IntoResponse,
+        routing::any,
+    };
+    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering};
+    let seen = Arc::new(AtomicUsize::new(0));
+    let echo = async |State(seen): State<Arc<AtomicUsize>>,
+                      method: Method,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: String| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let path = uri.path().to_owned();
+        if let Some(code) = path.rsplit_once("/status/").map(|(_, code)| code) {
+            let status = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|code| StatusCode::from_u16(code).ok())
+                .unwrap_or(StatusCode::IM_A_TEAPOT);
+            return (
+                status,
+                [("x-upstream", "yes")],
+                format!("upstream says {code}"),
+            )
+                .into_response();
+        }
+        if path.ends_with("/slow") {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    serde_json::json!(value.to_str().unwrap_or("<binary>")),
+                )
+            })
+            .collect();
+        Json(serde_json::json!({
+            "method": method.as_str(),
+            "path": path,
+            "query": uri.query(),
+            "headers": headers,
+            "body": body,
+        }))
+        .into_response()
+    };
+    let app = Router::new().fallback(any(echo)).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the echo upstream");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("echo upstream") });
+    (addr, seen)
 }
 
 /// Asserts that `response` is an error with this status and code, and

@@ -8,7 +8,7 @@ use wxlogin_common::{
     grpc,
 };
 
-use crate::client_ip::TrustedProxies;
+use crate::{client_ip::TrustedProxies, proxy::ProxyRoutes};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,6 +29,11 @@ pub struct Config {
     /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the
     /// client (comma-separated IPs and CIDR networks; none by default).
     pub trusted_proxies: TrustedProxies,
+    /// `PROXY_ROUTES`: proxy mode's `prefix=url` pairs (none by default).
+    pub proxy_routes: ProxyRoutes,
+    /// `PROXY_TIMEOUT_MS`: how long a proxied request may take, answer
+    /// included.
+    pub proxy_timeout: Duration,
 }
 
 impl Config {
@@ -64,7 +69,16 @@ impl Config {
                 .transpose()
                 .map_err(|message: String| ConfigError::invalid("TRUSTED_PROXIES", message))?
                 .unwrap_or_default(),
+            proxy_routes: optional(source, "PROXY_ROUTES")
+                .map(|routes| routes.parse())
+                .transpose()
+                .map_err(|message: String| ConfigError::invalid("PROXY_ROUTES", message))?
+                .unwrap_or_default(),
+            proxy_timeout: Duration::from_millis(parsed(source, "PROXY_TIMEOUT_MS", 30_000)?),
         };
+        if config.proxy_timeout.is_zero() {
+            return Err(ConfigError::invalid("PROXY_TIMEOUT_MS", "must be above 0"));
+        }
         if config.body_limit == 0 {
             return Err(ConfigError::invalid("BODY_LIMIT_BYTES", "must be above 0"));
         }

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod proxy;
 pub mod routes;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -51,6 +52,8 @@ pub enum StartError {
     },
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("proxy mode's HTTP client: {0}")]
+    Proxy(String),
 }
 
 /// What every handler shares. The upstreams hold multiplexed HTTP/2
@@ -60,6 +63,8 @@ pub struct AppState {
     auth: Upstream,
     user: Upstream,
     trusted_proxies: Arc<client_ip::TrustedProxies>,
+    /// Proxy mode, when `PROXY_ROUTES` names any route.
+    proxy: Option<Arc<proxy::Proxy>>,
 }
 
 /// The result of one readiness check.
@@ -145,6 +150,13 @@ impl Application {
             auth: upstream("AUTH_URL", &config.auth_url, &config)?,
             user: upstream("USER_URL", &config.user_url, &config)?,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            proxy: match config.proxy_routes.is_empty() {
+                true => None,
+                false => Some(Arc::new(
+                    proxy::Proxy::new(config.proxy_routes.clone(), config.proxy_timeout)
+                        .map_err(|error| StartError::Proxy(error.to_string()))?,
+                )),
+            },
         };
         let router = routes::router()
             .layer(DefaultBodyLimit::max(config.body_limit))

@@ -254,32 +254,42 @@ async fn verify(
     request_id: RequestId,
     BearerToken(token): BearerToken,
 ) -> Result<Response, ApiError> {
-    let validated = state.validated(&request_id, token).await?;
-    let session_id = validated.session_id.clone();
-    let user = state.user_of(&request_id, validated).await?;
-    let mut headers = HeaderMap::new();
-    let values = [
-        (identity::USER_ID, Some(user.id.to_string())),
-        (identity::OPENID, Some(user.openid)),
-        (identity::UNIONID, user.unionid),
-        (identity::APPID, Some(user.appid)),
-        (identity::SESSION_ID, Some(session_id)),
-    ];
-    for (name, value) in values {
-        let Some(value) = value else { continue };
-        let value = HeaderValue::try_from(value).map_err(|_| {
-            tracing::error!(
-                header = name,
-                "an identity value is not a valid header value"
-            );
-            ApiError::internal()
-        })?;
-        headers.insert(HeaderName::from_static(name), value);
-    }
+    let headers = state.identity(&request_id, token).await?;
     Ok((StatusCode::OK, headers).into_response())
 }
 
 impl AppState {
+    /// The identity headers of the live session `token` names.
+    pub(crate) async fn identity(
+        &self,
+        request_id: &RequestId,
+        token: String,
+    ) -> Result<HeaderMap, ApiError> {
+        let validated = self.validated(request_id, token).await?;
+        let session_id = validated.session_id.clone();
+        let user = self.user_of(request_id, validated).await?;
+        let mut headers = HeaderMap::new();
+        let values = [
+            (identity::USER_ID, Some(user.id.to_string())),
+            (identity::OPENID, Some(user.openid)),
+            (identity::UNIONID, user.unionid),
+            (identity::APPID, Some(user.appid)),
+            (identity::SESSION_ID, Some(session_id)),
+        ];
+        for (name, value) in values {
+            let Some(value) = value else { continue };
+            let value = HeaderValue::try_from(value).map_err(|_| {
+                tracing::error!(
+                    header = name,
+                    "an identity value is not a valid header value"
+                );
+                ApiError::internal()
+            })?;
+            headers.insert(HeaderName::from_static(name), value);
+        }
+        Ok(headers)
+    }
+
     /// The user of a validated session: the copy that came with it, else
     /// the user service's row.
     async fn user_of(
@@ -497,8 +507,18 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(Reason::NotFound, "no such endpoint")
+/// What no route of wxlogin's own takes: proxy mode's routes
+/// (`PROXY_ROUTES`), else 404.
+async fn not_found(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    if let Some(route) = state
+        .proxy
+        .as_ref()
+        .and_then(|proxy| proxy.route(request.uri().path()))
+        .cloned()
+    {
+        return crate::proxy::forward(state, route, request).await;
+    }
+    ApiError::new(Reason::NotFound, "no such endpoint").into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -120,6 +120,12 @@ reasons! {
     Internal = "INTERNAL", Internal, 500, "internal_error";
     /// WeChat could not be reached or answered nonsense.
     WechatUnavailable = "WECHAT_UNAVAILABLE", Unavailable, 502, "wechat_unavailable";
+    /// Proxy mode: the team's service behind the gateway could not be
+    /// reached.
+    UpstreamUnavailable = "UPSTREAM_UNAVAILABLE", Unavailable, 502, "upstream_unavailable";
+    /// Proxy mode: the team's service did not answer within
+    /// `PROXY_TIMEOUT_MS`.
+    UpstreamTimeout = "UPSTREAM_TIMEOUT", DeadlineExceeded, 504, "upstream_timeout";
     /// WeChat answered "system busy" (-1); the code was not spent.
     WechatBusy = "WECHAT_BUSY", Unavailable, 503, "wechat_busy";
     /// A service or a dependency (database, Redis) is unavailable, or a peer

@@ -1,0 +1,257 @@
+//! Proxy mode: the gateway in front of the team's own services
+//! (`PROXY_ROUTES`). A request under a configured prefix is authenticated
+//! like `/v1/verify`, then forwarded with the caller's identity in the
+//! `X-Wx-*` headers, without its token and without any `X-Wx-*` header the
+//! client sent; bodies stream both ways, and the upstream's answer is
+//! passed through as it is.
+
+use std::{str::FromStr, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{FromRequestParts, Request},
+    http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
+    response::{IntoResponse, Response},
+};
+use wxlogin_proto::reason::Reason;
+
+use crate::{
+    AppState,
+    client_ip::ClientIp,
+    error::ApiError,
+    extract::{BearerToken, RequestId},
+};
+
+/// One `prefix=url` of `PROXY_ROUTES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRoute {
+    /// Starts and ends with `/`.
+    pub prefix: String,
+    /// `http(s)://host[:port]`, without a path: the request's own path and
+    /// query follow it.
+    pub upstream: String,
+}
+
+/// `PROXY_ROUTES`: comma-separated `prefix=url`, longest prefix first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyRoutes(Vec<ProxyRoute>);
+
+impl FromStr for ProxyRoutes {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut routes = Vec::new();
+        for entry in text
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+        {
+            let (prefix, upstream) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?} is not prefix=url"))?;
+            let prefix = prefix.trim();
+            if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+                return Err(format!(
+                    "the prefix {prefix:?} must start and end with / (e.g. /api/)"
+                ));
+            }
+            if prefix.starts_with("/v1/") || prefix == "/healthz/" || prefix == "/readyz/" {
+                return Err(format!("the prefix {prefix:?} is wxlogin's own"));
+            }
+            let upstream = upstream.trim().trim_end_matches('/');
+            let uri: Uri = upstream
+                .parse()
+                .map_err(|_| format!("{upstream:?} is not a URL"))?;
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            if !scheme_ok || uri.host().is_none() || !matches!(uri.path(), "" | "/") {
+                return Err(format!(
+                    "{upstream:?} must be http(s)://host[:port], without a path"
+                ));
+            }
+            routes.push(ProxyRoute {
+                prefix: prefix.to_owned(),
+                upstream: upstream.to_owned(),
+            });
+        }
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        Ok(ProxyRoutes(routes))
+    }
+}
+
+impl ProxyRoutes {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The route a path goes to, if any.
+    pub fn route(&self, path: &str) -> Option<&ProxyRoute> {
+        self.0.iter().find(|route| path.starts_with(&route.prefix))
+    }
+}
+
+/// The proxy's HTTP client and its routes.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    routes: ProxyRoutes,
+    client: reqwest::Client,
+}
+
+impl Proxy {
+    pub fn new(routes: ProxyRoutes, timeout: Duration) -> Result<Proxy, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        Ok(Proxy { routes, client })
+    }
+
+    pub fn route(&self, path: &str) -> Option<&ProxyRoute> {
+        self.routes.route(path)
+    }
+}
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn forwardable(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !HOP_BY_HOP.contains(&name)
+        && name != header::HOST.as_str()
+        && name != header::AUTHORIZATION.as_str()
+        && !name.starts_with("x-wx-")
+}
+
+/// Authenticates `request` and forwards it to `route`'s upstream.
+pub async fn forward(state: AppState, route: ProxyRoute, request: Request) -> Response {
+    match try_forward(state, route, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn try_forward(
+    state: AppState,
+    route: ProxyRoute,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let BearerToken(token) = BearerToken::from_request_parts(&mut parts, &state).await?;
+    let Ok(request_id) = RequestId::from_request_parts(&mut parts, &state).await;
+    let Ok(ClientIp(client)) = ClientIp::from_request_parts(&mut parts, &state).await;
+    let identity = state.identity(&request_id, token).await?;
+
+    let path_and_query = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    let url = format!("{}{path_and_query}", route.upstream);
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + identity.len() + 1);
+    for (name, value) in &parts.headers {
+        if forwardable(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.extend(identity);
+    if let Some(client) = client
+        && let Ok(value) = HeaderValue::try_from(client.to_string())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    let Some(proxy) = state.proxy.as_ref() else {
+        return Err(ApiError::internal());
+    };
+    let upstream = proxy
+        .client
+        .request(parts.method, url)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await
+        .map_err(|error| {
+            let reason = if error.is_timeout() {
+                Reason::UpstreamTimeout
+            } else {
+                Reason::UpstreamUnavailable
+            };
+            tracing::warn!(
+                upstream = %route.upstream,
+                error = %wxlogin_common::error_report(&error),
+                "the proxied service did not answer"
+            );
+            ApiError::new(reason, "the service behind the gateway did not answer")
+        })?;
+
+    let mut response = Response::builder().status(upstream.status());
+    if let Some(response_headers) = response.headers_mut() {
+        for (name, value) in upstream.headers() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                response_headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    response
+        .body(Body::from_stream(upstream.bytes_stream()))
+        .map_err(|_| ApiError::internal())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_and_the_longest_prefix_wins() {
+        let routes: ProxyRoutes = "/api/=http://orders:8080, /api/pay/=https://pay.internal/"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            routes.route("/api/pay/42").unwrap().upstream,
+            "https://pay.internal"
+        );
+        assert_eq!(
+            routes.route("/api/orders").unwrap().upstream,
+            "http://orders:8080"
+        );
+        assert!(routes.route("/apix").is_none());
+        assert!(routes.route("/v1/me").is_none());
+        assert!("".parse::<ProxyRoutes>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_routes_are_refused() {
+        for bad in [
+            "/api/",
+            "api/=http://a",
+            "/api=http://a",
+            "/v1/=http://a",
+            "/api/=ftp://a",
+            "/api/=http://a/base",
+            "/api/=not a url",
+        ] {
+            assert!(bad.parse::<ProxyRoutes>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_identity_and_hop_headers_are_not_forwarded() {
+        for name in [
+            "authorization",
+            "host",
+            "connection",
+            "x-wx-openid",
+            "x-wx-anything",
+        ] {
+            assert!(!forwardable(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "x-request-id", "cookie", "x-custom"] {
+            assert!(forwardable(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}
