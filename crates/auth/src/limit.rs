@@ -360,15 +360,17 @@ impl Limiter {
     /// The error for a login whose `check` refused: the budget at
     /// `position` (from 1, as the script counts) has room again in
     /// `wait_us`.
-    pub fn refusal(&self, check: &BudgetCheck, position: usize, wait_us: u64) -> LimitError {
-        self.exhausted(
-            check
-                .kinds
-                .get(position.saturating_sub(1))
-                .copied()
-                .unwrap_or(Kind::LoginPerIp),
-            wait_us,
-        )
+    pub fn refusal(
+        &self,
+        check: Option<&BudgetCheck>,
+        position: usize,
+        wait_us: u64,
+    ) -> LimitError {
+        let kind = check
+            .and_then(|check| check.kinds.get(position.saturating_sub(1)))
+            .copied()
+            .unwrap_or(Kind::LoginPerIp);
+        self.exhausted(kind, wait_us)
     }
 
     /// Counts a code of `appid` from `client` that WeChat refused.

@@ -166,7 +166,6 @@ impl Auth {
         budgets: Option<BudgetCheck>,
     ) -> Outcome {
         let store = &self.inner.store;
-        let empty = BudgetCheck::default();
         let secrets = CodeSecrets::derive(appid, code);
         let marker = ExchangeSlot::marker(&format!("{:016x}", rand::random::<u64>()));
         let deadline = Instant::now() + self.inner.claim_ttl + Duration::from_secs(1);
@@ -185,8 +184,10 @@ impl Auth {
             let mut held = match claim {
                 Claim::Owned => return self.exchange_owned(appid, code, &secrets, &marker).await,
                 Claim::Refused { position, wait_us } => {
-                    let budgets = budgets.as_ref().unwrap_or(&empty);
-                    let refusal = self.inner.limiter.refusal(budgets, position, wait_us);
+                    let refusal = self
+                        .inner
+                        .limiter
+                        .refusal(budgets.as_ref(), position, wait_us);
                     return Err(Arc::new(AuthError::from(refusal)));
                 }
                 Claim::Held(ExchangeSlot::Pending) => {
@@ -250,7 +251,7 @@ impl Auth {
             }
         };
         match store
-            .record_exchange(appid, secrets.slot(), &sealed, CODE_LIFETIME, false)
+            .record_refusal(appid, secrets.slot(), &sealed, CODE_LIFETIME)
             .await
         {
             Ok(None) => outcome,

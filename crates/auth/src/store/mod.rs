@@ -384,25 +384,22 @@ impl SessionStore {
         }
     }
 
-    /// Puts the sealed outcome in the slot for `ttl`. Unless
-    /// `replace_sealed`, an outcome already sealed there stays, and is
-    /// answered (`Some`) for the caller to answer instead.
-    pub async fn record_exchange(
+    /// Puts a sealed refusal in the slot for `ttl`, unless an outcome is
+    /// already sealed there (by an instance whose exchange outlived its
+    /// claim): that one stays, and is answered (`Some`) for the caller to
+    /// answer instead. (A session's outcome is recorded by
+    /// [`SessionStore::create`].)
+    pub async fn record_refusal(
         &self,
         appid: &str,
         slot: &str,
         sealed: &str,
         ttl: Duration,
-        replace_sealed: bool,
     ) -> Result<Option<String>, StoreError> {
         match self {
-            SessionStore::Redis(store) => {
-                store
-                    .record_exchange(appid, slot, sealed, ttl, replace_sealed)
-                    .await
-            }
+            SessionStore::Redis(store) => store.record_refusal(appid, slot, sealed, ttl).await,
             SessionStore::Memory(store) => {
-                Ok(store.record_exchange(appid, slot, sealed, ttl, replace_sealed))
+                Ok(store.record_exchange(appid, slot, sealed, ttl, false))
             }
         }
     }

@@ -91,13 +91,13 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     ))
 });
 
-/// Records a code's outcome. A failure never replaces an outcome already
-/// sealed (by an instance whose exchange outlived its claim): that one is
-/// answered instead, so every submission keeps getting the same answer.
+/// Records a code's refusal. It never replaces an outcome already sealed
+/// (by an instance whose exchange outlived its claim): that one is answered
+/// instead, so every submission keeps getting the same answer.
 static RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"local current = redis.call('GET', KEYS[1])
-          if ARGV[3] == '0' and current and string.sub(current, 1, string.len(ARGV[4])) == ARGV[4] then
+          if current and string.sub(current, 1, string.len(ARGV[3])) == ARGV[3] then
             return current
           end
           redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -209,14 +209,16 @@ impl RedisStore {
             ),
             None => (self.login_key(&record.appid, "-"), String::new(), 1),
         };
+        let entry = self.session_entry(token);
+        let copy_key: Arc<str> = user_copy::key(&self.prefix, &record.appid, &record.openid).into();
         let found: Vec<Vec<u8>> = self
             .redis
             .run(async |conn| {
                 CREATE
                     .key(self.session_key_key(&record.appid, &record.openid))
-                    .key(self.session_entry(token))
+                    .key(&entry)
                     .key(&slot)
-                    .key(user_copy::key(&self.prefix, &record.appid, &record.openid))
+                    .key(&*copy_key)
                     .key(user_copy::journal_key(&self.prefix))
                     .arg(session_key.expose())
                     .arg(self.policy.max_lifetime.as_secs())
@@ -232,10 +234,7 @@ impl RedisStore {
                     .await
             })
             .await?;
-        self.copy_keys.insert(
-            self.session_entry(token),
-            user_copy::key(&self.prefix, &record.appid, &record.openid).into(),
-        );
+        self.copy_keys.insert(entry, copy_key);
         let mut found = found.into_iter();
         let copy = found.next();
         let recorded = found.next().is_some_and(|flag| flag == b"1");
@@ -472,14 +471,13 @@ impl RedisStore {
         Ok(current.map(ExchangeSlot::parse))
     }
 
-    /// See [`SessionStore::record_exchange`](super::SessionStore::record_exchange).
-    pub async fn record_exchange(
+    /// See [`SessionStore::record_refusal`](super::SessionStore::record_refusal).
+    pub async fn record_refusal(
         &self,
         appid: &str,
         slot: &str,
         sealed: &str,
         ttl: Duration,
-        replace_sealed: bool,
     ) -> Result<Option<String>, StoreError> {
         let key = self.login_key(appid, slot);
         let value = format!("{SEALED}{sealed}");
@@ -490,7 +488,6 @@ impl RedisStore {
                     .key(&key)
                     .arg(&value)
                     .arg(millis(ttl))
-                    .arg(if replace_sealed { "1" } else { "0" })
                     .arg(SEALED)
                     .invoke_async(conn)
                     .await
