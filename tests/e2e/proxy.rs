@@ -103,8 +103,17 @@ async fn an_upstream_that_is_down_or_slow_is_a_502_or_504() {
         .unwrap()
         .to_owned();
 
-    let gone = app.get_with_token("/gone/orders", &token).await;
+    let gone = app
+        .get_with_token("/gone/orders?coupon=c0up0n-s3cr3t", &token)
+        .await;
     assert_error(gone, 502, "upstream_unavailable").await;
+    // The failure is logged, but not the request's query string.
+    let logs = wxlogin_tests::captured_logs();
+    assert!(
+        logs.contains("the proxied service did not answer"),
+        "{logs}"
+    );
+    assert!(!logs.contains("c0up0n-s3cr3t"), "{logs}");
     let slow = app.get_with_token("/api/slow", &token).await;
     assert_error(slow, 504, "upstream_timeout").await;
 }

@@ -63,9 +63,11 @@ impl FromStr for ProxyRoutes {
                 .parse()
                 .map_err(|_| format!("{upstream:?} is not a URL"))?;
             let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-            if !scheme_ok || uri.host().is_none() || !matches!(uri.path(), "" | "/") {
+            // No user:password@: the route is logged when its upstream fails.
+            let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+            if !scheme_ok || uri.host().is_none() || userinfo || !matches!(uri.path(), "" | "/") {
                 return Err(format!(
-                    "{upstream:?} must be http(s)://host[:port], without a path"
+                    "{upstream:?} must be http(s)://host[:port], without a path or credentials"
                 ));
             }
             routes.push(ProxyRoute {
@@ -133,8 +135,13 @@ fn forwardable(name: &HeaderName) -> bool {
 }
 
 /// Authenticates `request` and forwards it to `route`'s upstream.
-pub async fn forward(state: AppState, route: ProxyRoute, request: Request) -> Response {
-    match try_forward(state, route, request).await {
+pub async fn forward(
+    state: AppState,
+    proxy: &Proxy,
+    route: &ProxyRoute,
+    request: Request,
+) -> Response {
+    match try_forward(state, proxy, route, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -142,7 +149,8 @@ pub async fn forward(state: AppState, route: ProxyRoute, request: Request) -> Re
 
 async fn try_forward(
     state: AppState,
-    route: ProxyRoute,
+    proxy: &Proxy,
+    route: &ProxyRoute,
     request: Request,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
@@ -165,9 +173,6 @@ async fn try_forward(
     {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
-    let Some(proxy) = state.proxy.as_ref() else {
-        return Err(ApiError::internal());
-    };
     let upstream = proxy
         .client
         .request(parts.method, url)
@@ -181,9 +186,11 @@ async fn try_forward(
             } else {
                 Reason::UpstreamUnavailable
             };
+            // Without the URL: its query string is the client's, and may
+            // carry what must not reach a log.
             tracing::warn!(
                 upstream = %route.upstream,
-                error = %wxlogin_common::error_report(&error),
+                error = %wxlogin_common::error_report(&error.without_url()),
                 "the proxied service did not answer"
             );
             ApiError::new(reason, "the service behind the gateway did not answer")
@@ -234,6 +241,7 @@ mod tests {
             "/api/=ftp://a",
             "/api/=http://a/base",
             "/api/=not a url",
+            "/api/=http://user:secret@orders:8080",
         ] {
             assert!(bad.parse::<ProxyRoutes>().is_err(), "{bad}");
         }

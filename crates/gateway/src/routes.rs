@@ -510,13 +510,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// What no route of wxlogin's own takes: proxy mode's routes
 /// (`PROXY_ROUTES`), else 404.
 async fn not_found(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    if let Some(route) = state
-        .proxy
-        .as_ref()
-        .and_then(|proxy| proxy.route(request.uri().path()))
-        .cloned()
+    if let Some(proxy) = state.proxy.clone()
+        && let Some(route) = proxy.route(request.uri().path())
     {
-        return crate::proxy::forward(state, route, request).await;
+        return crate::proxy::forward(state, &proxy, route, request).await;
     }
     ApiError::new(Reason::NotFound, "no such endpoint").into_response()
 }
