@@ -9,6 +9,7 @@ mod faults;
 mod limits;
 mod login;
 mod nginx;
+mod openapi;
 mod outage;
 mod proxy;
 mod redis_outage;

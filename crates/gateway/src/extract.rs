@@ -35,6 +35,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         let parsed = match kind {
+            // Every body of the API is an object; serde would also read a
+            // struct from an array of its fields.
+            BodyKind::Json if bytes.trim_ascii_start().first() != Some(&b'{') => {
+                return Err(ApiError::bad_request("the body must be a JSON object"));
+            }
             BodyKind::Json => serde_json::from_slice(&bytes).map_err(|error| {
                 ApiError::bad_request(format!("the body is not valid JSON for this call: {error}"))
             })?,

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod proxy;
 pub mod routes;
 
@@ -67,22 +68,18 @@ pub struct AppState {
     proxy: Option<Arc<proxy::Proxy>>,
 }
 
-/// The result of one readiness check.
+/// The result of one readiness check, as `/readyz` shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 enum Readiness {
+    #[serde(rename = "ok")]
     Ready,
+    #[serde(rename = "not_serving")]
     NotServing,
+    #[serde(rename = "unreachable")]
     Unreachable,
 }
 
 impl Readiness {
-    fn label(&self) -> &'static str {
-        match self {
-            Readiness::Ready => "ok",
-            Readiness::NotServing => "not_serving",
-            Readiness::Unreachable => "unreachable",
-        }
-    }
-
     fn is_ready(&self) -> bool {
         matches!(self, Readiness::Ready)
     }

@@ -5,10 +5,11 @@ use axum::{
     extract::State,
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::{any, get, post},
+    routing::{MethodFilter, get, on, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 use wxlogin_proto::{
     auth::v1::{GetPhoneNumberRequest, LoginRequest, LogoutRequest, ValidateSessionRequest},
     reason::Reason,
@@ -26,13 +27,14 @@ use crate::{
     client_ip::ClientIp,
     error::ApiError,
     extract::{BearerToken, Body, RequestId},
+    openapi,
 };
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/login", post(login))
         .route("/v1/me", get(me))
-        .route("/v1/verify", any(verify))
+        .route("/v1/verify", on(VERIFY_METHODS, verify))
         .route("/v1/logout", post(logout))
         .route(
             "/v1/me/profile",
@@ -41,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/me/phone", post(phone))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -77,36 +80,46 @@ impl AppState {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct LoginInput {
+/// What `POST /v1/login` takes.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct LoginInput {
+    /// The one-time code from `wx.login()`.
     code: String,
+    /// Which configured mini-program the code is of; default: `WECHAT_APPID`.
     #[serde(default)]
     appid: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct LoginOutput {
+/// A session for the mini-program, and its user.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LoginOutput {
+    /// The opaque session token: send it as `Authorization: Bearer <token>`.
     token: String,
+    /// Seconds the session lives without use; each use restarts it.
     expires_in: u64,
+    /// Whether this login registered the user.
     created: bool,
     user: UserView,
 }
 
 /// `{"user": …}`, serialized straight from the view.
-#[derive(Debug, Serialize)]
-struct UserOutput {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserOutput {
     user: UserView,
 }
 
 /// A user as the mini-program sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
+    /// wxlogin's id of the user, stable across logins.
     id: u64,
     appid: String,
     openid: String,
     unionid: Option<String>,
     nickname: Option<String>,
     avatar_url: Option<String>,
+    /// WeChat's gender: 0 unknown, 1 male, 2 female.
     gender: i32,
     country: Option<String>,
     province: Option<String>,
@@ -115,7 +128,9 @@ pub struct UserView {
     phone_number: Option<String>,
     pure_phone_number: Option<String>,
     phone_country_code: Option<String>,
+    /// RFC 3339, UTC.
     created_at: Option<String>,
+    /// RFC 3339, UTC.
     updated_at: Option<String>,
 }
 
@@ -154,7 +169,23 @@ fn missing(what: &str) -> ApiError {
     ApiError::internal()
 }
 
-async fn login(
+/// Exchange a `wx.login()` code for a session token.
+///
+/// The first login of a WeChat user registers them.
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    tag = "session",
+    request_body(content(
+        (LoginInput = "application/json"),
+        (LoginInput = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Logged in.", body = LoginOutput),
+        openapi::LoginErrors,
+    ),
+)]
+pub(crate) async fn login(
     State(state): State<AppState>,
     request_id: RequestId,
     ClientIp(client): ClientIp,
@@ -222,7 +253,18 @@ async fn login(
     }))
 }
 
-async fn me(
+/// The logged-in user. Restarts the session's idle period.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "user",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The session's user.", body = UserOutput),
+        openapi::SessionErrors,
+    ),
+)]
+pub(crate) async fn me(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
@@ -245,11 +287,31 @@ pub mod identity {
     pub const ALL: [&str; 5] = [USER_ID, OPENID, UNIONID, APPID, SESSION_ID];
 }
 
-/// Forward authentication (nginx `auth_request`, Traefik `ForwardAuth`,
-/// Envoy `ext_authz`, …), any method: `200` (no body) with the session's identity in
-/// headers, or the same `401` as every other authenticated call. It costs
-/// what `GET /v1/me` costs.
-async fn verify(
+/// The methods `/v1/verify` answers: every method OpenAPI 3.1 can describe,
+/// since a proxy may ask with the client's own.
+const VERIFY_METHODS: MethodFilter = MethodFilter::GET
+    .or(MethodFilter::HEAD)
+    .or(MethodFilter::POST)
+    .or(MethodFilter::PUT)
+    .or(MethodFilter::PATCH)
+    .or(MethodFilter::DELETE)
+    .or(MethodFilter::OPTIONS)
+    .or(MethodFilter::TRACE);
+
+/// Forward authentication for a reverse proxy.
+///
+/// nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz`, …, with
+/// any of [`VERIFY_METHODS`]: `200` (no body) with the session's identity in headers, or the
+/// same `401` as every other authenticated call. It costs what `GET /v1/me`
+/// costs.
+#[utoipa::path(
+    get,
+    path = "/v1/verify",
+    tag = "session",
+    security(("session" = [])),
+    responses(openapi::VerifyAnswer, openapi::SessionErrors),
+)]
+pub(crate) async fn verify(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
@@ -325,7 +387,18 @@ impl AppState {
     }
 }
 
-async fn logout(
+/// End the session: the token is dead.
+#[utoipa::path(
+    post,
+    path = "/v1/logout",
+    tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "The session is over."),
+        openapi::SessionErrors,
+    ),
+)]
+pub(crate) async fn logout(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
@@ -344,13 +417,17 @@ async fn logout(
 }
 
 /// What wx.getUserInfo / getUserProfile hand the mini-program.
-#[derive(Debug, Deserialize)]
-struct EncryptedProfile {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct EncryptedProfile {
+    /// Base64 of the AES-128-CBC ciphertext.
     #[serde(rename = "encryptedData", alias = "encrypted_data")]
     encrypted_data: String,
+    /// Base64 of the 16-byte IV.
     iv: String,
+    /// Sent together with `signature`, or not at all.
     #[serde(default, rename = "rawData", alias = "raw_data")]
     raw_data: Option<String>,
+    /// `sha1(rawData + session_key)`, in hex.
     #[serde(default)]
     signature: Option<String>,
 }
@@ -360,8 +437,22 @@ fn user_of(response: user::UpdateUserResponse) -> Result<Json<UserOutput>, ApiEr
     Ok(Json(UserOutput { user: user.into() }))
 }
 
-/// `POST /v1/me/profile`: decrypt and store the user's profile.
-async fn profile_from_encrypted(
+/// Decrypt and store the user's profile (`wx.getUserProfile`).
+#[utoipa::path(
+    post,
+    path = "/v1/me/profile",
+    tag = "user",
+    security(("session" = [])),
+    request_body(content(
+        (EncryptedProfile = "application/json"),
+        (EncryptedProfile = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The decrypted profile is stored.", body = UserOutput),
+        openapi::SealedProfileErrors,
+    ),
+)]
+pub(crate) async fn profile_from_encrypted(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
@@ -381,16 +472,33 @@ async fn profile_from_encrypted(
     user_of(response.into_inner())
 }
 
-#[derive(Debug, Deserialize)]
-struct ProfileFields {
+/// The profile fields users fill in themselves.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ProfileFields {
     #[serde(default, alias = "nickName")]
+    #[schema(schema_with = openapi::nickname_schema)]
     nickname: Option<String>,
     #[serde(default, alias = "avatarUrl")]
+    #[schema(schema_with = openapi::avatar_url_schema)]
     avatar_url: Option<String>,
 }
 
-/// `PUT /v1/me/profile`: the fields users fill in themselves.
-async fn update_profile(
+/// Store the profile fields users fill in themselves.
+#[utoipa::path(
+    put,
+    path = "/v1/me/profile",
+    tag = "user",
+    security(("session" = [])),
+    request_body(content(
+        (ProfileFields = "application/json"),
+        (ProfileFields = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The fields are stored.", body = UserOutput),
+        openapi::ProfileErrors,
+    ),
+)]
+pub(crate) async fn update_profile(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
@@ -412,7 +520,7 @@ async fn update_profile(
 
 /// Either the getPhoneNumber button's code, or its legacy encrypted data.
 #[derive(Debug, Deserialize)]
-struct PhoneInput {
+pub(crate) struct PhoneInput {
     #[serde(default)]
     code: Option<String>,
     #[serde(default, rename = "encryptedData", alias = "encrypted_data")]
@@ -421,13 +529,59 @@ struct PhoneInput {
     iv: Option<String>,
 }
 
-/// `POST /v1/me/phone`.
-async fn phone(
+/// What `POST /v1/me/phone` takes, as the document describes it: one of the
+/// two forms ([`PhoneInput`] reads them).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub(crate) enum PhoneRequest {
+    /// The getPhoneNumber button's code.
+    Code { code: String },
+    /// The legacy encrypted data.
+    Encrypted {
+        #[serde(rename = "encryptedData")]
+        encrypted_data: String,
+        iv: String,
+    },
+}
+
+/// The stored phone number.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PhoneView {
+    phone_number: Option<String>,
+    pure_phone_number: Option<String>,
+    country_code: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PhoneOutput {
+    phone: PhoneView,
+    user: UserView,
+}
+
+/// Store the user's phone number.
+///
+/// From the getPhoneNumber button's code, or its legacy encrypted data.
+#[utoipa::path(
+    post,
+    path = "/v1/me/phone",
+    tag = "user",
+    security(("session" = [])),
+    request_body(content(
+        (PhoneRequest = "application/json"),
+        (PhoneRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The number is stored.", body = PhoneOutput),
+        openapi::PhoneErrors,
+    ),
+)]
+pub(crate) async fn phone(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
     Body(input): Body<PhoneInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PhoneOutput>, ApiError> {
     let response = match input {
         PhoneInput {
             code: Some(code), ..
@@ -473,38 +627,76 @@ async fn phone(
         }
     };
     let user = response.into_inner().user.ok_or_else(|| missing("user"))?;
-    let phone = json!({
-        "phone_number": user.phone_number,
-        "pure_phone_number": user.pure_phone_number,
-        "country_code": user.phone_country_code,
-    });
-    Ok(Json(
-        json!({ "phone": phone, "user": UserView::from(user) }),
-    ))
+    let phone = PhoneView {
+        phone_number: user.phone_number.clone(),
+        pure_phone_number: user.pure_phone_number.clone(),
+        country_code: user.phone_country_code.clone(),
+    };
+    Ok(Json(PhoneOutput {
+        phone,
+        user: user.into(),
+    }))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// `200` while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The gateway runs.", body = Health)),
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// What each service's health check answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Checks {
+    auth: crate::Readiness,
+    user: crate::Readiness,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Ready {
+    #[schema(value_type = String, example = "ready")]
+    status: &'static str,
+    checks: Checks,
+}
+
+/// `200` when auth and user both serve, else `503 not_ready`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Auth and user both serve.", body = Ready),
+        openapi::NotReady,
+    ),
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let (auth, user) = tokio::join!(state.check_auth(), state.check_user());
-    let checks = json!({ "auth": auth.label(), "user": user.label() });
     if auth.is_ready() && user.is_ready() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
-        )
-    } else {
-        let error = ApiError::new(
-            Reason::NotReady,
-            "a service the gateway needs is unavailable",
-        );
-        let mut body = error.body();
-        body["status"] = json!("not_ready");
-        body["checks"] = checks;
-        (error.status(), Json(body))
+        let checks = Checks { auth, user };
+        return Json(Ready {
+            status: "ready",
+            checks,
+        })
+        .into_response();
     }
+    let error = ApiError::new(
+        Reason::NotReady,
+        "a service the gateway needs is unavailable",
+    );
+    let mut body = error.body();
+    body["status"] = json!("not_ready");
+    body["checks"] = json!(Checks { auth, user });
+    (error.status(), Json(body)).into_response()
 }
 
 /// What no route of wxlogin's own takes: proxy mode's routes

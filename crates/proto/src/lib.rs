@@ -18,4 +18,5 @@ pub mod user {
 }
 
 pub mod codec;
+pub mod fields;
 pub mod reason;

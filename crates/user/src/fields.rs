@@ -1,5 +1,6 @@
-//! The user fields the service stores: each text column's width and the
-//! one check every value passes before any write, whatever path it came by
+//! The one check every user field passes before any write (the widths and
+//! names are `wxlogin_proto::fields`', shared with the gateway's OpenAPI
+//! document), whatever path it came by
 //! (a gRPC request, or data decrypted from WeChat). So no path can store
 //! what another refuses, and MySQL never sees a value too long for its
 //! column (which it would refuse with error 1406, a 500 for the client).
@@ -11,114 +12,15 @@
 
 use crate::{crypto::PhoneNumber, error::Error};
 
-/// A text column of `users`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Appid,
-    Openid,
-    Unionid,
-    Nickname,
-    AvatarUrl,
-    Country,
-    Province,
-    City,
-    Language,
-    PhoneNumber,
-    PurePhoneNumber,
-    PhoneCountryCode,
-}
+pub use wxlogin_proto::fields::{Field, Origin};
 
-/// Where a value came from; it decides how an error message names the
-/// field, so that the client recognises its own input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A field of one of our gRPC requests (`nickname`, `phone_number`).
-    Request,
-    /// A field of WeChat's decrypted data (`nickName`, `phoneNumber`).
-    WeChat,
-}
-
-impl Field {
-    pub const ALL: [Field; 12] = [
-        Field::Appid,
-        Field::Openid,
-        Field::Unionid,
-        Field::Nickname,
-        Field::AvatarUrl,
-        Field::Country,
-        Field::Province,
-        Field::City,
-        Field::Language,
-        Field::PhoneNumber,
-        Field::PurePhoneNumber,
-        Field::PhoneCountryCode,
-    ];
-
-    /// The column's width in characters: a utf8mb4 `VARCHAR(n)` holds n
-    /// characters whatever their size in bytes.
-    pub const fn max_chars(self) -> u32 {
-        match self {
-            Field::Appid => 64,
-            Field::Openid | Field::Unionid | Field::Nickname => 128,
-            Field::AvatarUrl => 1024,
-            Field::Country | Field::Province | Field::City => 64,
-            Field::Language => 16,
-            Field::PhoneNumber | Field::PurePhoneNumber => 32,
-            Field::PhoneCountryCode => 8,
-        }
-    }
-
-    /// The column's name in `users`.
-    pub const fn column(self) -> &'static str {
-        match self {
-            Field::Appid => "appid",
-            Field::Openid => "openid",
-            Field::Unionid => "unionid",
-            Field::Nickname => "nickname",
-            Field::AvatarUrl => "avatar_url",
-            Field::Country => "country",
-            Field::Province => "province",
-            Field::City => "city",
-            Field::Language => "language",
-            Field::PhoneNumber => "phone_number",
-            Field::PurePhoneNumber => "pure_phone_number",
-            Field::PhoneCountryCode => "phone_country_code",
-        }
-    }
-
-    /// The field's name as the client sent it.
-    pub const fn name(self, origin: Origin) -> &'static str {
-        match (origin, self) {
-            (Origin::Request, Field::PhoneCountryCode) => "country_code",
-            (Origin::Request, field) => field.column(),
-            (Origin::WeChat, Field::Appid) => "appid",
-            (Origin::WeChat, Field::Openid) => "openId",
-            (Origin::WeChat, Field::Unionid) => "unionId",
-            (Origin::WeChat, Field::Nickname) => "nickName",
-            (Origin::WeChat, Field::AvatarUrl) => "avatarUrl",
-            (Origin::WeChat, Field::Country) => "country",
-            (Origin::WeChat, Field::Province) => "province",
-            (Origin::WeChat, Field::City) => "city",
-            (Origin::WeChat, Field::Language) => "language",
-            (Origin::WeChat, Field::PhoneNumber) => "phoneNumber",
-            (Origin::WeChat, Field::PurePhoneNumber) => "purePhoneNumber",
-            (Origin::WeChat, Field::PhoneCountryCode) => "countryCode",
-        }
-    }
-
+/// The checks of a value against its column, before any write.
+pub trait FieldCheck: Copy {
     /// `value` if it fits the column; `name` is what the error calls it.
-    pub fn fits<'a>(self, name: &str, value: &'a str) -> Result<&'a str, Error> {
-        at_most(name, value, self.max_chars())?;
-        if self == Field::AvatarUrl && !is_web_url(value) {
-            return Err(Error::InvalidArgument(format!(
-                "{name} must be an http(s) URL"
-            )));
-        }
-        Ok(value)
-    }
+    fn fits<'a>(self, name: &str, value: &'a str) -> Result<&'a str, Error>;
 
     /// `value`, which must be non-empty and fit the column.
-    pub fn required<'a>(self, name: &str, value: &'a str) -> Result<&'a str, Error> {
+    fn required<'a>(self, name: &str, value: &'a str) -> Result<&'a str, Error> {
         if value.is_empty() {
             return Err(Error::InvalidArgument(format!("{name} is required")));
         }
@@ -127,15 +29,23 @@ impl Field {
 
     /// `value` if present; an empty string counts as absent, because proto3
     /// clients often send "" for "none".
-    pub fn optional<'a>(
-        self,
-        name: &str,
-        value: Option<&'a str>,
-    ) -> Result<Option<&'a str>, Error> {
+    fn optional<'a>(self, name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Error> {
         match value {
             None | Some("") => Ok(None),
             Some(value) => self.fits(name, value).map(Some),
         }
+    }
+}
+
+impl FieldCheck for Field {
+    fn fits<'a>(self, name: &str, value: &'a str) -> Result<&'a str, Error> {
+        at_most(name, value, self.max_chars())?;
+        if self == Field::AvatarUrl && !wxlogin_proto::fields::is_web_url(value) {
+            return Err(Error::InvalidArgument(format!(
+                "{name} must be an http(s) URL"
+            )));
+        }
+        Ok(value)
     }
 }
 
@@ -150,20 +60,6 @@ pub fn at_most<'a>(name: &str, value: &'a str, max_chars: u32) -> Result<&'a str
         )));
     }
     Ok(value)
-}
-
-/// Whether `url` is an absolute http(s) URL: the only avatars a client can
-/// safely put in an `<image src>` (no `javascript:`, `data:` or relative
-/// paths), with no whitespace or control characters that would end it
-/// early.
-fn is_web_url(url: &str) -> bool {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return false;
-    };
-    (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
-        && !rest.is_empty()
-        && !rest.starts_with('/')
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Profile fields to store; `None` leaves the stored value as it is. Only

@@ -27,7 +27,7 @@ use crate::{
     crypto::{self, DecryptError, Expectations, PhoneNumber, UserInfo},
     entity::user,
     error::Error,
-    fields::{self, Field, Origin, ProfileUpdate, Validated},
+    fields::{self, Field, FieldCheck, Origin, ProfileUpdate, Validated},
     repo::{Upserted, UserRepo},
 };
 

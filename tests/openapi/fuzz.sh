@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Fuzzes the running gateway from its own OpenAPI document with schemathesis
+# (PyPI, pinned in requirements.txt, installed into target/schemathesis):
+# every check, no 5xx but the documented 502/503, every answer matching its
+# documented status, headers and schema.
+#
+# It starts the single-process binary (target/debug/wxlogin, or $WXLOGIN_BIN)
+# on free ports with the WeChat simulator, on WXLOGIN_FUZZ_DATABASE_URL /
+# WXLOGIN_FUZZ_REDIS_URL when set (tests/run.sh sets them to its MySQL and
+# Redis), else on a temporary SQLite file and in-process sessions.
+# Extra arguments go to `schemathesis run`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+here=tests/openapi
+bin=${WXLOGIN_BIN:-target/debug/wxlogin}
+venv=target/schemathesis
+work=$(mktemp -d "${TMPDIR:-/tmp}/wxlogin-fuzz.XXXXXX")
+redis_url=${WXLOGIN_FUZZ_REDIS_URL:-memory://}
+prefix="wxlogin-fuzz-$$:"
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
+  # The run's keys, when it used a Redis server.
+  if [[ $redis_url == redis://* ]] && command -v redis-cli >/dev/null 2>&1; then
+    redis-cli -u "$redis_url" --scan --pattern "$prefix*" 2>/dev/null \
+      | xargs -r redis-cli -u "$redis_url" del >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+log() { printf 'tests/openapi/fuzz.sh: %s\n' "$*" >&2; }
+
+[ -x "$bin" ] || { log "$bin is missing: run cargo build first"; exit 1; }
+
+# The pinned fuzzer, installed once per requirements file.
+if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" 2>/dev/null; then
+  log "installing $(grep -v '^#' "$here/requirements.txt") into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  cp "$here/requirements.txt" "$venv/requirements.txt"
+fi
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+gateway_port=$(free_port)
+sim_port=$(free_port)
+export GATEWAY_ADDR="127.0.0.1:$gateway_port" SIM_ADDR="127.0.0.1:$sim_port"
+export DATABASE_URL=${WXLOGIN_FUZZ_DATABASE_URL:-"sqlite://$work/wxlogin.sqlite3"}
+export REDIS_URL=$redis_url REDIS_KEY_PREFIX=$prefix
+export RUST_LOG=${RUST_LOG:-warn}
+"$bin" >"$work/wxlogin.log" 2>&1 &
+pid=$!
+
+export WXLOGIN_FUZZ_GATEWAY="http://$GATEWAY_ADDR" WXLOGIN_FUZZ_SIMULATOR="http://$SIM_ADDR"
+healthy() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+    "$WXLOGIN_FUZZ_GATEWAY/healthz" 2>/dev/null
+}
+for _ in $(seq 1 300); do
+  healthy && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+if ! healthy; then
+  log "wxlogin did not start; its log:"
+  cat "$work/wxlogin.log" >&2
+  exit 1
+fi
+
+log "fuzzing $WXLOGIN_FUZZ_GATEWAY from its /openapi.json"
+status=0
+SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$here" \
+  "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run \
+  "$WXLOGIN_FUZZ_GATEWAY/openapi.json" \
+  --report junit --report-dir "target/schemathesis-report" \
+  "$@" || status=$?
+
+# The service must have stayed up, and said nothing an operator must act on.
+if ! kill -0 "$pid" 2>/dev/null; then
+  log "wxlogin died during the run; its log:"
+  cat "$work/wxlogin.log" >&2
+  exit 1
+fi
+if grep -E ' ERROR |"level":"ERROR"|panicked' "$work/wxlogin.log" >&2; then
+  log "wxlogin logged errors during the run (above)"
+  exit 1
+fi
+exit "$status"
