@@ -2,12 +2,12 @@
 //! port) configured with the files in `deploy/nginx/`, in front of a small
 //! upstream that echoes the headers it gets.
 
-use std::{net::SocketAddr, path::PathBuf, sync::atomic::Ordering};
+use std::{net::SocketAddr, path::PathBuf};
 
 use serde_json::Value;
 use wxlogin_gateway::routes::identity;
 use wxlogin_testkit::PrivateNginx;
-use wxlogin_tests::{TestApp, assert_error, echo_upstream};
+use wxlogin_tests::{TestApp, assert_error};
 
 fn deploy_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,8 +53,8 @@ async fn orders(app: &TestApp, nginx: &PrivateNginx, token: &str) -> reqwest::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_lets_signed_in_users_through_with_their_identity_and_nothing_forged() {
     let app = TestApp::spawn().await;
-    let (upstream, seen) = echo_upstream().await;
-    let nginx = nginx_in_front(&app.base_url, upstream);
+    let upstream = wxlogin_tests::echo_upstream!().await;
+    let nginx = nginx_in_front(&app.base_url, upstream.addr());
     let minted = app.mint();
     let login = app.login_ok(&minted.code).await;
     let token = login["token"].as_str().unwrap().to_owned();
@@ -85,7 +85,7 @@ async fn nginx_lets_signed_in_users_through_with_their_identity_and_nothing_forg
     assert!(headers.get("authorization").is_none(), "{headers}");
     assert!(!echoed.to_string().contains(&token));
     assert_eq!(echoed["body"], "the order");
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.seen().await, 1);
 
     // No token, or a bad one: wxlogin's own answer, and the upstream is
     // never called.
@@ -100,28 +100,28 @@ async fn nginx_lets_signed_in_users_through_with_their_identity_and_nothing_forg
     assert_error(bare, 401, "missing_token").await;
     let forged = orders(&app, &nginx, &"x".repeat(43)).await;
     assert_error(forged, 401, "invalid_token").await;
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.seen().await, 1);
 
     // After a logout, the same token is refused at the door.
     let logout = app.post_with_token("/v1/logout", &token).await;
     assert_eq!(logout.status(), 204);
     let after = orders(&app, &nginx, &token).await;
     assert_error(after, 401, "invalid_token").await;
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.seen().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_answers_503_not_500_when_wxlogin_is_down() {
     let app = TestApp::spawn().await;
-    let (upstream, seen) = echo_upstream().await;
+    let upstream = wxlogin_tests::echo_upstream!().await;
     // A gateway address where nothing listens.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = closed.local_addr().unwrap().to_string();
     drop(closed);
-    let nginx = nginx_in_front(&nowhere, upstream);
+    let nginx = nginx_in_front(&nowhere, upstream.addr());
 
     let response = orders(&app, &nginx, &"x".repeat(43)).await;
     assert_eq!(response.headers()["retry-after"], "1");
     assert_error(response, 503, "service_unavailable").await;
-    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.seen().await, 0);
 }

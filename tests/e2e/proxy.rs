@@ -1,17 +1,15 @@
 //! Proxy mode: the gateway itself in front of the team's API
-//! (`PROXY_ROUTES`), against a real upstream server.
-
-use std::sync::atomic::Ordering;
+//! (`PROXY_ROUTES`), against a real upstream server in a process of its own.
 
 use serde_json::Value;
 use wxlogin_gateway::routes::identity;
-use wxlogin_tests::{Options, TestApp, assert_error, echo_upstream};
+use wxlogin_tests::{Options, TestApp, assert_error};
 
 #[tokio::test]
 async fn the_gateway_forwards_signed_in_calls_with_their_identity_and_passes_answers_through() {
-    let (upstream, seen) = echo_upstream().await;
+    let upstream = wxlogin_tests::echo_upstream!().await;
     let app = TestApp::spawn_with(Options {
-        proxy_routes: format!("/api/=http://{upstream}"),
+        proxy_routes: format!("/api/=http://{}", upstream.addr()),
         ..Options::default()
     })
     .await;
@@ -65,7 +63,7 @@ async fn the_gateway_forwards_signed_in_calls_with_their_identity_and_passes_ans
             format!("upstream says {code}")
         );
     }
-    let calls = seen.load(Ordering::SeqCst);
+    let calls = upstream.seen().await;
 
     // No token, a bad one, or a logged-out one: wxlogin's 401, and the
     // upstream is never called.
@@ -79,7 +77,7 @@ async fn the_gateway_forwards_signed_in_calls_with_their_identity_and_passes_ans
     );
     let after = app.get_with_token("/api/orders", &token).await;
     assert_error(after, 401, "invalid_token").await;
-    assert_eq!(seen.load(Ordering::SeqCst), calls);
+    assert_eq!(upstream.seen().await, calls);
 
     // Outside every prefix: 404 as before.
     let elsewhere = app.get_with_token("/other", &token).await;
@@ -88,12 +86,12 @@ async fn the_gateway_forwards_signed_in_calls_with_their_identity_and_passes_ans
 
 #[tokio::test]
 async fn an_upstream_that_is_down_or_slow_is_a_502_or_504() {
-    let (upstream, _) = echo_upstream().await;
+    let upstream = wxlogin_tests::echo_upstream!().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = closed.local_addr().unwrap();
     drop(closed);
     let app = TestApp::spawn_with(Options {
-        proxy_routes: format!("/api/=http://{upstream},/gone/=http://{nowhere}"),
+        proxy_routes: format!("/api/=http://{},/gone/=http://{nowhere}", upstream.addr()),
         proxy_timeout_ms: 500,
         ..Options::default()
     })

@@ -700,68 +700,64 @@ fn gateway_config(
 }
 
 /// The team's own API, for the tests of what wxlogin puts in front of it:
-/// answers every request with the method, path, query, headers and body it
-/// got, as JSON; `/…/status/<code>` answers that status with an
-/// `x-upstream` header and a text body instead, and `/…/slow` answers after
-/// two seconds. Counts the requests it gets.
-pub async fn echo_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use axum::{
-        Json, Router,
-        extract::State,
-        http::{HeaderMap, Method, StatusCode, Uri},
-        response::IntoResponse,
-        routing::any,
+/// the `wxlogin-echo-upstream` binary (`tests/src/bin/echo-upstream.rs`) as
+/// a process of its own, stopped when this is dropped. Start it with
+/// [`echo_upstream!`].
+pub struct EchoUpstream {
+    addr: SocketAddr,
+    _process: tokio::process::Child,
+}
+
+/// Starts the echo upstream process (only an integration test of this
+/// package knows where its binary is).
+#[macro_export]
+macro_rules! echo_upstream {
+    () => {
+        $crate::EchoUpstream::start(env!("CARGO_BIN_EXE_wxlogin-echo-upstream"))
     };
-    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering};
-    let seen = Arc::new(AtomicUsize::new(0));
-    let echo = async |State(seen): State<Arc<AtomicUsize>>,
-                      method: Method,
-                      uri: Uri,
-                      headers: HeaderMap,
-                      body: String| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        let path = uri.path().to_owned();
-        if let Some(code) = path.rsplit_once("/status/").map(|(_, code)| code) {
-            let status = code
-                .parse::<u16>()
-                .ok()
-                .and_then(|code| StatusCode::from_u16(code).ok())
-                .unwrap_or(StatusCode::IM_A_TEAPOT);
-            return (
-                status,
-                [("x-upstream", "yes")],
-                format!("upstream says {code}"),
-            )
-                .into_response();
+}
+
+impl EchoUpstream {
+    pub async fn start(binary: &str) -> EchoUpstream {
+        use tokio::io::AsyncBufReadExt;
+        let mut process = tokio::process::Command::new(binary)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the echo upstream");
+        let stdout = process.stdout.take().expect("its stdout");
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .expect("its address");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("the echo upstream said {line:?}"));
+        EchoUpstream {
+            addr,
+            _process: process,
         }
-        if path.ends_with("/slow") {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        let headers: serde_json::Map<String, serde_json::Value> = headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    serde_json::json!(value.to_str().unwrap_or("<binary>")),
-                )
-            })
-            .collect();
-        Json(serde_json::json!({
-            "method": method.as_str(),
-            "path": path,
-            "query": uri.query(),
-            "headers": headers,
-            "body": body,
-        }))
-        .into_response()
-    };
-    let app = Router::new().fallback(any(echo)).with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the echo upstream");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("echo upstream") });
-    (addr, seen)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many requests reached it (this question aside).
+    pub async fn seen(&self) -> u64 {
+        reqwest::get(format!("http://{}/_echo/seen", self.addr))
+            .await
+            .expect("ask the echo upstream")
+            .text()
+            .await
+            .expect("its count")
+            .parse()
+            .expect("a number")
+    }
 }
 
 /// Asserts that `response` is an error with this status and code, and
