@@ -8,7 +8,9 @@
 # It runs the whole workspace's tests with MySQL + Redis, then the end-to-end
 # suite once more on the single-process backends (SQLite + in-process
 # sessions), so that neither rots. Extra arguments go to both `cargo test`
-# runs, e.g. `tests/run.sh login`.
+# runs, e.g. `tests/run.sh login`; with them, the last two steps (the
+# mini-program client library's tests under Node, and the schemathesis run
+# against the gateway's OpenAPI document) are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -111,3 +113,42 @@ cargo test --workspace --locked --no-fail-fast -- "$@"
 log "the end-to-end suite on SQLite + the in-process session store"
 # --workspace, not -p: the same feature set as above, so nothing is rebuilt.
 WXLOGIN_TEST_BACKEND=embedded cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
+
+[ "$#" -eq 0 ] || exit 0
+
+# A database of its own on the MySQL server of DATABASE_URL, for a step that
+# starts the wxlogin binary: `with_database NAME VAR command...` runs the
+# command with VAR set to its URL (empty, which means SQLite, when no MySQL
+# client is installed), then drops it.
+with_database() {
+  local name="$1_$$" var=$2
+  shift 2
+  local url=${DATABASE_URL%/} user=root password= host port
+  local rest=${url#*://}
+  if [[ $rest == *@* ]]; then
+    local credentials=${rest%%@*}
+    user=${credentials%%:*}
+    [[ $credentials == *:* ]] && password=${credentials#*:}
+  fi
+  # The server's URL without a database name of its own.
+  [[ ${rest#*@} == */* ]] && url=${url%/*}
+  read -r host port < <(host_port "$DATABASE_URL" 3306)
+  sql() { MYSQL_PWD=$password mariadb --protocol=tcp -h "$host" -P "$port" -u "$user" -e "$1"; }
+  local database=
+  if command -v mariadb >/dev/null 2>&1 && sql "CREATE DATABASE \`$name\`"; then
+    database="$url/$name"
+  fi
+  local status=0
+  env "$var=$database" "$@" || status=$?
+  [ -z "$database" ] || sql "DROP DATABASE \`$name\`" || true
+  return "$status"
+}
+
+ensure_packages node nodejs
+log "the mini-program client library (Node) against the real service"
+WXLOGIN_TEST_REDIS_URL=$REDIS_URL \
+  with_database wxlogin_client WXLOGIN_TEST_DATABASE_URL node --test clients/miniprogram/test/*.test.js
+
+log "schemathesis against the gateway, from its OpenAPI document"
+WXLOGIN_FUZZ_REDIS_URL=$REDIS_URL \
+  with_database wxlogin_fuzz WXLOGIN_FUZZ_DATABASE_URL tests/openapi/fuzz.sh

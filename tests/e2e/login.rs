@@ -294,4 +294,11 @@ async fn concurrent_submissions_of_one_code_get_one_answer() {
     assert_eq!(late["token"], bodies[0]["token"]);
     assert_eq!(late["user"]["id"], bodies[0]["user"]["id"]);
     assert_eq!(app.simulator().code2session_calls() - before, 1);
+
+    // Once that session is over, a replay of the code is a used code, not
+    // a 200 with a dead token.
+    let token = late["token"].as_str().unwrap();
+    assert_eq!(app.post_with_token("/v1/logout", token).await.status(), 204);
+    assert_error(app.login(&minted.code).await, 401, "code_used").await;
+    assert_eq!(app.simulator().code2session_calls() - before, 1);
 }

@@ -38,7 +38,16 @@ log() { printf 'tests/openapi/fuzz.sh: %s\n' "$*" >&2; }
 if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" 2>/dev/null; then
   log "installing $(grep -v '^#' "$here/requirements.txt") into $venv"
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's python3 has no venv module without this package.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing python3-venv (Debian package)"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv" || { log "python3 -m venv failed: install python3-venv"; exit 1; }
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$venv/requirements.txt"
 fi

@@ -209,7 +209,19 @@ impl Auth {
                     .map_err(store_error)?;
             }
             if let Some(ExchangeSlot::Sealed(sealed)) = held {
-                return self.answer(&secrets, &sealed);
+                let outcome = self.answer(&secrets, &sealed)?;
+                // A replay after the code's session ended (a logout, an
+                // expiry): the code is spent and its token dead, so the
+                // answer is WeChat's for a used code, not a dead token.
+                if store
+                    .touch(&outcome.token)
+                    .await
+                    .map_err(store_error)?
+                    .is_none()
+                {
+                    return Err(Arc::new(AuthError::Wechat(wxlogin_wechat::Error::CodeUsed)));
+                }
+                return Ok(outcome);
             }
             // The other instance gave the code up (it was not spent): try
             // it here.

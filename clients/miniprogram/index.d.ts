@@ -1,0 +1,259 @@
+// Type definitions for @wxlogin/miniprogram 0.1.0
+
+/** A user as wxlogin answers it (`GET /v1/me`, login, profile and phone calls). */
+export interface User {
+  id: number;
+  appid: string;
+  openid: string;
+  unionid: string | null;
+  nickname: string | null;
+  avatar_url: string | null;
+  /** WeChat's: 0 unknown, 1 male, 2 female. */
+  gender: number;
+  country: string | null;
+  province: string | null;
+  city: string | null;
+  language: string | null;
+  phone_number: string | null;
+  pure_phone_number: string | null;
+  phone_country_code: string | null;
+  /** RFC 3339. */
+  created_at: string | null;
+  /** RFC 3339. */
+  updated_at: string | null;
+}
+
+/** What `login()` resolves to. The token itself is not part of it: the
+ * client stores it (`wx.setStorageSync(storageKey, token)`) and sends it;
+ * read it with `getToken()` when you need it. */
+export interface LoginResult {
+  /** Seconds until the session expires if unused. */
+  expires_in: number;
+  /** Whether this login registered the user. */
+  created: boolean;
+  user: User;
+}
+
+export interface Phone {
+  phone_number: string | null;
+  pure_phone_number: string | null;
+  country_code: string | null;
+}
+
+export interface BindPhoneResult {
+  phone: Phone;
+  user: User;
+}
+
+/** What `wx.getUserProfile` / `wx.getUserInfo` hand the mini-program. */
+export interface SealedProfile {
+  encryptedData: string;
+  iv: string;
+  rawData?: string;
+  signature?: string;
+}
+
+/** The legacy `getPhoneNumber` button's sealed data. */
+export interface SealedPhone {
+  encryptedData: string;
+  iv: string;
+}
+
+export interface ProfileFields {
+  nickname?: string;
+  /** Sent as `avatar_url`; an http(s) URL. */
+  avatarUrl?: string;
+}
+
+export type HttpMethod = 'OPTIONS' | 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'TRACE' | 'CONNECT' | 'PATCH';
+
+/** Header names as the server or wx.request gave them: in any case. */
+export type Headers = Record<string, string>;
+
+/** `wx.request`'s options, minus its callbacks. Anything not listed is passed through to `wx.request`. */
+export interface RequestOptions {
+  /** Relative to `baseUrl` (`/v1/me`, `api/orders`), or absolute. The token is only sent to
+   * URLs of `baseUrl`'s origin; other absolute URLs go out without it, and never cause a login. */
+  url: string;
+  /** `GET` by default. Lower case is accepted. */
+  method?: HttpMethod | Lowercase<HttpMethod>;
+  data?: string | Record<string, unknown> | unknown[] | ArrayBuffer;
+  /** Any `Authorization` header given here is replaced by the session's bearer token. */
+  header?: Headers;
+  /** Milliseconds; the client's `timeout` when absent. */
+  timeout?: number;
+  dataType?: 'json' | string;
+  responseType?: 'text' | 'arraybuffer';
+  /** `false`: send no token and never log in for this call (public endpoints). Default `true`. */
+  auth?: boolean;
+  [option: string]: unknown;
+}
+
+export interface Response<T = any> {
+  statusCode: number;
+  /** Parsed JSON when the body is JSON (wx.request's `dataType: 'json'`), else the text; `''` when empty. */
+  data: T;
+  header: Headers;
+}
+
+/** The codes wxlogin answers with, plus this package's own. Any other string may come too
+ * (`http_<status>`, codes of a newer server). */
+export type WxLoginErrorCode =
+  // wxlogin's (crates/proto/src/reason.rs)
+  | 'invalid_request'
+  | 'unknown_app'
+  | 'invalid_phone_code'
+  | 'phone_code_used'
+  | 'invalid_code'
+  | 'code_used'
+  | 'missing_token'
+  | 'invalid_token'
+  | 'user_blocked'
+  | 'not_found'
+  | 'user_not_found'
+  | 'method_not_allowed'
+  | 'session_key_stale'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'invalid_encrypted_data'
+  | 'invalid_signature'
+  | 'rate_limited'
+  | 'server_misconfigured'
+  | 'internal_error'
+  | 'wechat_unavailable'
+  | 'upstream_unavailable'
+  | 'upstream_timeout'
+  | 'wechat_busy'
+  | 'service_unavailable'
+  | 'not_ready'
+  // this package's
+  | 'network_error'
+  | 'wx_login_failed'
+  | 'invalid_response'
+  | `http_${number}`
+  | (string & {});
+
+/**
+ * Every failure the client reports (argument mistakes aside, which are `TypeError`s).
+ *
+ * - wxlogin's error answers (`{"error": {"code", "message"}}`): `code` is wxlogin's code.
+ * - Any other non-2xx answer (e.g. the team's own API behind the gateway): `code` is
+ *   `http_<status>`; `data` and `header` hold the response.
+ * - `wx.request`'s `fail`: `network_error`, `status` 0, `message` is wx's `errMsg`.
+ * - `wx.login`'s `fail` (or no code): `wx_login_failed`, `status` 0.
+ * - A 2xx answer that lacks what it must hold (a login without a token, a non-JSON answer
+ *   where JSON is due): `invalid_response`.
+ */
+export declare class WxLoginError extends Error {
+  constructor(code: string, message?: string, status?: number, details?: {
+    retryAfter?: number;
+    requestId?: string;
+    data?: unknown;
+    header?: Headers;
+  });
+  readonly name: 'WxLoginError';
+  code: WxLoginErrorCode;
+  /** The HTTP status, or 0 when no HTTP answer came. */
+  status: number;
+  /** Seconds to wait, from the `Retry-After` header (429, 503), when present. */
+  retryAfter: number | undefined;
+  /** The `x-request-id` response header, when present: quote it when reporting a problem. */
+  requestId: string | undefined;
+  /** The response body, when there was a response. */
+  data?: unknown;
+  /** The response headers, when there was a response. */
+  header?: Headers;
+}
+
+/** The subset of the mini-program's `wx` object the client uses. */
+export interface WxLike {
+  login(options: {
+    timeout?: number;
+    success?: (result: { code: string; errMsg?: string }) => void;
+    fail?: (error: { errMsg: string }) => void;
+    complete?: (result: unknown) => void;
+  }): void;
+  request(options: {
+    url: string;
+    method?: string;
+    data?: unknown;
+    header?: Headers;
+    timeout?: number;
+    [option: string]: unknown;
+    success?: (result: { statusCode: number; data: any; header: Headers; [key: string]: unknown }) => void;
+    fail?: (error: { errMsg: string; [key: string]: unknown }) => void;
+  }): unknown;
+  setStorageSync(key: string, value: any): void;
+  getStorageSync(key: string): any;
+  removeStorageSync(key: string): void;
+}
+
+export interface ClientOptions {
+  /** The gateway, e.g. `https://login.example.com`. A trailing slash is ignored. */
+  baseUrl: string;
+  /** Sent with each login; the gateway's default app when absent. */
+  appid?: string;
+  /** The `wx` object; the global `wx` when absent. */
+  wx?: WxLike;
+  /** Where the token is kept with `wx.setStorageSync`. Default `"wxlogin.token"`. */
+  storageKey?: string;
+  /** Default `timeout` (ms) of every `wx.request` and `wx.login`. */
+  timeout?: number;
+}
+
+export interface Client {
+  /**
+   * `wx.login` → `POST /v1/login` → stores the token. One login at a time: concurrent
+   * callers (and requests that need a token meanwhile) share the same promise. Each call
+   * made when none is under way logs in anew (a new session; the old token is replaced).
+   */
+  login(): Promise<LoginResult>;
+  /**
+   * `wx.request` with the session's bearer token, as a promise.
+   *
+   * - No token stored: logs in first (joining a login under way).
+   * - `401` `invalid_token` / `missing_token`: forgets the token, logs in once (shared with
+   *   concurrent callers; no login when another caller already replaced the token) and
+   *   retries once. A second 401 rejects; there is never a loop.
+   * - `409` `session_key_stale`: logs in again at once, then rejects with that error; ask
+   *   WeChat for freshly sealed data and call again.
+   * - Resolves for 2xx only. Every other status rejects with a `WxLoginError`: wxlogin's
+   *   code for wxlogin's error bodies, `http_<status>` for any other body (the team's API),
+   *   with the response in `error.data` / `error.header`.
+   *
+   * A string is short for `{url}`.
+   */
+  request<T = any>(options: RequestOptions | string): Promise<Response<T>>;
+  /** `GET /v1/me`. */
+  me(): Promise<User>;
+  /**
+   * `POST /v1/me/profile` with `wx.getUserProfile`'s sealed data. Rejects with
+   * `session_key_stale` (409) after logging in again when the session's session_key was
+   * replaced: get fresh data from WeChat and call again.
+   */
+  saveProfile(sealed: SealedProfile): Promise<User>;
+  /** `PUT /v1/me/profile` with `{nickname, avatar_url}` (fields left out are not sent). */
+  updateProfile(fields: ProfileFields): Promise<User>;
+  /**
+   * `POST /v1/me/phone`: the `getPhoneNumber` button's `code` (a string, or `{code}`), or
+   * its legacy sealed `{encryptedData, iv}` (which may be rejected with `session_key_stale`,
+   * as `saveProfile`).
+   */
+  bindPhone(code: string | { code: string } | SealedPhone): Promise<BindPhoneResult>;
+  /**
+   * `POST /v1/logout`, then forgets the token. Never logs in. Resolves when the server
+   * ended the session or says it was already dead (401); with no token stored it sends
+   * nothing. Any other failure (network, 5xx) still forgets the token locally but rejects,
+   * since the session may live on at the server until it expires.
+   */
+  logout(): Promise<void>;
+  /** The stored token, or `null`. */
+  getToken(): string | null;
+  /** Whether a token is stored (it may have expired at the server: the next call finds out). */
+  isLoggedIn(): boolean;
+}
+
+export declare function createClient(options: ClientOptions): Client;
+
+/** `"wxlogin.token"`. */
+export declare const DEFAULT_STORAGE_KEY: string;
