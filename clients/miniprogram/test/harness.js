@@ -4,7 +4,7 @@
 // auth, user and the WeChat simulator) as a child process, a tiny upstream
 // HTTP server for proxy mode, and builds fake `wx` objects that do real HTTP.
 
-const { spawn } = require('node:child_process');
+const { execFile, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -104,90 +104,23 @@ async function startUpstream() {
 }
 
 /**
- * Deletes every key under `prefix` in the Redis at `url` (`redis://[user:pass@]host[:port][/db]`),
- * with a minimal RESP client: the tests leave nothing in a shared Redis.
+ * Deletes every key under `prefix` in the Redis at `url` with `redis-cli`
+ * (installed with redis-server): the tests leave nothing in a shared Redis.
+ * Resolves to the number of keys deleted.
  */
 async function deleteRedisPrefix(url, prefix) {
-  const parsed = new URL(url);
-  const socket = net.connect({ host: parsed.hostname || '127.0.0.1', port: Number(parsed.port) || 6379 });
-  socket.setTimeout(10_000, () => socket.destroy(new Error('redis: timeout')));
-  await new Promise((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  let buffer = Buffer.alloc(0);
-  const waiting = [];
-  let failure = null;
-  socket.on('error', (error) => {
-    failure = error;
-    while (waiting.length) waiting.shift().reject(error);
-  });
-  // Parses one RESP value at `at`; returns [value, next] or null when incomplete.
-  const parse = (at) => {
-    if (at >= buffer.length) return null;
-    const end = buffer.indexOf('\r\n', at);
-    if (end < 0) return null;
-    const type = String.fromCharCode(buffer[at]);
-    const line = buffer.toString('utf8', at + 1, end);
-    if (type === '+' || type === ':') return [line, end + 2];
-    if (type === '-') return [new Error(`redis: ${line}`), end + 2];
-    if (type === '$') {
-      const length = Number(line);
-      if (length < 0) return [null, end + 2];
-      if (buffer.length < end + 2 + length + 2) return null;
-      return [buffer.toString('utf8', end + 2, end + 2 + length), end + 2 + length + 2];
-    }
-    if (type === '*') {
-      const count = Number(line);
-      const items = [];
-      let next = end + 2;
-      for (let i = 0; i < count; i++) {
-        const item = parse(next);
-        if (!item) return null;
-        items.push(item[0]);
-        next = item[1];
-      }
-      return [items, next];
-    }
-    return [new Error(`redis: unexpected reply ${type}`), end + 2];
-  };
-  socket.on('data', (chunk) => {
-    buffer = Buffer.concat([buffer, chunk]);
-    for (;;) {
-      const reply = parse(0);
-      if (!reply) break;
-      buffer = buffer.subarray(reply[1]);
-      const pending = waiting.shift();
-      if (!pending) continue;
-      if (reply[0] instanceof Error) pending.reject(reply[0]);
-      else pending.resolve(reply[0]);
-    }
-  });
-  const command = (...args) =>
+  const run = (args) =>
     new Promise((resolve, reject) => {
-      if (failure) return reject(failure);
-      waiting.push({ resolve, reject });
-      const parts = [`*${args.length}\r\n`];
-      for (const arg of args) parts.push(`$${Buffer.byteLength(String(arg))}\r\n${arg}\r\n`);
-      socket.write(parts.join(''));
+      execFile('redis-cli', ['-u', url, ...args], { maxBuffer: 64 * 1024 * 1024 }, (error, stdout) =>
+        error ? reject(error) : resolve(stdout)
+      );
     });
-  try {
-    const password = decodeURIComponent(parsed.password || '');
-    const user = decodeURIComponent(parsed.username || '');
-    if (password) await (user ? command('AUTH', user, password) : command('AUTH', password));
-    const db = parsed.pathname.replace(/^\//, '');
-    if (db) await command('SELECT', db);
-    let cursor = '0';
-    let deleted = 0;
-    do {
-      const [next, keys] = await command('SCAN', cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) deleted += Number(await command('DEL', ...keys));
-    } while (cursor !== '0');
-    return deleted;
-  } finally {
-    socket.destroy();
+  const keys = (await run(['--scan', '--pattern', `${prefix}*`])).split('\n').filter(Boolean);
+  let deleted = 0;
+  for (let at = 0; at < keys.length; at += 500) {
+    deleted += Number((await run(['del', ...keys.slice(at, at + 500)])).trim()) || 0;
   }
+  return deleted;
 }
 
 /**
