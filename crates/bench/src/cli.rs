@@ -157,6 +157,8 @@ pub enum Scenario {
     ReturningLogin,
     /// `GET /v1/me` with valid tokens.
     Me,
+    /// `GET /v1/verify` (forward authentication) with valid tokens.
+    Verify,
     /// `POST /v1/me/profile` with data sealed with the user's session_key.
     Profile,
     /// 10% returning logins, 90% `GET /v1/me`.
@@ -167,10 +169,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::FirstLogin,
         Scenario::ReturningLogin,
         Scenario::Me,
+        Scenario::Verify,
         Scenario::Profile,
         Scenario::Mixed,
         Scenario::SlowWechat,
@@ -181,6 +184,7 @@ impl Scenario {
             Scenario::FirstLogin => "first-login",
             Scenario::ReturningLogin => "returning-login",
             Scenario::Me => "me",
+            Scenario::Verify => "verify",
             Scenario::Profile => "profile",
             Scenario::Mixed => "mixed",
             Scenario::SlowWechat => "slow-wechat",

@@ -104,7 +104,7 @@ pub fn floor_of(scenario: &str) -> Option<FloorRef> {
     match scenario {
         "first-login" => Some(one("mysql-upsert-new")),
         "returning-login" => Some(one("mysql-upsert-existing")),
-        "me" => Some(one("http-grpc-redis")),
+        "me" | "verify" => Some(one("http-grpc-redis")),
         // gateway → user → auth for the key (Redis) → a MySQL write.
         "profile" => Some(FloorRef {
             parts: vec![(1.0, "http-grpc-redis"), (1.0, "mysql-upsert-existing")],

@@ -144,15 +144,32 @@ impl Workload for Login {
     }
 }
 
-/// `GET /v1/me` (of the gateway, or of the HTTP floor), cycling tokens.
+/// `GET /v1/me` (of the gateway, or of the HTTP floor), or `GET
+/// /v1/verify`, cycling tokens.
 pub struct Me {
     client: reqwest::Client,
     url: String,
+    kinds: [&'static str; 1],
     bearers: Cycle<HeaderValue>,
 }
 
 impl Me {
     pub fn new(client: &reqwest::Client, base: &str, tokens: &[String]) -> anyhow::Result<Me> {
+        Me::at(client, base, "me", "/v1/me", tokens)
+    }
+
+    /// Forward authentication's `GET /v1/verify`.
+    pub fn verify(client: &reqwest::Client, base: &str, tokens: &[String]) -> anyhow::Result<Me> {
+        Me::at(client, base, "verify", "/v1/verify", tokens)
+    }
+
+    fn at(
+        client: &reqwest::Client,
+        base: &str,
+        kind: &'static str,
+        path: &str,
+        tokens: &[String],
+    ) -> anyhow::Result<Me> {
         let bearers = tokens
             .iter()
             .map(|token| HeaderValue::from_str(&format!("Bearer {token}")))
@@ -160,7 +177,8 @@ impl Me {
             .context("a token is not a valid header value")?;
         Ok(Me {
             client: client.clone(),
-            url: format!("{base}/v1/me"),
+            url: format!("{base}{path}"),
+            kinds: [kind],
             bearers: Cycle::new(bearers),
         })
     }
@@ -174,7 +192,7 @@ impl Workload for Me {
     type Input = HeaderValue;
 
     fn kinds(&self) -> &[&'static str] {
-        &["me"]
+        &self.kinds
     }
 
     fn next(&self) -> Option<(usize, HeaderValue)> {
@@ -460,11 +478,18 @@ pub async fn run(
             };
             run_with_codes(name, description, cx, spends).await
         }
-        Scenario::Me => {
+        Scenario::Me | Scenario::Verify => {
             let users = prepared.registered(driver, args.users).await?;
             let tokens = tokens(&users, args.tokens);
-            let description = format!("GET /v1/me cycling {} valid tokens", tokens.len());
-            let workload = Arc::new(Me::new(&driver.client, &driver.gateway, &tokens)?);
+            let (path, workload) = match scenario {
+                Scenario::Me => ("/v1/me", Me::new(&driver.client, &driver.gateway, &tokens)?),
+                _ => (
+                    "/v1/verify",
+                    Me::verify(&driver.client, &driver.gateway, &tokens)?,
+                ),
+            };
+            let description = format!("GET {path} cycling {} valid tokens", tokens.len());
+            let workload = Arc::new(workload);
             runner.warm_up(&workload).await?;
             let (load, usage) = runner.measure(workload).await?;
             RunReport::new(name, description, &load, usage, Vec::new())
