@@ -172,6 +172,25 @@ impl AccessTokens {
         app: &AppCredentials,
         refused: Option<&str>,
     ) -> Result<AccessToken, AuthError> {
+        let fetched = self.fetch_and_cache_once(app, refused).await;
+        let outcome = match &fetched {
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        };
+        metrics::counter!(
+            wxlogin_common::metrics::name::ACCESS_TOKEN_REFRESHES,
+            "appid" => app.appid.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        fetched
+    }
+
+    async fn fetch_and_cache_once(
+        &self,
+        app: &AppCredentials,
+        refused: Option<&str>,
+    ) -> Result<AccessToken, AuthError> {
         let mut issued = self.wechat.stable_token(app, false).await?;
         if refused == Some(issued.token.expose()) {
             // stable_token hands out the same token while WeChat thinks it

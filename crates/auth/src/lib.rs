@@ -137,6 +137,7 @@ impl Application {
         });
         tracing::info!(%addr, "auth service listening");
         let result = wxlogin_common::grpc::server()
+            .layer(wxlogin_common::metrics::grpc_server_layer("auth"))
             .layer(wxlogin_common::request_id::grpc_trace_layer("auth"))
             .add_service(health)
             .add_service(AuthServiceServer::with_interceptor(self.auth, self.callers))

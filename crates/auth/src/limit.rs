@@ -435,6 +435,8 @@ impl Limiter {
     }
 
     fn exhausted(&self, kind: Kind, wait_us: u64) -> LimitError {
+        metrics::counter!(wxlogin_common::metrics::name::RATE_LIMITED, "budget" => kind.name())
+            .increment(1);
         if kind == Kind::LoginPerApp {
             self.warn_app_budget_spent();
         }

@@ -8,7 +8,10 @@ use std::{
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tonic::{Request, Response, Status};
-use wxlogin_common::grpc::{self, Caller};
+use wxlogin_common::{
+    grpc::{self, Caller},
+    metrics::name,
+};
 use wxlogin_proto::auth::v1::{
     CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
     GetSessionKeyRequest, GetSessionKeyResponse, LoginRequest, LoginResponse, LogoutRequest,
@@ -123,6 +126,7 @@ impl Auth {
             match in_flight.get(&key) {
                 Some(flight) => {
                     tracing::info!("joining an exchange of the same code already under way");
+                    metrics::counter!(name::CODE_JOINS, "via" => "process").increment(1);
                     flight.clone()
                 }
                 None => {
@@ -209,6 +213,7 @@ impl Auth {
                     .map_err(store_error)?;
             }
             if let Some(ExchangeSlot::Sealed(sealed)) = held {
+                metrics::counter!(name::CODE_JOINS, "via" => "store").increment(1);
                 let outcome = self.answer(&secrets, &sealed)?;
                 // A replay after the code's session ended (a logout, an
                 // expiry): the code is spent and its token dead, so the
@@ -240,6 +245,17 @@ impl Auth {
     ) -> Outcome {
         let store = &self.inner.store;
         let outcome = self.exchange(appid, code, secrets).await;
+        let counted = match &outcome {
+            Ok(_) => "ok",
+            Err(error) => match &**error {
+                AuthError::Wechat(wx) if Refusal::of(wx).is_some() => "refused",
+                _ => "failed",
+            },
+        };
+        if self.inner.apps.get(appid).is_some() {
+            metrics::counter!(name::CODE_EXCHANGES, "appid" => appid.to_owned(), "outcome" => counted)
+                .increment(1);
+        }
         let error = match &outcome {
             // The session write recorded the outcome.
             Ok(_) => return outcome,
@@ -506,6 +522,8 @@ impl AuthService for Auth {
                 return Err(Status::from(&*error));
             }
         };
+        let copy = if outcome.user.copy.is_some() { "hit" } else { "miss" };
+        metrics::counter!(name::USER_COPY, "result" => copy).increment(1);
         Ok(Response::new(LoginResponse {
             token: outcome.token.expose().to_owned(),
             expires_in: outcome.expires_in.as_secs(),
@@ -521,7 +539,19 @@ impl AuthService for Auth {
         request: Request<ValidateSessionRequest>,
     ) -> Result<Response<ValidateSessionResponse>, Status> {
         let token = parse_token(&request.get_ref().token)?;
-        let live = self.live(&token).await?;
+        let live = match self.live(&token).await {
+            Ok(live) => live,
+            Err(error) => {
+                if matches!(error, AuthError::InvalidToken) {
+                    metrics::counter!(name::SESSION_VALIDATIONS, "outcome" => "unknown")
+                        .increment(1);
+                }
+                return Err(error.into());
+            }
+        };
+        metrics::counter!(name::SESSION_VALIDATIONS, "outcome" => "live").increment(1);
+        let copy = if live.user_copy.is_some() { "hit" } else { "miss" };
+        metrics::counter!(name::USER_COPY, "result" => copy).increment(1);
         Ok(Response::new(ValidateSessionResponse {
             session_id: token.session_id(),
             session: Some(session(&live.record)),

@@ -1,5 +1,5 @@
 //! What every wxlogin binary shares: typed configuration from the
-//! environment, telemetry set up once, the request id that follows a request
+//! environment, telemetry set up once, Prometheus metrics, the request id that follows a request
 //! from HTTP into gRPC, graceful shutdown, and the Redis connection with its
 //! circuit breaker.
 //!
@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod redis_guard;
 pub mod request_id;
 pub mod service;

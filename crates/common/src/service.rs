@@ -1,4 +1,4 @@
-//! The `main` of every service binary: telemetry, configuration, start,
+//! The `main` of every service binary: telemetry, metrics, configuration, start,
 //! serve until SIGTERM or Ctrl-C, and an exit code that says what happened.
 
 use std::{fmt::Display, future::Future, process::ExitCode};
@@ -20,8 +20,16 @@ where
     RE: Display,
 {
     crate::telemetry::init();
-    let config = match config() {
-        Ok(config) => config,
+    let metrics = crate::metrics::addr(name, &crate::config::Env);
+    let config = match metrics.and_then(|metrics| Ok((metrics, config()?))) {
+        Ok((metrics, config)) => {
+            if let Err(error) = crate::metrics::serve(metrics) {
+                tracing::error!(%error, "cannot start");
+                eprintln!("{name}: {error}");
+                return ExitCode::FAILURE;
+            }
+            config
+        }
         Err(error) => {
             tracing::error!(%error, "invalid configuration");
             eprintln!("{name}: {error}");

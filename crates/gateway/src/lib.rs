@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod metrics;
 pub mod openapi;
 pub mod proxy;
 pub mod routes;
@@ -157,6 +158,7 @@ impl Application {
         };
         let router = routes::router()
             .layer(DefaultBodyLimit::max(config.body_limit))
+            .layer(axum::middleware::from_fn(metrics::record))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

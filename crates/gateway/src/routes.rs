@@ -186,6 +186,23 @@ fn missing(what: &str) -> ApiError {
     ),
 )]
 pub(crate) async fn login(
+    state: State<AppState>,
+    request_id: RequestId,
+    client: ClientIp,
+    input: Result<Body<LoginInput>, ApiError>,
+) -> Result<Json<LoginOutput>, ApiError> {
+    let answer = match input {
+        Ok(input) => log_in(state, request_id, client, input).await,
+        Err(error) => Err(error),
+    };
+    crate::metrics::login(match &answer {
+        Ok(Json(output)) => Ok(output.created),
+        Err(error) => Err(error.code()),
+    });
+    answer
+}
+
+async fn log_in(
     State(state): State<AppState>,
     request_id: RequestId,
     ClientIp(client): ClientIp,

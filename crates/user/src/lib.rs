@@ -155,6 +155,7 @@ impl Application {
         });
         let api = UserApi::new(repo, self.auth, self.watermark_max_age, self.cache);
         let served = wxlogin_common::grpc::server()
+            .layer(wxlogin_common::metrics::grpc_server_layer("user"))
             .layer(wxlogin_common::request_id::grpc_trace_layer("user"))
             .add_service(health_service)
             .add_service(UserServiceServer::with_interceptor(api, self.callers))

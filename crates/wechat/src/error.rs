@@ -108,6 +108,18 @@ impl Error {
         matches!(self, Error::InvalidCode | Error::CodeUsed)
     }
 
+    /// What a metric's `errcode` label says of an error without one.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Error::Unreachable => "unreachable",
+            Error::Timeout => "timeout",
+            Error::Transport(_) => "transport",
+            Error::InvalidResponse(_) => "invalid_response",
+            Error::InvalidConfig(_) => "invalid_config",
+            _ => "errcode",
+        }
+    }
+
     /// The errcode WeChat answered with, when the failure is WeChat's verdict.
     pub fn errcode(&self) -> Option<i64> {
         match self {

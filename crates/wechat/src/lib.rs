@@ -142,8 +142,9 @@ impl Client {
         app: &AppCredentials,
         code: &str,
     ) -> Result<Code2Session, Error> {
+        let started = std::time::Instant::now();
         let result = self.try_code2session(app, code).await;
-        trace_outcome(&result, "code exchanged", "code2Session failed");
+        trace_outcome("jscode2session", started, &result, "code exchanged", "code2Session failed");
         result
     }
 
@@ -189,8 +190,9 @@ impl Client {
         app: &AppCredentials,
         force_refresh: bool,
     ) -> Result<IssuedToken, Error> {
+        let started = std::time::Instant::now();
         let result = self.try_stable_token(app, force_refresh).await;
-        trace_outcome(&result, "access_token issued", "stable_token failed");
+        trace_outcome("stable_token", started, &result, "access_token issued", "stable_token failed");
         result
     }
 
@@ -239,8 +241,9 @@ impl Client {
         code: &str,
         openid: Option<&str>,
     ) -> Result<PhoneInfo, Error> {
+        let started = std::time::Instant::now();
         let result = self.try_phone_number(access_token, code, openid).await;
-        trace_outcome(&result, "phone number read", "getuserphonenumber failed");
+        trace_outcome("getuserphonenumber", started, &result, "phone number read", "getuserphonenumber failed");
         result
     }
 
@@ -290,10 +293,11 @@ impl Client {
         openid: &str,
         session_key: &SessionKey,
     ) -> Result<bool, Error> {
+        let started = std::time::Instant::now();
         let result = self
             .try_check_session(access_token, openid, session_key)
             .await;
-        trace_outcome(&result, "session_key checked", "checksession failed");
+        trace_outcome("checksession", started, &result, "session_key checked", "checksession failed");
         result
     }
 
@@ -347,9 +351,36 @@ fn with_access_token(url: &Url, access_token: &AccessToken) -> Url {
     url
 }
 
-/// Records the errcode on the current span and logs the outcome at debug.
+/// The metrics of WeChat calls (Prometheus names, see
+/// `wxlogin_common::metrics` for the others).
+pub mod metrics_names {
+    /// WeChat API calls, by `api` and `errcode` (`0`, WeChat's errcode,
+    /// `timeout`, `unreachable`, `transport` or `invalid_response`).
+    pub const CALLS: &str = "wxlogin_wechat_calls_total";
+    /// Their latency, by `api`.
+    pub const DURATION: &str = "wxlogin_wechat_call_duration_seconds";
+}
+
+/// Counts and times a call of `api`, records the errcode on the current
+/// span and logs the outcome at debug.
 /// Errors never carry a secret, a token or a URL, so they can be logged.
-fn trace_outcome<T>(result: &Result<T, Error>, success: &str, failure: &str) {
+fn trace_outcome<T>(
+    api: &'static str,
+    started: std::time::Instant,
+    result: &Result<T, Error>,
+    success: &str,
+    failure: &str,
+) {
+    let errcode = match result {
+        Ok(_) => "0".to_owned(),
+        Err(error) => match error.errcode() {
+            Some(errcode) => errcode.to_string(),
+            None => error.kind_label().to_owned(),
+        },
+    };
+    metrics::counter!(metrics_names::CALLS, "api" => api, "errcode" => errcode).increment(1);
+    metrics::histogram!(metrics_names::DURATION, "api" => api)
+        .record(started.elapsed().as_secs_f64());
     match result {
         Ok(_) => tracing::debug!("{success}"),
         Err(error) => {
