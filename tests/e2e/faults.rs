@@ -187,7 +187,7 @@ fn free_port() -> u16 {
 }
 
 /// One of our service binaries, run as its own process.
-struct Service {
+pub(crate) struct Service {
     name: &'static str,
     env: Vec<(&'static str, String)>,
     child: Option<Child>,
@@ -249,10 +249,12 @@ impl Drop for Service {
 }
 
 /// The three services as processes, the simulator in this one.
-struct Stack {
-    base_url: String,
+pub(crate) struct Stack {
+    pub(crate) base_url: String,
     auth_port: u16,
-    sim: RunningSimulator,
+    /// Where gateway, auth and user serve `/metrics`, when asked for.
+    pub(crate) metrics: Option<[SocketAddr; 3]>,
+    pub(crate) sim: RunningSimulator,
     auth: Service,
     user: Service,
     _gateway: Service,
@@ -262,6 +264,16 @@ struct Stack {
 
 impl Stack {
     async fn start(upstream_timeout: Duration) -> Stack {
+        Stack::start_with(upstream_timeout, &[], false).await
+    }
+
+    /// The stack with `auth_overrides` in auth's environment, and each
+    /// service's `/metrics` on a free port when `metrics` (else off).
+    pub(crate) async fn start_with(
+        upstream_timeout: Duration,
+        auth_overrides: &[(&'static str, &str)],
+        metrics: bool,
+    ) -> Stack {
         let sim = Simulator::new(SimConfig::default())
             .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -290,6 +302,10 @@ impl Stack {
             ("RATE_LIMIT_LOGIN_PER_APP", "0".to_owned()),
         ];
         auth_env.extend(secrets());
+        for (name, value) in auth_overrides {
+            auth_env.retain(|(known, _)| known != name);
+            auth_env.push((name, (*value).to_owned()));
+        }
         let mut user_env = vec![
             ("USER_ADDR", format!("127.0.0.1:{user_port}")),
             ("DATABASE_URL", db.url()),
@@ -308,9 +324,20 @@ impl Stack {
             ),
             ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ];
+        let metrics =
+            metrics.then(|| [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port()))));
+        let metrics_env = |service: usize| {
+            let addr = metrics.map_or_else(|| "off".to_owned(), |addrs| addrs[service].to_string());
+            ("METRICS_ADDR", addr)
+        };
+        let mut gateway_env = gateway_env;
+        gateway_env.push(metrics_env(0));
+        auth_env.push(metrics_env(1));
+        user_env.push(metrics_env(2));
         let stack = Stack {
             base_url: format!("http://127.0.0.1:{gateway_port}"),
             auth_port,
+            metrics,
             auth: Service::start("wxlogin-auth", auth_env),
             user: Service::start("wxlogin-user", user_env),
             _gateway: Service::start("wxlogin-gateway", gateway_env),

@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod limits;
 mod login;
+mod metrics;
 mod nginx;
 mod openapi;
 mod outage;

@@ -522,7 +522,11 @@ impl AuthService for Auth {
                 return Err(Status::from(&*error));
             }
         };
-        let copy = if outcome.user.copy.is_some() { "hit" } else { "miss" };
+        let copy = if outcome.user.copy.is_some() {
+            "hit"
+        } else {
+            "miss"
+        };
         metrics::counter!(name::USER_COPY, "result" => copy).increment(1);
         Ok(Response::new(LoginResponse {
             token: outcome.token.expose().to_owned(),
@@ -550,7 +554,11 @@ impl AuthService for Auth {
             }
         };
         metrics::counter!(name::SESSION_VALIDATIONS, "outcome" => "live").increment(1);
-        let copy = if live.user_copy.is_some() { "hit" } else { "miss" };
+        let copy = if live.user_copy.is_some() {
+            "hit"
+        } else {
+            "miss"
+        };
         metrics::counter!(name::USER_COPY, "result" => copy).increment(1);
         Ok(Response::new(ValidateSessionResponse {
             session_id: token.session_id(),

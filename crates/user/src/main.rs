@@ -1,5 +1,5 @@
-//! `wxlogin-user [serve]` migrates the database and serves until SIGTERM or
-//! Ctrl-C; `wxlogin-user migrate` only migrates.
+//! `wxlogin-user [serve]` migrates the database and serves (and its metrics
+//! at `METRICS_ADDR`) until SIGTERM or Ctrl-C; `wxlogin-user migrate` only migrates.
 
 use std::process::ExitCode;
 
@@ -15,10 +15,21 @@ async fn main() -> ExitCode {
 
     let command = std::env::args().nth(1);
     let outcome = match command.as_deref() {
-        None | Some("serve") => match Config::from_env() {
-            Ok(config) => serve(config).await,
-            Err(error) => return config_error(&error),
-        },
+        None | Some("serve") => {
+            let metrics =
+                wxlogin_common::metrics::addr("wxlogin-user", &wxlogin_common::config::Env);
+            match metrics.and_then(|metrics| Ok((metrics, Config::from_env()?))) {
+                Ok((metrics, config)) => {
+                    if let Err(error) = wxlogin_common::metrics::serve(metrics) {
+                        tracing::error!(%error, "cannot start");
+                        eprintln!("wxlogin-user: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                    serve(config).await
+                }
+                Err(error) => return config_error(&error),
+            }
+        }
         // Migrating needs the database alone, not the service's credentials.
         Some("migrate") => match Config::database(&wxlogin_common::config::Env) {
             Ok((url, timeout)) => wxlogin_user::migrate(&url, timeout).await,

@@ -144,7 +144,13 @@ impl Client {
     ) -> Result<Code2Session, Error> {
         let started = std::time::Instant::now();
         let result = self.try_code2session(app, code).await;
-        trace_outcome("jscode2session", started, &result, "code exchanged", "code2Session failed");
+        trace_outcome(
+            "jscode2session",
+            started,
+            &result,
+            "code exchanged",
+            "code2Session failed",
+        );
         result
     }
 
@@ -192,7 +198,13 @@ impl Client {
     ) -> Result<IssuedToken, Error> {
         let started = std::time::Instant::now();
         let result = self.try_stable_token(app, force_refresh).await;
-        trace_outcome("stable_token", started, &result, "access_token issued", "stable_token failed");
+        trace_outcome(
+            "stable_token",
+            started,
+            &result,
+            "access_token issued",
+            "stable_token failed",
+        );
         result
     }
 
@@ -243,7 +255,13 @@ impl Client {
     ) -> Result<PhoneInfo, Error> {
         let started = std::time::Instant::now();
         let result = self.try_phone_number(access_token, code, openid).await;
-        trace_outcome("getuserphonenumber", started, &result, "phone number read", "getuserphonenumber failed");
+        trace_outcome(
+            "getuserphonenumber",
+            started,
+            &result,
+            "phone number read",
+            "getuserphonenumber failed",
+        );
         result
     }
 
@@ -297,7 +315,13 @@ impl Client {
         let result = self
             .try_check_session(access_token, openid, session_key)
             .await;
-        trace_outcome("checksession", started, &result, "session_key checked", "checksession failed");
+        trace_outcome(
+            "checksession",
+            started,
+            &result,
+            "session_key checked",
+            "checksession failed",
+        );
         result
     }
 

@@ -1,0 +1,186 @@
+//! Each service's `/metrics`, scraped from the service processes after
+//! real traffic: the counters move by what happened, and no label carries
+//! an openid, a token or a code.
+
+use std::{net::SocketAddr, time::Duration};
+
+use wxlogin_wechat_sim::MintCode;
+
+use crate::faults::Stack;
+
+/// The sum of every series of `name` whose labels include `labels`, in a
+/// Prometheus text exposition.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let rest = rest.strip_suffix('}')?;
+            let all = labels
+                .iter()
+                .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The three services' expositions: gateway, auth, user.
+async fn scrape_all(stack: &Stack) -> [String; 3] {
+    let [gateway, auth, user] = stack.metrics.expect("metrics were asked for");
+    [
+        scrape(gateway).await,
+        scrape(auth).await,
+        scrape(user).await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_counts_what_happened() {
+    // A budget of two refused codes per client address.
+    let stack = Stack::start_with(
+        Duration::from_secs(2),
+        &[("RATE_LIMIT_LOGIN_PER_IP", "2")],
+        true,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let login = |code: String| {
+        http.post(format!("{}/v1/login", stack.base_url))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+    };
+    let before = scrape_all(&stack).await;
+
+    // A first login, then its /v1/me.
+    let minted = stack.sim.sim.mint_code(MintCode::default());
+    let answer = login(minted.code.clone()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    let me = http
+        .get(format!("{}/v1/me", stack.base_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    // Two codes WeChat refuses spend the budget; the third login is refused
+    // before WeChat is asked.
+    let mut statuses = Vec::new();
+    for code in ["bogus-code-1", "bogus-code-2", "bogus-code-3"] {
+        statuses.push(login(code.to_owned()).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+
+    let after = scrape_all(&stack).await;
+    let moved = |service: usize, name: &str, labels: &[(&str, &str)]| {
+        value(&after[service], name, labels) - value(&before[service], name, labels)
+    };
+    let (gateway, auth, user) = (0, 1, 2);
+
+    // The gateway: HTTP answers by route and status, logins by outcome.
+    let requests = "wxlogin_http_requests_total";
+    let login_route = ("route", "/v1/login");
+    assert_eq!(
+        moved(gateway, requests, &[login_route, ("status", "200")]),
+        1.0
+    );
+    assert_eq!(
+        moved(gateway, requests, &[login_route, ("status", "401")]),
+        2.0
+    );
+    assert_eq!(
+        moved(gateway, requests, &[login_route, ("status", "429")]),
+        1.0
+    );
+    assert_eq!(
+        moved(gateway, requests, &[("route", "/v1/me"), ("status", "200")]),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            gateway,
+            "wxlogin_http_request_duration_seconds_count",
+            &[login_route]
+        ),
+        4.0
+    );
+    let logins = "wxlogin_logins_total";
+    assert_eq!(
+        moved(gateway, logins, &[("outcome", "ok"), ("created", "true")]),
+        1.0
+    );
+    assert_eq!(moved(gateway, logins, &[("outcome", "invalid_code")]), 2.0);
+    assert_eq!(moved(gateway, logins, &[("outcome", "rate_limited")]), 1.0);
+
+    // Auth: its gRPC answers, the exchanges and WeChat calls behind them,
+    // the refusal, the session check.
+    let grpc = "wxlogin_grpc_server_requests_total";
+    let auth_login = ("method", "wxlogin.auth.v1.AuthService/Login");
+    assert_eq!(moved(auth, grpc, &[auth_login, ("code", "OK")]), 1.0);
+    assert_eq!(
+        moved(auth, grpc, &[auth_login, ("code", "UNAUTHENTICATED")]),
+        2.0
+    );
+    assert_eq!(
+        moved(auth, grpc, &[auth_login, ("code", "RESOURCE_EXHAUSTED")]),
+        1.0
+    );
+    let exchanges = "wxlogin_auth_code_exchanges_total";
+    assert_eq!(moved(auth, exchanges, &[("outcome", "ok")]), 1.0);
+    assert_eq!(moved(auth, exchanges, &[("outcome", "refused")]), 2.0);
+    let wechat = "wxlogin_wechat_calls_total";
+    let code2session = ("api", "jscode2session");
+    assert_eq!(moved(auth, wechat, &[code2session, ("errcode", "0")]), 1.0);
+    assert_eq!(
+        moved(auth, wechat, &[code2session, ("errcode", "40029")]),
+        2.0
+    );
+    assert_eq!(
+        moved(
+            auth,
+            "wxlogin_auth_rate_limited_total",
+            &[("budget", "login_ip")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            auth,
+            "wxlogin_auth_session_validations_total",
+            &[("outcome", "live")]
+        ),
+        1.0
+    );
+
+    // User: the registration.
+    let upsert = ("method", "wxlogin.user.v1.UserService/UpsertUser");
+    assert_eq!(
+        moved(user, grpc, &[("service", "user"), upsert, ("code", "OK")]),
+        1.0
+    );
+
+    // No label names a user, a session or a code.
+    for exposition in &after {
+        for secret in [
+            minted.openid.as_str(),
+            token.as_str(),
+            minted.code.as_str(),
+            "bogus-code",
+        ] {
+            assert!(!exposition.contains(secret), "{secret} in {exposition}");
+        }
+    }
+}
