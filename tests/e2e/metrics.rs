@@ -184,3 +184,36 @@ async fn each_service_counts_what_happened() {
         }
     }
 }
+
+/// The dashboard in `deploy/grafana/` asks only for metrics the services
+/// export, under the names they export them by.
+#[test]
+fn the_dashboard_names_only_exported_metrics() {
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/wxlogin.json"
+    ))
+    .unwrap();
+    let known: Vec<&str> = wxlogin_common::metrics::name::ALL
+        .iter()
+        .chain(wxlogin_wechat::metrics_names::ALL)
+        .copied()
+        .collect();
+    let mut asked = 0;
+    for (at, _) in dashboard.match_indices("wxlogin_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            known.contains(&base),
+            "the dashboard asks for {name}, which nothing exports"
+        );
+        asked += 1;
+    }
+    assert!(asked >= 10, "{asked}");
+}

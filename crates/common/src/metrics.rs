@@ -129,12 +129,20 @@ pub mod name {
     pub const USER_COPY: &str = "wxlogin_auth_user_copy_total";
     /// Requests refused because a budget was spent, by `budget`.
     pub const RATE_LIMITED: &str = "wxlogin_auth_rate_limited_total";
-    /// Failed Redis calls, by `service`.
-    pub const REDIS_ERRORS: &str = "wxlogin_redis_errors_total";
-    /// Failed database statements, by `kind` (`unavailable`, `other`).
-    pub const DB_ERRORS: &str = "wxlogin_user_db_errors_total";
-    /// Connections of the user service's pool, by `state` (`idle`, `in_use`).
-    pub const DB_CONNECTIONS: &str = "wxlogin_user_db_connections";
+    /// Every name above.
+    pub const ALL: &[&str] = &[
+        HTTP_REQUESTS,
+        HTTP_DURATION,
+        GRPC_REQUESTS,
+        GRPC_DURATION,
+        LOGINS,
+        CODE_EXCHANGES,
+        CODE_JOINS,
+        ACCESS_TOKEN_REFRESHES,
+        SESSION_VALIDATIONS,
+        USER_COPY,
+        RATE_LIMITED,
+    ];
 }
 
 /// The part of a gRPC path a label may carry: our own methods and the

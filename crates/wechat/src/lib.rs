@@ -383,6 +383,8 @@ pub mod metrics_names {
     pub const CALLS: &str = "wxlogin_wechat_calls_total";
     /// Their latency, by `api`.
     pub const DURATION: &str = "wxlogin_wechat_call_duration_seconds";
+    /// Every name above.
+    pub const ALL: &[&str] = &[CALLS, DURATION];
 }
 
 /// Counts and times a call of `api`, records the errcode on the current
