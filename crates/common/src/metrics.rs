@@ -129,8 +129,16 @@ pub mod name {
     pub const USER_COPY: &str = "wxlogin_auth_user_copy_total";
     /// Requests refused because a budget was spent, by `budget`.
     pub const RATE_LIMITED: &str = "wxlogin_auth_rate_limited_total";
+    /// Redis commands that failed, by `kind`: `unavailable` (Redis did not
+    /// answer), `down` (refused at once while Redis is known down), `other`.
+    pub const REDIS_ERRORS: &str = "wxlogin_redis_errors_total";
+    /// 0 while this process knows Redis down, 1 once it answers again
+    /// (absent until the first outage).
+    pub const REDIS_UP: &str = "wxlogin_redis_up";
     /// Every name above.
     pub const ALL: &[&str] = &[
+        REDIS_ERRORS,
+        REDIS_UP,
         HTTP_REQUESTS,
         HTTP_DURATION,
         GRPC_REQUESTS,

@@ -20,6 +20,8 @@ use redis::{
 };
 use tokio::sync::watch;
 
+use crate::metrics::name;
+
 /// How long a new connection may take: Redis sits next to the services, so
 /// anything slower is an outage, and a request should not wait it out.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_millis(250);
@@ -107,14 +109,18 @@ impl RedisGuard {
         command: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
     ) -> RedisResult<T> {
         if !self.is_up() {
+            metrics::counter!(name::REDIS_ERRORS, "kind" => "down").increment(1);
             return Err(down());
         }
         let mut conn = self.inner.conn.clone();
         let result = command(&mut conn).await;
-        if let Err(error) = &result
-            && is_unavailable(error)
-        {
-            self.trip(error);
+        if let Err(error) = &result {
+            let unavailable = is_unavailable(error);
+            let kind = if unavailable { "unavailable" } else { "other" };
+            metrics::counter!(name::REDIS_ERRORS, "kind" => kind).increment(1);
+            if unavailable {
+                self.trip(error);
+            }
         }
         result
     }
@@ -151,6 +157,7 @@ impl RedisGuard {
             return;
         }
         tracing::warn!(%error, "Redis unavailable: failing fast until it answers again");
+        metrics::gauge!(name::REDIS_UP).set(0.0);
         let inner = Arc::downgrade(&self.inner);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(probe(inner))),
@@ -189,6 +196,7 @@ async fn probe(inner: Weak<Inner>) {
         if matches!(pong, Ok(Ok(()))) {
             inner.up.send_replace(true);
             tracing::info!("Redis answers again");
+            metrics::gauge!(name::REDIS_UP).set(1.0);
             return;
         }
     }
