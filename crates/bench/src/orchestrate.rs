@@ -227,6 +227,9 @@ impl Environment {
             .env_clear()
             .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
             .env("RUST_LOG", &self.service_log)
+            // `METRICS_ADDR=off cargo run -p wxlogin-bench` measures the
+            // services without their metrics (an A/B of what they cost).
+            .envs(std::env::var_os("METRICS_ADDR").map(|addr| ("METRICS_ADDR", addr)))
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(stdout)
