@@ -74,17 +74,30 @@ else
   PATH="$PATH:/usr/sbin"
   port=$(free_port)
   user=$(id -un)
-  log "starting a private MariaDB on 127.0.0.1:$port"
   mariadb-install-db --no-defaults --datadir="$work/mysql" --user="$user" \
     --auth-root-authentication-method=normal --skip-test-db >"$work/mysql-install.log" 2>&1 \
     || { cat "$work/mysql-install.log" >&2; exit 1; }
-  mariadbd --no-defaults --datadir="$work/mysql" --user="$user" --port="$port" \
-    --bind-address=127.0.0.1 --socket="$work/mysql.sock" --pid-file="$work/mysql.pid" \
-    --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=128M \
-    --innodb-log-file-size=16M \
-    --max-connections=1000 >"$work/mysql.log" 2>&1 &
-  pids+=($!)
-  wait_open 127.0.0.1 "$port" MariaDB "$work/mysql.log"
+  # The free port may be taken between the check and the bind: then
+  # MariaDB exits at once, and another port is tried.
+  for attempt in 1 2 3; do
+    log "starting a private MariaDB on 127.0.0.1:$port"
+    mariadbd --no-defaults --datadir="$work/mysql" --user="$user" --port="$port" \
+      --bind-address=127.0.0.1 --socket="$work/mysql.sock" --pid-file="$work/mysql.pid" \
+      --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=128M \
+      --innodb-log-file-size=16M \
+      --max-connections=1000 >"$work/mysql.log" 2>&1 &
+    mariadb_pid=$!
+    for _ in $(seq 1 300); do
+      is_open 127.0.0.1 "$port" && break
+      kill -0 "$mariadb_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if is_open 127.0.0.1 "$port"; then break; fi
+    wait "$mariadb_pid" 2>/dev/null || true
+    [ "$attempt" = 3 ] && { log "MariaDB did not start; its log:"; cat "$work/mysql.log" >&2; exit 1; }
+    port=$(free_port)
+  done
+  pids+=("$mariadb_pid")
   export DATABASE_URL="mysql://root@127.0.0.1:$port"
 fi
 

@@ -80,8 +80,8 @@ impl AppState {
     }
 }
 
-/// What `POST /v1/login` takes.
-#[derive(Debug, Deserialize, ToSchema)]
+/// What `POST /v1/login` takes (its `Debug` hides the code).
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginInput {
     /// The one-time code from `wx.login()`.
     code: String,
@@ -90,8 +90,9 @@ pub(crate) struct LoginInput {
     appid: Option<String>,
 }
 
-/// A session for the mini-program, and its user.
-#[derive(Debug, Serialize, ToSchema)]
+/// A session for the mini-program, and its user (its `Debug` hides the
+/// token).
+#[derive(Serialize, ToSchema)]
 pub(crate) struct LoginOutput {
     /// The opaque session token: send it as `Authorization: Bearer <token>`.
     token: String,
@@ -100,6 +101,26 @@ pub(crate) struct LoginOutput {
     /// Whether this login registered the user.
     created: bool,
     user: UserView,
+}
+
+impl std::fmt::Debug for LoginInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginInput")
+            .field("code", &"<redacted>")
+            .field("appid", &self.appid)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LoginOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginOutput")
+            .field("token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("created", &self.created)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 /// `{"user": …}`, serialized straight from the view.
