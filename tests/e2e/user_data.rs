@@ -361,6 +361,20 @@ async fn users_fill_in_their_own_profile() {
         "invalid_request",
     )
     .await;
+    // The limits apply to what was sent, whitespace included, as the
+    // OpenAPI document states them (schemathesis found the difference).
+    assert_error(
+        put(json!({ "nickname": format!("\r{}", "x".repeat(128)) })).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_error(
+        put(json!({ "avatar_url": " https://example.com/a.png" })).await,
+        400,
+        "invalid_request",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -360,18 +360,23 @@ impl UserService for UserApi {
         let request = request.into_inner();
         let appid = Field::Appid.required("appid", &request.appid)?;
         let openid = Field::Openid.required("openid", &request.openid)?;
-        // Empty values and WeChat's anonymous placeholders never replace
-        // what is stored: they say nothing about the user.
-        let text = |value: Option<&str>| {
-            value
-                .map(str::trim)
+        // The limits apply to what the client sent (as the OpenAPI document
+        // states them), before any trimming. Empty values and WeChat's
+        // anonymous placeholders never replace what is stored: they say
+        // nothing about the user.
+        let text = |field: Field, value: Option<&str>| -> Result<Option<String>, Error> {
+            let Some(sent) = value.filter(|value| !value.is_empty()) else {
+                return Ok(None);
+            };
+            let sent = field.fits(field.name(Origin::Request), sent)?;
+            Ok(Some(sent.trim())
                 .filter(|value| !value.is_empty())
-                .map(str::to_owned)
+                .map(str::to_owned))
         };
         let update = ProfileUpdate {
-            nickname: text(request.nickname.as_deref())
+            nickname: text(Field::Nickname, request.nickname.as_deref())?
                 .filter(|name| !crypto::is_placeholder_nickname(name)),
-            avatar_url: text(request.avatar_url.as_deref())
+            avatar_url: text(Field::AvatarUrl, request.avatar_url.as_deref())?
                 .filter(|url| !crypto::is_placeholder_avatar(url)),
             ..ProfileUpdate::default()
         }
