@@ -98,59 +98,52 @@ pub fn serve(addr: MetricsAddr) -> Result<(), InstallError> {
     }
 }
 
-/// The metric names, one owner each.
+/// Declares each name as a constant, and [`name::ALL`] of them.
+macro_rules! names {
+    ($($(#[$doc:meta])* $name:ident = $value:literal;)*) => {
+        $($(#[$doc])* pub const $name: &str = $value;)*
+        /// Every name above (WeChat's calls are `wxlogin_wechat::metrics_names`).
+        pub const ALL: &[&str] = &[$($name),*];
+    };
+}
+
 pub mod name {
-    /// HTTP requests the gateway answered, by `route`, `method`, `status`.
-    pub const HTTP_REQUESTS: &str = "wxlogin_http_requests_total";
-    /// Their latency, by `route` and `method`.
-    pub const HTTP_DURATION: &str = "wxlogin_http_request_duration_seconds";
-    /// gRPC calls a service answered, by `service`, `method`, `code`.
-    pub const GRPC_REQUESTS: &str = "wxlogin_grpc_server_requests_total";
-    /// Their latency, by `service` and `method`.
-    pub const GRPC_DURATION: &str = "wxlogin_grpc_server_request_duration_seconds";
-    /// Logins the gateway answered, by `outcome` (`ok` or the error code)
-    /// and `created` (`true`, `false`, or `none` for a failed login).
-    pub const LOGINS: &str = "wxlogin_logins_total";
-    /// Code exchanges auth made at WeChat, by `appid` and `outcome` (`ok`;
-    /// `refused`: an invalid, used or blocked code; `failed`: anything else,
-    /// which `wxlogin_wechat_calls_total` details).
-    pub const CODE_EXCHANGES: &str = "wxlogin_auth_code_exchanges_total";
-    /// Submissions of a code that joined another's exchange instead of
-    /// calling WeChat, by `via` (`process`: the same instance; `store`:
-    /// another instance's outcome).
-    pub const CODE_JOINS: &str = "wxlogin_auth_code_joins_total";
-    // WeChat's calls: `wxlogin_wechat::metrics_names`.
-    /// access_token fetches from WeChat, by `appid` and `outcome`.
-    pub const ACCESS_TOKEN_REFRESHES: &str = "wxlogin_auth_access_token_refreshes_total";
-    /// Session checks, by `outcome` (`live`, `unknown`).
-    pub const SESSION_VALIDATIONS: &str = "wxlogin_auth_session_validations_total";
-    /// Whether the user's copy came with a session check or a login, by
-    /// `result` (`hit`, `miss`).
-    pub const USER_COPY: &str = "wxlogin_auth_user_copy_total";
-    /// Requests refused because a budget was spent, by `budget`.
-    pub const RATE_LIMITED: &str = "wxlogin_auth_rate_limited_total";
-    /// Redis commands that failed, by `kind`: `unavailable` (Redis did not
-    /// answer), `down` (refused at once while Redis is known down), `other`.
-    pub const REDIS_ERRORS: &str = "wxlogin_redis_errors_total";
-    /// 0 while this process knows Redis down, 1 once it answers again
-    /// (absent until the first outage).
-    pub const REDIS_UP: &str = "wxlogin_redis_up";
-    /// Every name above.
-    pub const ALL: &[&str] = &[
-        REDIS_ERRORS,
-        REDIS_UP,
-        HTTP_REQUESTS,
-        HTTP_DURATION,
-        GRPC_REQUESTS,
-        GRPC_DURATION,
-        LOGINS,
-        CODE_EXCHANGES,
-        CODE_JOINS,
-        ACCESS_TOKEN_REFRESHES,
-        SESSION_VALIDATIONS,
-        USER_COPY,
-        RATE_LIMITED,
-    ];
+    names! {
+        /// HTTP requests the gateway answered, by `route`, `method`, `status`.
+        HTTP_REQUESTS = "wxlogin_http_requests_total";
+        /// Their latency, by `route` and `method`.
+        HTTP_DURATION = "wxlogin_http_request_duration_seconds";
+        /// gRPC calls a service answered, by `service`, `method`, `code`.
+        GRPC_REQUESTS = "wxlogin_grpc_server_requests_total";
+        /// Their latency, by `service` and `method`.
+        GRPC_DURATION = "wxlogin_grpc_server_request_duration_seconds";
+        /// Logins the gateway answered, by `outcome` (`ok` or the error code)
+        /// and `created` (`true`, `false`, or `none` for a failed login).
+        LOGINS = "wxlogin_logins_total";
+        /// Code exchanges auth made at WeChat, by `appid` and `outcome` (`ok`;
+        /// `refused`: an invalid, used or blocked code; `failed`: anything else,
+        /// which `wxlogin_wechat_calls_total` details).
+        CODE_EXCHANGES = "wxlogin_auth_code_exchanges_total";
+        /// Submissions of a code that joined another's exchange instead of
+        /// calling WeChat, by `via` (`process`: the same instance; `store`:
+        /// another instance's outcome).
+        CODE_JOINS = "wxlogin_auth_code_joins_total";
+        /// access_token fetches from WeChat, by `appid` and `outcome`.
+        ACCESS_TOKEN_REFRESHES = "wxlogin_auth_access_token_refreshes_total";
+        /// Session checks, by `outcome` (`live`, `unknown`).
+        SESSION_VALIDATIONS = "wxlogin_auth_session_validations_total";
+        /// Whether the user's copy came with a session check or a login, by
+        /// `result` (`hit`, `miss`).
+        USER_COPY = "wxlogin_auth_user_copy_total";
+        /// Requests refused because a budget was spent, by `budget`.
+        RATE_LIMITED = "wxlogin_auth_rate_limited_total";
+        /// Redis commands that failed, by `kind`: `unavailable` (Redis did not
+        /// answer), `down` (refused at once while Redis is known down), `other`.
+        REDIS_ERRORS = "wxlogin_redis_errors_total";
+        /// 0 while this process knows Redis down, 1 once it answers again
+        /// (absent until the first outage).
+        REDIS_UP = "wxlogin_redis_up";
+    }
 }
 
 /// The part of a gRPC path a label may carry: our own methods and the

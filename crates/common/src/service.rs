@@ -5,6 +5,22 @@ use std::{fmt::Display, future::Future, process::ExitCode};
 
 use crate::config::ConfigError;
 
+/// Serves `binary`'s `/metrics` where `METRICS_ADDR` (or its default) says;
+/// when it cannot, says why and answers the exit code: 2 for an invalid
+/// `METRICS_ADDR`, 1 for an address that cannot be served.
+pub fn start_metrics(binary: &str) -> Result<(), ExitCode> {
+    let addr = crate::metrics::addr(binary, &crate::config::Env).map_err(|error| {
+        tracing::error!(%error, "invalid configuration");
+        eprintln!("{binary}: {error}");
+        ExitCode::from(2)
+    })?;
+    crate::metrics::serve(addr).map_err(|error| {
+        tracing::error!(%error, "cannot start");
+        eprintln!("{binary}: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// A configuration error exits with 2 (the variable is named), a failure to
 /// start or serve with 1.
 pub async fn main<C, A, BE, RE, BF, RF>(
@@ -20,16 +36,11 @@ where
     RE: Display,
 {
     crate::telemetry::init();
-    let metrics = crate::metrics::addr(name, &crate::config::Env);
-    let config = match metrics.and_then(|metrics| Ok((metrics, config()?))) {
-        Ok((metrics, config)) => {
-            if let Err(error) = crate::metrics::serve(metrics) {
-                tracing::error!(%error, "cannot start");
-                eprintln!("{name}: {error}");
-                return ExitCode::FAILURE;
-            }
-            config
-        }
+    if let Err(code) = start_metrics(name) {
+        return code;
+    }
+    let config = match config() {
+        Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "invalid configuration");
             eprintln!("{name}: {error}");

@@ -12,14 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     wxlogin_common::telemetry::init();
     // One process, one /metrics for its three services.
-    let metrics = wxlogin_common::metrics::addr("wxlogin", &wxlogin_common::config::Env);
-    if let Err(error) = metrics
-        .map_err(|error| error.to_string())
-        .and_then(|addr| wxlogin_common::metrics::serve(addr).map_err(|error| error.to_string()))
-    {
-        tracing::error!(%error, "cannot start");
-        eprintln!("wxlogin: {error}");
-        return ExitCode::from(2);
+    if let Err(code) = wxlogin_common::service::start_metrics("wxlogin") {
+        return code;
     }
     let system = match System::build().await {
         Ok(system) => system,

@@ -16,17 +16,11 @@ async fn main() -> ExitCode {
     let command = std::env::args().nth(1);
     let outcome = match command.as_deref() {
         None | Some("serve") => {
-            let metrics =
-                wxlogin_common::metrics::addr("wxlogin-user", &wxlogin_common::config::Env);
-            match metrics.and_then(|metrics| Ok((metrics, Config::from_env()?))) {
-                Ok((metrics, config)) => {
-                    if let Err(error) = wxlogin_common::metrics::serve(metrics) {
-                        tracing::error!(%error, "cannot start");
-                        eprintln!("wxlogin-user: {error}");
-                        return ExitCode::FAILURE;
-                    }
-                    serve(config).await
-                }
+            if let Err(code) = wxlogin_common::service::start_metrics("wxlogin-user") {
+                return code;
+            }
+            match Config::from_env() {
+                Ok(config) => serve(config).await,
                 Err(error) => return config_error(&error),
             }
         }
