@@ -107,6 +107,7 @@ macro_rules! names {
     };
 }
 
+/// The metric names, one owner each.
 pub mod name {
     names! {
         /// HTTP requests the gateway answered, by `route`, `method`, `status`.
