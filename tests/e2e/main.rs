@@ -18,4 +18,5 @@ mod replicas;
 mod secrets;
 mod sessions;
 mod standalone;
+mod topologies;
 mod user_data;

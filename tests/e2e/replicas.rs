@@ -171,7 +171,7 @@ async fn a_claim_left_by_a_crashed_instance_delays_a_login_but_never_blocks_it()
         format!(
             "{}login:{}:{}",
             redis.prefix(),
-            wxlogin_tests::DEFAULT_APPID,
+            wxlogin_auth::store::app_tag(wxlogin_tests::DEFAULT_APPID),
             secrets.slot()
         )
     };

@@ -251,13 +251,7 @@ async fn me_is_fresh_and_with_redis_needs_neither_the_user_service_nor_mysql() {
                 |keys: Vec<(String, Option<String>)>| keys.iter().any(|(key, _)| *key == copy);
             let keys = redis.dump().await;
             assert!(has_copy(keys.clone()), "{copy} not in {keys:?}");
-            let client = redis::Client::open(redis.url()).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let _: () = redis::cmd("DEL")
-                .arg(&copy)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            redis.delete(&copy).await;
             assert_eq!(nickname(&app).await, "Bea");
             assert!(has_copy(redis.dump().await));
             // With the copy, the user service is not needed at all.

@@ -127,8 +127,10 @@ impl Config {
         )?;
         let redis_url =
             optional(source, "REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        let redis_key_prefix =
-            optional(source, "REDIS_KEY_PREFIX").unwrap_or_else(|| "wxlogin:".into());
+        if redis_url != crate::store::MEMORY_URL {
+            wxlogin_common::config::check_redis_url(&redis_url)?;
+        }
+        let redis_key_prefix = wxlogin_common::config::redis_key_prefix(source)?;
         let defaults = ClientConfig::default();
         let wechat = ClientConfig {
             base_url: optional(source, "WECHAT_API_BASE").unwrap_or(defaults.base_url),

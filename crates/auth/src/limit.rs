@@ -80,7 +80,7 @@ impl Budget {
 /// Every budget, as configured (`RATE_LIMIT_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
-    /// Logins from one client address (an IPv6 client's /64).
+    /// Logins from one client address (an IPv6 client's /64) to one app.
     pub login_per_ip: Budget,
     /// Logins of one mini-program, from everyone.
     pub login_per_app: Budget,
@@ -309,22 +309,24 @@ impl Limiter {
     /// A login checks its budgets with [`Limiter::login_budgets`], in the
     /// round trip that claims its code; this checks them on their own.
     pub async fn login(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        self.call(Mode::Check, &self.login_charges(client, appid))
+        let charges = self.login_charges(client, appid);
+        self.call(Mode::Check, &charges.each_ref().map(borrowed))
             .await
     }
 
-    fn login_charges<'a>(
-        &self,
-        client: &'a Client,
-        appid: &'a str,
-    ) -> [(Kind, Budget, &'a str); 2] {
+    /// The login budgets and whom each one counts. Both subjects carry the
+    /// app's hash tag ([`crate::store::app_tag`]), as its codes' slots do,
+    /// so that the script that claims a code checks them in the same Redis
+    /// Cluster hash slot.
+    fn login_charges(&self, client: &Client, appid: &str) -> [(Kind, Budget, String); 2] {
+        let app = crate::store::app_tag(appid);
         [
             (
                 Kind::LoginPerIp,
                 self.budgets.login_per_ip,
-                client.0.as_str(),
+                format!("{app}:{}", client.0),
             ),
-            (Kind::LoginPerApp, self.budgets.login_per_app, appid),
+            (Kind::LoginPerApp, self.budgets.login_per_app, app),
         ]
     }
 
@@ -345,7 +347,7 @@ impl Limiter {
                     if budget.is_off() {
                         continue;
                     }
-                    check.keys.push(format!("{prefix}{}", key(kind, subject)));
+                    check.keys.push(format!("{prefix}{}", key(kind, &subject)));
                     check
                         .args
                         .extend([budget.emission_us(), budget.period_us()]);
@@ -375,7 +377,8 @@ impl Limiter {
 
     /// Counts a code of `appid` from `client` that WeChat refused.
     pub async fn login_refused(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        self.call(Mode::Force, &self.login_charges(client, appid))
+        let charges = self.login_charges(client, appid);
+        self.call(Mode::Force, &charges.each_ref().map(borrowed))
             .await
     }
 
@@ -517,8 +520,12 @@ impl Memory {
     }
 }
 
+fn borrowed((kind, budget, subject): &(Kind, Budget, String)) -> (Kind, Budget, &str) {
+    (*kind, *budget, subject.as_str())
+}
+
 /// Where a budget's timestamp is kept (under the Redis prefix):
-/// `limit:<budget>:<client address | appid | appid:openid>`.
+/// `limit:<budget>:<{a:appid}:client address | {a:appid} | appid:openid>`.
 fn key(kind: Kind, subject: &str) -> String {
     format!("limit:{}:{subject}", kind.name())
 }

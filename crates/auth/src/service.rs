@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use wxlogin_common::{
     grpc::{self, Caller},
     metrics::name,
+    user_copy,
 };
 use wxlogin_proto::auth::v1::{
     CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
@@ -328,8 +329,8 @@ impl Auth {
             .code2session(app, code)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
-        let token =
-            Token::generate().map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
+        let token = Token::for_shard(user_copy::shard(&app.appid, &session.openid))
+            .map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
         let policy = self.inner.store.policy();
         let now = now_unix_ms();
         let record = SessionRecord {

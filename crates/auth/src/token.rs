@@ -1,4 +1,7 @@
-//! Session tokens: 32 bytes from the OS CSPRNG, base64url without padding.
+//! Session tokens: 32 bytes, base64url without padding: 30 from the OS
+//! CSPRNG (240 bits a guesser must find), then the user's shard (see
+//! `wxlogin_common::user_copy::shard`), big-endian, which names the Redis
+//! Cluster hash slot of the session's key.
 //!
 //! Only the SHA-256 of a token is ever stored or used as a key; the token
 //! itself lives in the client and in memory for the length of a request.
@@ -8,8 +11,10 @@ use rand::{TryRng, rngs::SysRng};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// Random bytes in a token.
+/// Bytes in a token.
 pub const TOKEN_BYTES: usize = 32;
+/// Of them, random.
+const RANDOM_BYTES: usize = TOKEN_BYTES - 2;
 /// Characters in a token's base64url form.
 pub const TOKEN_LEN: usize = 43;
 
@@ -18,11 +23,31 @@ pub const TOKEN_LEN: usize = 43;
 pub struct Token(String);
 
 impl Token {
-    /// A fresh token from the operating system's CSPRNG.
+    /// 32 fresh bytes from the operating system's CSPRNG (a secret, or a
+    /// session in a random shard).
     pub fn generate() -> Result<Token, rand::rngs::SysError> {
         let mut bytes = [0u8; TOKEN_BYTES];
         SysRng.try_fill_bytes(&mut bytes)?;
         Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A fresh token from the operating system's CSPRNG, for a session of
+    /// a user in `shard`.
+    pub fn for_shard(shard: u16) -> Result<Token, rand::rngs::SysError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        SysRng.try_fill_bytes(&mut bytes[..RANDOM_BYTES])?;
+        bytes[RANDOM_BYTES..].copy_from_slice(&shard.to_be_bytes());
+        Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The shard the token's session is kept in (any token a client makes
+    /// up names some shard, where its session is not found).
+    pub fn shard(&self) -> u16 {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        // A parsed token always decodes to TOKEN_BYTES.
+        let _ = URL_SAFE_NO_PAD.decode_slice(self.0.as_bytes(), &mut bytes);
+        u16::from_be_bytes([bytes[RANDOM_BYTES], bytes[RANDOM_BYTES + 1]])
+            % wxlogin_common::user_copy::SHARDS
     }
 
     /// Accepts what a client sent if it has the shape of one of our tokens.
@@ -78,6 +103,14 @@ mod tests {
         for token in &tokens {
             assert_eq!(token.len(), TOKEN_LEN);
             assert!(Token::parse(token).is_some(), "{token}");
+        }
+    }
+
+    #[test]
+    fn a_token_carries_its_shard() {
+        for shard in [0, 1, 0x1234, wxlogin_common::user_copy::SHARDS - 1] {
+            let token = Token::for_shard(shard).unwrap();
+            assert_eq!(Token::parse(token.expose()).unwrap().shard(), shard);
         }
     }
 

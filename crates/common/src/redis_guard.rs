@@ -1,22 +1,35 @@
 //! The one Redis connection of a process, behind a circuit breaker, shared
 //! by the auth service's session store and the user service's user copies.
 //!
-//! Without it, every command sent while Redis is down waits for the
-//! connection manager's reconnect attempts (about half a second) before it
-//! fails. Here the first command that fails for want of Redis marks it down;
-//! from then on commands fail at once with an unavailable error, and a
-//! background probe PINGs every [`PROBE_EVERY`] until Redis answers, which
-//! marks it up again. The transitions are logged once each, so an outage
-//! costs two log lines, not one per request.
+//! `REDIS_URL` names one of three topologies ([`Topology`]): one Redis
+//! (`redis://…`), a Redis Cluster (`redis+cluster://host:port,host:port`,
+//! any of its nodes), or a primary that Redis Sentinel watches
+//! (`redis+sentinel://host:port,host:port/<service name>[/<db>]`). The
+//! callers' keys are laid out so that every multi-key command and script
+//! stays inside one hash slot, so they run unchanged on all three.
+//!
+//! Without the breaker, every command sent while Redis is down waits for the
+//! client's reconnect attempts before it fails. Here the first command that
+//! fails for want of Redis marks it down; from then on commands fail at
+//! once with an unavailable error, and a background probe PINGs every
+//! [`PROBE_EVERY`] until Redis answers, which marks it up again. Under
+//! Sentinel the probe first asks the sentinels which server is the primary
+//! now, so a failover costs the time the sentinels take to agree plus one
+//! probe. The transitions are logged once each, so an outage costs two log
+//! lines, not one per request.
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, PoisonError, RwLock, Weak},
     time::Duration,
 };
 
 use redis::{
-    ErrorKind, RedisError, RedisResult,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClient, ClusterConfig},
+    cluster_async::ClusterConnection,
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 use tokio::sync::watch;
 
@@ -31,17 +44,136 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the probe PINGs a Redis that is down: the bound on how long
 /// the service keeps failing after Redis answers again.
 pub const PROBE_EVERY: Duration = Duration::from_millis(200);
-/// How long one probe waits for its PONG.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long one probe waits for its PONG (and, under Sentinel, for the
+/// sentinels to name the primary).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Whether `error` means Redis could not be reached (as opposed to Redis
-/// refusing or misreading a command): the errors that trip the breaker and
-/// that callers report as a dependency outage.
+/// The `REDIS_URL` scheme of a Redis Cluster.
+pub const CLUSTER_SCHEME: &str = "redis+cluster";
+/// The `REDIS_URL` scheme of a Sentinel-managed primary.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel";
+
+/// Whether `error` means Redis could not be reached or cannot serve now (as
+/// opposed to Redis refusing or misreading a command): the errors that trip
+/// the breaker and that callers report as a dependency outage. Besides
+/// connection failures: a Cluster without a primary for a slot, a server
+/// that turned replica or is loading, a failover in flight.
 pub fn is_unavailable(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::Server(
+                    ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::BusyLoading
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                )
+        )
+}
+
+/// Where Redis is, as `REDIS_URL` says.
+#[derive(Clone)]
+pub enum Topology {
+    /// One server: `redis://`, `redis+unix://` or `unix://`.
+    Single(String),
+    /// A Redis Cluster: `redis://` URLs of the nodes to discover it from.
+    Cluster(Vec<String>),
+    /// The primary the sentinels know as `service`.
+    Sentinel {
+        sentinels: Vec<String>,
+        service: String,
+        /// Credentials and database of the primary.
+        primary: SentinelNodeConnectionInfo,
+    },
+}
+
+impl std::fmt::Debug for Topology {
+    // URLs may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Topology::Single(_) => "Topology::Single",
+            Topology::Cluster(_) => "Topology::Cluster",
+            Topology::Sentinel { .. } => "Topology::Sentinel",
+        })
+    }
+}
+
+impl Topology {
+    /// Reads a `REDIS_URL`. Under `redis+cluster://` and `redis+sentinel://`
+    /// the authority is a comma-separated list of `host:port`, after
+    /// optional `user:password@` (the data servers' credentials; the
+    /// sentinels are asked without). A cluster has no database number; a
+    /// Sentinel URL's path is the service name, then optionally the
+    /// database.
+    pub fn parse(url: &str) -> RedisResult<Topology> {
+        let invalid = |what: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, what));
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(Topology::Single(url.to_owned()));
+        };
+        if scheme != CLUSTER_SCHEME && scheme != SENTINEL_SCHEME {
+            url.into_connection_info()?;
+            return Ok(Topology::Single(url.to_owned()));
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, hosts) = match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+            None => (String::new(), authority),
+        };
+        let hosts: Vec<&str> = hosts.split(',').filter(|host| !host.is_empty()).collect();
+        if hosts.is_empty() {
+            return Err(invalid(
+                "a Redis Cluster or Sentinel URL names no host:port",
+            ));
+        }
+        if scheme == CLUSTER_SCHEME {
+            if !path.is_empty() && path != "0" {
+                return Err(invalid("a Redis Cluster has only database 0"));
+            }
+            let nodes: Vec<String> = hosts
+                .iter()
+                .map(|host| format!("redis://{credentials}{host}/"))
+                .collect();
+            for node in &nodes {
+                node.as_str().into_connection_info()?;
+            }
+            return Ok(Topology::Cluster(nodes));
+        }
+        let (service, db) = path.split_once('/').unwrap_or((path, ""));
+        if service.is_empty() {
+            return Err(invalid(
+                "a Redis Sentinel URL names no service: redis+sentinel://host:port,…/<service>",
+            ));
+        }
+        let sentinels: Vec<String> = hosts
+            .iter()
+            .map(|host| format!("redis://{host}/"))
+            .collect();
+        for sentinel in &sentinels {
+            sentinel.as_str().into_connection_info()?;
+        }
+        // The primary's credentials and database, read as redis-rs reads a
+        // URL.
+        let primary = format!("redis://{credentials}{}/{db}", hosts[0]).into_connection_info()?;
+        Ok(Topology::Sentinel {
+            sentinels,
+            service: service.to_owned(),
+            primary: SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(primary.redis_settings().clone()),
+        })
+    }
+
+    /// Whether keys are spread over the hash slots of a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Topology::Cluster(_))
+    }
 }
 
 /// The connection settings of every wxlogin Redis client: short timeouts and
@@ -56,6 +188,62 @@ fn connection_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(50))
 }
 
+fn cluster_client(nodes: &[String]) -> RedisResult<ClusterClient> {
+    ClusterClient::builder(nodes.iter().map(String::as_str))
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        // MOVED and ASK are followed; while a slot has no primary, fail
+        // soon and let the breaker wait.
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+}
+
+fn cluster_config() -> ClusterConfig {
+    ClusterConfig::new()
+        .set_connection_timeout(CONNECTION_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
+}
+
+/// A connection to whichever topology `REDIS_URL` names: what the commands
+/// of [`RedisGuard::run`] are sent on. Cheap to clone.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server (directly, or the primary Sentinel named last).
+    One(ConnectionManager),
+    /// A Redis Cluster: each command goes to its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::One(conn) => conn.req_packed_command(cmd),
+            RedisConn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::One(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::One(conn) => conn.get_db(),
+            RedisConn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// A multiplexed, self-reconnecting Redis connection that fails fast while
 /// Redis is known to be down. Cheap to clone; one per process is enough.
 #[derive(Clone)]
@@ -64,15 +252,27 @@ pub struct RedisGuard {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// `None` until a lazily connected Sentinel setup first names its
+    /// primary.
+    conn: RwLock<Option<RedisConn>>,
+    /// How to find the primary again, under Sentinel.
+    sentinel: Option<tokio::sync::Mutex<Sentinel>>,
+    cluster: bool,
     /// Whether Redis answered the last command (or probe).
     up: watch::Sender<bool>,
+}
+
+struct Sentinel {
+    client: SentinelClient,
+    /// The primary the connection goes to.
+    primary: Option<String>,
 }
 
 impl std::fmt::Debug for RedisGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisGuard")
             .field("up", &self.is_up())
+            .field("cluster", &self.inner.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -80,25 +280,67 @@ impl std::fmt::Debug for RedisGuard {
 impl RedisGuard {
     /// Connects now: fails when Redis does not answer.
     pub async fn connect(url: &str) -> RedisResult<RedisGuard> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
-        Ok(RedisGuard::new(conn))
+        match Topology::parse(url)? {
+            Topology::Single(url) => {
+                let conn =
+                    ConnectionManager::new_with_config(Client::open(url)?, connection_config())
+                        .await?;
+                Ok(RedisGuard::new(Some(RedisConn::One(conn)), None, false))
+            }
+            Topology::Cluster(nodes) => {
+                let conn = cluster_client(&nodes)?
+                    .get_async_connection_with_config(cluster_config())
+                    .await?;
+                Ok(RedisGuard::new(Some(RedisConn::Cluster(conn)), None, true))
+            }
+            topology @ Topology::Sentinel { .. } => {
+                let mut sentinel = Sentinel::new(&topology)?;
+                let conn = sentinel.primary().await?;
+                Ok(RedisGuard::new(Some(conn), Some(sentinel), false))
+            }
+        }
     }
 
-    /// Connects on first use: the caller starts while Redis is down.
+    /// Connects on first use: the caller starts while Redis is down. Must be
+    /// called inside a tokio runtime.
     pub fn connect_lazy(url: &str) -> RedisResult<RedisGuard> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_lazy_with_config(client, connection_config())?;
-        Ok(RedisGuard::new(conn))
+        match Topology::parse(url)? {
+            Topology::Single(url) => {
+                let conn = ConnectionManager::new_lazy_with_config(
+                    Client::open(url)?,
+                    connection_config(),
+                )?;
+                Ok(RedisGuard::new(Some(RedisConn::One(conn)), None, false))
+            }
+            Topology::Cluster(nodes) => {
+                let conn = cluster_client(&nodes)?
+                    .get_pending_async_connection_with_config(cluster_config());
+                Ok(RedisGuard::new(Some(RedisConn::Cluster(conn)), None, true))
+            }
+            topology @ Topology::Sentinel { .. } => {
+                // Down until the probe has asked the sentinels.
+                let guard = RedisGuard::new(None, Some(Sentinel::new(&topology)?), false);
+                guard.trip(&down());
+                Ok(guard)
+            }
+        }
     }
 
-    fn new(conn: ConnectionManager) -> RedisGuard {
+    fn new(conn: Option<RedisConn>, sentinel: Option<Sentinel>, cluster: bool) -> RedisGuard {
         RedisGuard {
             inner: Arc::new(Inner {
-                conn,
+                conn: RwLock::new(conn),
+                sentinel: sentinel.map(tokio::sync::Mutex::new),
+                cluster,
                 up: watch::Sender::new(true),
             }),
         }
+    }
+
+    /// Whether the keys live in a Redis Cluster, where every command and
+    /// script must keep to one hash slot.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster
     }
 
     /// Runs `command` on the connection, unless Redis is known to be down:
@@ -106,13 +348,17 @@ impl RedisGuard {
     /// for want of Redis marks it down.
     pub async fn run<T>(
         &self,
-        command: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
+        command: impl AsyncFnOnce(&mut RedisConn) -> RedisResult<T>,
     ) -> RedisResult<T> {
-        if !self.is_up() {
+        let conn = if self.is_up() {
+            self.inner.connection()
+        } else {
+            None
+        };
+        let Some(mut conn) = conn else {
             metrics::counter!(name::REDIS_ERRORS, "kind" => "down").increment(1);
             return Err(down());
-        }
-        let mut conn = self.inner.conn.clone();
+        };
         let result = command(&mut conn).await;
         if let Err(error) = &result {
             let unavailable = is_unavailable(error);
@@ -168,6 +414,74 @@ impl RedisGuard {
     }
 }
 
+impl Inner {
+    fn connection(&self) -> Option<RedisConn> {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Under Sentinel: asks the sentinels for the primary and, when it is
+    /// another server than the connection's, connects to it instead.
+    async fn follow_primary(&self) -> RedisResult<()> {
+        let Some(sentinel) = &self.sentinel else {
+            return Ok(());
+        };
+        let mut sentinel = sentinel.lock().await;
+        let address = sentinel.address().await?;
+        if sentinel.primary.as_deref() == Some(address.as_str()) {
+            return Ok(());
+        }
+        let conn = sentinel.primary().await?;
+        tracing::info!(primary = %address, "Redis Sentinel names a new primary; connected to it");
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        Ok(())
+    }
+}
+
+impl Sentinel {
+    fn new(topology: &Topology) -> RedisResult<Sentinel> {
+        let Topology::Sentinel {
+            sentinels,
+            service,
+            primary,
+        } = topology
+        else {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "not a Sentinel URL",
+            )));
+        };
+        let client = SentinelClient::build(
+            sentinels.clone(),
+            service.clone(),
+            Some(primary.clone()),
+            SentinelServerType::Master,
+        )?;
+        Ok(Sentinel {
+            client,
+            primary: None,
+        })
+    }
+
+    /// The address the sentinels give for the primary (which is asked
+    /// whether it is one).
+    async fn address(&mut self) -> RedisResult<String> {
+        let client = self.client.async_get_client().await?;
+        Ok(client.get_connection_info().addr().to_string())
+    }
+
+    /// A connection to the primary the sentinels name now.
+    async fn primary(&mut self) -> RedisResult<RedisConn> {
+        let client = self.client.async_get_client().await?;
+        let address = client.get_connection_info().addr().to_string();
+        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
+        self.primary = Some(address);
+        Ok(RedisConn::One(conn))
+    }
+}
+
 /// A [`RedisGuard`] that does not keep it alive.
 #[derive(Clone)]
 pub struct WeakRedisGuard(Weak<Inner>);
@@ -178,20 +492,24 @@ impl WeakRedisGuard {
     }
 }
 
-/// Until Redis answers a PING (or the connection is dropped), then marks it
-/// up. The PING goes through the same connection manager as the commands, so
-/// that its reconnection is what gets checked.
+/// Until Redis answers a PING (or the guard is dropped), then marks it up.
+/// The PING goes through the same connection as the commands, so that its
+/// reconnection is what gets checked; under Sentinel, the sentinels are
+/// asked for the primary first. A Cluster answers a PING only when every
+/// primary does.
 async fn probe(inner: Weak<Inner>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let mut conn = inner.conn.clone();
-        let pong = tokio::time::timeout(
-            PROBE_TIMEOUT,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
+        let pong = tokio::time::timeout(PROBE_TIMEOUT, async {
+            inner.follow_primary().await?;
+            let Some(mut conn) = inner.connection() else {
+                return Err(down());
+            };
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        })
         .await;
         if matches!(pong, Ok(Ok(()))) {
             inner.up.send_replace(true);

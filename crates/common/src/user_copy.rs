@@ -29,15 +29,55 @@ const VERSION: u8 = 1;
 /// Flag: the user has a unionid, so no login can backfill one.
 const HAS_UNIONID: u8 = 1;
 
-/// The start of every copy's key: the script that checks a session builds
-/// the rest from the session's appid and openid.
-pub fn key_prefix(prefix: &str) -> String {
-    format!("{prefix}user:")
+/// How many shards users are spread over (Redis Cluster has 16384 hash
+/// slots).
+pub const SHARDS: u16 = 1 << 14;
+
+/// The shard of (appid, openid). The keys of the user's copy, of the user's
+/// session_key and of each of the user's sessions carry it as a Redis
+/// Cluster hash tag ([`shard_tag`]), so that they share one hash slot: the
+/// script that opens a session and the round trip that checks one touch
+/// several of them at once. A session's token carries its user's shard (see
+/// the auth service's `token` module), so the session's key is known from
+/// the token alone.
+pub fn shard(appid: &str, openid: &str) -> u16 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(appid)
+        .chain_update([0])
+        .chain_update(openid)
+        .finalize();
+    u16::from_be_bytes([digest[0], digest[1]]) % SHARDS
 }
 
-/// The key of the copy of (appid, openid).
+/// The hash tag of a shard's keys: `{u<4 hex digits>}`.
+pub fn shard_tag(shard: u16) -> String {
+    format!("{{u{shard:04x}}}")
+}
+
+/// The start of the keys of every copy in `shard`: the script that checks
+/// a session builds the rest from the session's appid and openid.
+pub fn key_prefix(prefix: &str, shard: u16) -> String {
+    format!("{prefix}user:{}:", shard_tag(shard))
+}
+
+/// The key of the copy of (appid, openid):
+/// `user:{<shard>}:<appid>:<openid>`.
 pub fn key(prefix: &str, appid: &str, openid: &str) -> String {
-    format!("{}{appid}:{openid}", key_prefix(prefix))
+    format!(
+        "{}{appid}:{openid}",
+        key_prefix(prefix, shard(appid, openid))
+    )
+}
+
+/// Why `prefix` cannot start wxlogin's Redis keys: a brace would make
+/// Redis Cluster hash the keys by the prefix's braces instead of their
+/// hash tags.
+pub fn check_key_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.contains(['{', '}']) {
+        return Err("REDIS_KEY_PREFIX must not contain '{' or '}' (Redis Cluster hash tags)");
+    }
+    Ok(())
 }
 
 /// `user` as its copy is stored.
@@ -120,6 +160,19 @@ mod tests {
             nickname: Some("n".into()),
             ..User::default()
         }
+    }
+
+    #[test]
+    fn a_users_keys_share_the_shard_tag() {
+        let shard = shard("wxapp", "o-1");
+        assert!(shard < SHARDS);
+        assert_eq!(
+            key("p:", "wxapp", "o-1"),
+            format!("p:user:{}:wxapp:o-1", shard_tag(shard))
+        );
+        assert_ne!(super::shard("wxapp", "o-1"), super::shard("wxapp", "o-2"));
+        assert!(check_key_prefix("wxlogin:").is_ok());
+        assert!(check_key_prefix("a{b}:").is_err());
     }
 
     #[test]

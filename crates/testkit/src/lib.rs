@@ -12,11 +12,14 @@
 //! machine's server is shared by every test.
 
 use sea_orm::{ConnectionTrait, Database};
+use wxlogin_common::redis_guard::RedisGuard;
 
 pub mod credential;
 mod proxy;
+mod topology;
 
 pub use proxy::Proxy;
+pub use topology::{PrivateRedisCluster, PrivateRedisSentinel, SENTINEL_SERVICE};
 
 /// The MySQL server URL tests use, without a database name.
 pub fn mysql_server_url() -> String {
@@ -137,36 +140,35 @@ impl TestRedisPrefix {
 
     /// Every key under the prefix, with the values of string keys.
     pub async fn dump(&self) -> Vec<(String, Option<String>)> {
-        let client = redis::Client::open(self.url.as_str()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test Redis server");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .expect("KEYS");
+        let redis = connect(&self.url).await;
+        let keys = keys(&redis, &self.prefix).await;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let kind: String = redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut conn)
+            let kind: String = redis
+                .run(async |conn| redis::cmd("TYPE").arg(&key).query_async(conn).await)
                 .await
                 .expect("TYPE");
             let value = match kind.as_str() {
-                "string" => redis::cmd("GET")
-                    .arg(&key)
-                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                "string" => redis
+                    .run(async |conn| {
+                        redis::cmd("GET")
+                            .arg(&key)
+                            .query_async::<Option<Vec<u8>>>(conn)
+                            .await
+                    })
                     .await
                     .expect("GET")
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
                 "stream" => {
-                    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                        .arg(&key)
-                        .arg("-")
-                        .arg("+")
-                        .query_async(&mut conn)
+                    let entries: redis::streams::StreamRangeReply = redis
+                        .run(async |conn| {
+                            redis::cmd("XRANGE")
+                                .arg(&key)
+                                .arg("-")
+                                .arg("+")
+                                .query_async(conn)
+                                .await
+                        })
                         .await
                         .expect("XRANGE");
                     Some(render_stream(&entries))
@@ -178,6 +180,35 @@ impl TestRedisPrefix {
         }
         out
     }
+
+    /// Deletes one key (under the prefix or not).
+    pub async fn delete(&self, key: &str) {
+        let redis = connect(&self.url).await;
+        let _: () = redis
+            .run(async |conn| redis::cmd("DEL").arg(key).query_async(conn).await)
+            .await
+            .expect("DEL");
+    }
+}
+
+/// A connection to the Redis of `url`, whatever its topology.
+async fn connect(url: &str) -> RedisGuard {
+    RedisGuard::connect(url)
+        .await
+        .expect("connect to the test Redis")
+}
+
+/// Every key that starts with `prefix` (on every primary of a Cluster).
+async fn keys(redis: &RedisGuard, prefix: &str) -> Vec<String> {
+    redis
+        .run(async |conn| {
+            redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(conn)
+                .await
+        })
+        .await
+        .expect("KEYS")
 }
 
 /// A stream's entries as text: `id field=value ...`, one line each.
@@ -218,21 +249,37 @@ impl Default for TestRedisPrefix {
 impl Drop for TestRedisPrefix {
     fn drop(&mut self) {
         let url = self.url.clone();
-        let pattern = format!("{}*", self.prefix);
+        let prefix = self.prefix.clone();
         let cleanup = std::thread::spawn(move || {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
-            let Ok(mut conn) = client.get_connection() else {
-                return;
-            };
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
+            runtime.block_on(async {
+                let Ok(redis) = RedisGuard::connect(&url).await else {
+                    return;
+                };
+                let Ok(keys) = redis
+                    .run(async |conn| {
+                        redis::cmd("KEYS")
+                            .arg(format!("{prefix}*"))
+                            .query_async::<Vec<String>>(conn)
+                            .await
+                    })
+                    .await
+                else {
+                    return;
+                };
+                // One key per command: a Cluster deletes several at once
+                // only within one hash slot.
+                for key in keys {
+                    let _: redis::RedisResult<()> = redis
+                        .run(async |conn| redis::cmd("DEL").arg(&key).query_async(conn).await)
+                        .await;
+                }
+            });
         });
         drop(cleanup.join());
     }
@@ -278,21 +325,7 @@ impl PrivateRedis {
     /// runs), and waits until it answers PING.
     pub fn restart(&mut self) {
         self.stop();
-        let binary = [
-            "redis-server",
-            "/usr/bin/redis-server",
-            "/usr/sbin/redis-server",
-        ]
-        .into_iter()
-        .find(|candidate| {
-            std::process::Command::new(candidate)
-                .arg("--version")
-                .stdout(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|status| status.success())
-        })
-        .expect("redis-server is not installed (apt-get install redis-server)");
-        let server = std::process::Command::new(binary)
+        let server = std::process::Command::new(redis_server_binary())
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -319,6 +352,24 @@ impl PrivateRedis {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// The machine's `redis-server`; panics (failing the test) without one.
+fn redis_server_binary() -> &'static str {
+    [
+        "redis-server",
+        "/usr/bin/redis-server",
+        "/usr/sbin/redis-server",
+    ]
+    .into_iter()
+    .find(|candidate| {
+        std::process::Command::new(candidate)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+    .expect("redis-server is not installed (apt-get install redis-server)")
 }
 
 impl Drop for PrivateRedis {

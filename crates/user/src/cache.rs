@@ -162,7 +162,10 @@ async fn delete_stale_on_recovery(
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .collect();
-        for chunk in keys.chunks(1000) {
+        // A Redis Cluster deletes several keys at once only in one hash
+        // slot; copies of different users are in different ones.
+        let per_command = if redis.is_cluster() { 1 } else { 1000 };
+        for chunk in keys.chunks(per_command) {
             let deleted: redis::RedisResult<()> = redis
                 .run(async |conn| redis::cmd("DEL").arg(chunk).query_async(conn).await)
                 .await;

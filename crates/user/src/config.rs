@@ -125,15 +125,12 @@ impl Config {
         )?;
 
         let redis_url = config::optional(source, "REDIS_URL").filter(|url| url != "memory://");
-        if let Some(url) = &redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(ConfigError::invalid("REDIS_URL", "must be a redis:// URL"));
+        if let Some(url) = &redis_url {
+            config::check_redis_url(url)?;
         }
         Ok(Config {
             redis_url: redis_url.map(SecretString::from),
-            redis_key_prefix: config::optional(source, "REDIS_KEY_PREFIX")
-                .unwrap_or_else(|| "wxlogin:".into()),
+            redis_key_prefix: config::redis_key_prefix(source)?,
             auth_url,
             watermark_max_age: (watermark_max_age > 0)
                 .then(|| Duration::from_secs(watermark_max_age)),

@@ -37,6 +37,13 @@ impl StoreError {
     }
 }
 
+/// The hash tag of an app's login keys: its codes' slots and its login
+/// budgets (see [`crate::limit`]), which the script that claims a code
+/// touches together, so they must share one Redis Cluster hash slot.
+pub fn app_tag(appid: &str) -> String {
+    format!("{{a:{appid}}}")
+}
+
 /// How a code's slot marks an exchange under way; the owner's id follows.
 const PENDING: &str = "pending:";
 /// How a code's slot marks a sealed outcome; the sealed text follows.

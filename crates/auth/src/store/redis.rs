@@ -1,12 +1,17 @@
 //! Sessions and session keys in Redis, shared by every auth instance.
 //!
-//! Keys (all under the configured prefix):
-//! - `session:<sha256(token) hex>` → the session as JSON, expiring after the
-//!   idle TTL; every use moves the expiry (one `GETEX` round trip). The
-//!   absolute lifetime is stored inside and checked on every use.
-//! - `session_key:<appid>:<openid>` → the user's latest WeChat session_key,
-//!   kept as long as a session can live. Nothing outside this service reads it.
-//! - `login:<appid>:<slot>` → one wx.login code's exchange, shared by every
+//! Keys (all under the configured prefix). `{u…}` is the user's shard tag
+//! and `{a:<appid>}` the app's (see [`super::app_tag`]): Redis Cluster keeps
+//! the keys of one tag in one hash slot, so each script and pipeline below
+//! touches one slot.
+//! - `session:{u…}:<sha256(token) hex>` → the session as JSON, expiring
+//!   after the idle TTL; every use moves the expiry (one `GETEX` round trip).
+//!   The absolute lifetime is stored inside and checked on every use. The
+//!   token carries the shard, so the key is known from the token.
+//! - `session_key:{u…}:<appid>:<openid>` → the user's latest WeChat
+//!   session_key, kept as long as a session can live. Nothing outside this
+//!   service reads it.
+//! - `login:{a:<appid>}:<slot>` → one wx.login code's exchange, shared by every
 //!   auth instance: `pending:<owner>` while one instance exchanges it (set
 //!   with NX, expiring a little after the exchange must be over), then
 //!   `sealed:<base64>`, the login's outcome encrypted under a key derived
@@ -15,6 +20,10 @@
 //!   outcome can be read from the entry.
 //! - `access_token:<appid>` and `lock:<name>`: the shared access_token and
 //!   its refresh lock.
+//!
+//! On a Redis Cluster, opening a session takes up to three round trips
+//! instead of one: the code's slot (the app's tag) and the login journal
+//! (its own key) are written beside the script on the user's keys.
 //!
 //! The raw token is never written to Redis, as a key or as a value.
 //! Every command goes through the process's [`RedisGuard`], so it fails at
@@ -31,7 +40,8 @@ use super::{
     StoreError, now_unix_ms,
 };
 
-/// GETEX the session, then GET `<prefix>user:<appid>:<openid>` it names.
+/// GETEX the session, then GET `<ARGV[2]><appid>:<openid>` it names (the
+/// copy's key, in the session's shard).
 static TOUCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"local body = redis.call('GETEX', KEYS[1], 'EX', ARGV[1])
@@ -44,18 +54,21 @@ static TOUCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     )
 });
 /// Opens a session (see [`RedisStore::create`]): KEYS are the user's
-/// session_key, the session, the code's slot, the user's copy and the login
-/// journal; answers `{}` without a copy, else `{copy, '1'}` when the copy
-/// answers the login (which is then journaled) or `{copy}`.
+/// session_key, the session, the user's copy, then, on one Redis, the
+/// code's slot and the login journal; answers `{}` without a copy, else
+/// `{copy}`, or `{copy, '1'}` when the copy answers the login and the
+/// script journaled it, or `{copy, '2'}` when it answers the login and the
+/// caller journals it (no journal key: on a Redis Cluster).
 static CREATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(&format!(
         r"{}
           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
           redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
-          if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6]) end
-          local copy = redis.call('GET', KEYS[4])
+          if KEYS[4] and ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6]) end
+          local copy = redis.call('GET', KEYS[3])
           if not copy then return {{}} end
           if not answers_login(copy, ARGV[7]) then return {{copy}} end
+          if not KEYS[5] then return {{copy, '2'}} end
           redis.call('XADD', KEYS[5], '*', '{}', ARGV[8], '{}', ARGV[9], '{}', ARGV[10])
           return {{copy, '1'}}",
         user_copy::ANSWERS_LOGIN_LUA,
@@ -181,11 +194,20 @@ impl RedisStore {
     }
 
     fn session_entry(&self, token: &Token) -> String {
-        format!("{}session:{}", self.prefix, token.digest())
+        format!(
+            "{}session:{}:{}",
+            self.prefix,
+            user_copy::shard_tag(token.shard()),
+            token.digest()
+        )
     }
 
     fn session_key_key(&self, appid: &str, openid: &str) -> String {
-        format!("{}session_key:{appid}:{openid}", self.prefix)
+        format!(
+            "{}session_key:{}:{appid}:{openid}",
+            self.prefix,
+            user_copy::shard_tag(user_copy::shard(appid, openid))
+        )
     }
 
     /// Stores the user's latest session_key, opens a session and records
@@ -211,34 +233,79 @@ impl RedisStore {
         };
         let entry = self.session_entry(token);
         let copy_key: Arc<str> = user_copy::key(&self.prefix, &record.appid, &record.openid).into();
-        let found: Vec<Vec<u8>> = self
-            .redis
-            .run(async |conn| {
-                CREATE
-                    .key(self.session_key_key(&record.appid, &record.openid))
-                    .key(&entry)
-                    .key(&slot)
-                    .key(&*copy_key)
-                    .key(user_copy::journal_key(&self.prefix))
-                    .arg(session_key.expose())
-                    .arg(self.policy.max_lifetime.as_secs())
-                    .arg(&body)
-                    .arg(self.policy.idle_ttl.as_secs())
-                    .arg(&sealed)
-                    .arg(slot_ttl)
-                    .arg(record.unionid.as_deref().unwrap_or(""))
-                    .arg(&record.appid)
-                    .arg(&record.openid)
-                    .arg(record.created_at_ms)
-                    .invoke_async(conn)
-                    .await
-            })
-            .await?;
+        let journal = user_copy::journal_key(&self.prefix);
+        // On a Redis Cluster the script keeps to the user's slot; the code's
+        // slot and the journal are written on their own.
+        let cluster = self.redis.is_cluster();
+        let open = self.redis.run(async |conn| {
+            let mut invocation = CREATE.key(self.session_key_key(&record.appid, &record.openid));
+            invocation.key(&entry).key(&*copy_key);
+            if !cluster {
+                invocation.key(&slot).key(&journal);
+            }
+            invocation
+                .arg(session_key.expose())
+                .arg(self.policy.max_lifetime.as_secs())
+                .arg(&body)
+                .arg(self.policy.idle_ttl.as_secs())
+                .arg(&sealed)
+                .arg(slot_ttl)
+                .arg(record.unionid.as_deref().unwrap_or(""))
+                .arg(&record.appid)
+                .arg(&record.openid)
+                .arg(record.created_at_ms)
+                .invoke_async::<Vec<Vec<u8>>>(conn)
+                .await
+        });
+        let seal = async {
+            if !cluster || sealed.is_empty() {
+                return Ok(());
+            }
+            self.redis
+                .run(async |conn| conn.pset_ex::<_, _, ()>(&slot, &sealed, slot_ttl).await)
+                .await
+        };
+        let (found, sealed) = tokio::join!(open, seal);
+        let found = found?;
+        if let Err(error) = sealed {
+            // The session is open; only other submissions of the code miss
+            // its answer.
+            tracing::warn!(%error, "could not record the login's sealed outcome");
+        }
         self.copy_keys.insert(entry, copy_key);
         let mut found = found.into_iter();
         let copy = found.next();
-        let recorded = found.next().is_some_and(|flag| flag == b"1");
+        let recorded = match found.next().as_deref() {
+            Some(b"1") => true,
+            Some(b"2") => self.journal(record, &journal).await,
+            _ => false,
+        };
         Ok(Opened { copy, recorded })
+    }
+
+    /// Journals a login that the user's copy answered (on a Redis Cluster,
+    /// beside the script that opened its session); false when it could
+    /// not, and the caller has the user service record the login instead.
+    async fn journal(&self, record: &SessionRecord, journal: &str) -> bool {
+        let added: Result<String, _> = self
+            .redis
+            .run(async |conn| {
+                redis::cmd("XADD")
+                    .arg(journal)
+                    .arg("*")
+                    .arg(user_copy::journal_field::APPID)
+                    .arg(&record.appid)
+                    .arg(user_copy::journal_field::OPENID)
+                    .arg(&record.openid)
+                    .arg(user_copy::journal_field::AT_MS)
+                    .arg(record.created_at_ms)
+                    .query_async(conn)
+                    .await
+            })
+            .await;
+        added
+            .inspect_err(|error| tracing::debug!(%error, "could not journal the login"))
+            .is_ok()
     }
 
     /// The session `token` names, if it is live; using it starts its idle
@@ -267,10 +334,10 @@ impl RedisStore {
                 (body, user)
             }
             // One round trip: the script finds the copy's key in the
-            // session. (It computes a key inside the script, which a Redis
-            // Cluster would refuse; wxlogin uses one Redis.)
+            // session. (It computes a key inside the script: the copy's,
+            // which is in the session's hash slot.)
             None => {
-                let user_prefix = user_copy::key_prefix(&self.prefix);
+                let user_prefix = user_copy::key_prefix(&self.prefix, token.shard());
                 let found: Option<Vec<Vec<u8>>> = self
                     .redis
                     .run(async |conn| {
@@ -408,7 +475,7 @@ impl RedisStore {
     }
 
     fn login_key(&self, appid: &str, slot: &str) -> String {
-        format!("{}login:{appid}:{slot}", self.prefix)
+        format!("{}login:{}:{slot}", self.prefix, super::app_tag(appid))
     }
 
     /// See [`SessionStore::claim_exchange`](super::SessionStore::claim_exchange).
