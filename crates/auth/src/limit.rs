@@ -609,14 +609,16 @@ mod tests {
         }
         let app = refused(limiter.login(&from("192.0.2.4"), "wxa").await);
         assert_eq!(app.kind, Kind::LoginPerApp);
+        // Both budgets are the app's: another app's are untouched.
         limiter.login(&from("192.0.2.4"), "wxb").await.unwrap();
+        limiter.login(&from("192.0.2.1"), "wxb").await.unwrap();
         // A refusal already happened: it is counted even past the budget,
         // and the debt keeps the address out longer.
         limiter
-            .login_refused(&from("192.0.2.1"), "wxb")
+            .login_refused(&from("192.0.2.1"), "wxa")
             .await
             .unwrap();
-        let longer = refused(limiter.login(&from("192.0.2.1"), "wxb").await);
+        let longer = refused(limiter.login(&from("192.0.2.1"), "wxa").await);
         assert!(longer.retry_after > spent.retry_after, "{longer:?}");
 
         limiter.check_session("wxa", "o1").await.unwrap();
