@@ -20,7 +20,7 @@ use wxlogin_testkit::{
     credential::{INTERNAL_SECRET, INTERNAL_USER_SECRET},
 };
 use wxlogin_tests::{DEFAULT_APPID, DEFAULT_SECRET, TestApp};
-use wxlogin_wechat_sim::{MintCode, RunningSimulator, SimConfig, Simulator};
+use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
 
 /// Answers by HTTP status; 0 counts requests that got no answer at all.
 type Tally = BTreeMap<u16, u64>;
@@ -226,6 +226,20 @@ impl Service {
         assert!(status.success(), "kill {signal} {}", self.name);
     }
 
+    /// Waits up to `at_most` for the process to exit by itself.
+    async fn wait_exit(&mut self, at_most: Duration) {
+        let started = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        while started.elapsed() < at_most {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} did not stop within {at_most:?}", self.name);
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             drop(child.kill());
@@ -273,6 +287,17 @@ impl Stack {
         upstream_timeout: Duration,
         auth_overrides: &[(&'static str, &str)],
         metrics: bool,
+    ) -> Stack {
+        Stack::start_with_env(upstream_timeout, auth_overrides, metrics, &[]).await
+    }
+
+    /// [`Stack::start_with`], with `everywhere` in every service's
+    /// environment.
+    pub(crate) async fn start_with_env(
+        upstream_timeout: Duration,
+        auth_overrides: &[(&'static str, &str)],
+        metrics: bool,
+        everywhere: &[(&'static str, String)],
     ) -> Stack {
         let sim = Simulator::new(SimConfig::default())
             .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -334,6 +359,9 @@ impl Stack {
         gateway_env.push(metrics_env(0));
         auth_env.push(metrics_env(1));
         user_env.push(metrics_env(2));
+        for env in [&mut gateway_env, &mut auth_env, &mut user_env] {
+            env.extend_from_slice(everywhere);
+        }
         let stack = Stack {
             base_url: format!("http://127.0.0.1:{gateway_port}"),
             auth_port,
@@ -362,6 +390,42 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("the stack did not become ready within {at_most:?}");
+    }
+
+    /// Stops the three services as an orchestrator would (SIGTERM: the
+    /// gateway first, auth last), and waits for each to exit.
+    pub(crate) async fn stop_gracefully(&mut self) {
+        for service in [&mut self._gateway, &mut self.user, &mut self.auth] {
+            service.signal("-TERM");
+            service.wait_exit(Duration::from_secs(15)).await;
+        }
+    }
+
+    /// Posts a profile sealed for `minted`'s session key, as the client of
+    /// the session `token` (the user service asks auth for that key).
+    pub(crate) async fn post_sealed_profile(
+        &self,
+        http: &reqwest::Client,
+        minted: &Minted,
+        token: &str,
+    ) -> reqwest::Response {
+        let data = serde_json::json!({ "openId": minted.openid, "nickName": "Band" });
+        let sealed = self
+            .sim
+            .sim
+            .seal_user_data(&minted.appid, &minted.openid, data)
+            .expect("the user has a session key");
+        http.post(format!("{}/v1/me/profile", self.base_url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "encryptedData": sealed.encrypted_data, "iv": sealed.iv }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The URL of the user service's database.
+    pub(crate) fn database_url(&self) -> String {
+        self._db.url()
     }
 
     fn connections_to_auth(&self) -> BTreeSet<String> {

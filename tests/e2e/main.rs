@@ -19,4 +19,5 @@ mod secrets;
 mod sessions;
 mod standalone;
 mod topologies;
+mod traces;
 mod user_data;

@@ -171,6 +171,58 @@ async fn each_service_counts_what_happened() {
         moved(user, grpc, &[("service", "user"), upsert, ("code", "OK")]),
         1.0
     );
+    // Its database pool, sampled every second: at least the connection
+    // the registration used, and its limit.
+    let pool = "wxlogin_db_pool_connections";
+    let connections = value(&after[user], pool, &[("state", "in_use")])
+        + value(&after[user], pool, &[("state", "idle")]);
+    assert!(connections >= 1.0, "{connections} connections");
+    assert!(value(&after[user], "wxlogin_db_pool_max_connections", &[]) >= connections);
+
+    // The gateway's side of the same calls, as it saw them.
+    let client = "wxlogin_grpc_client_requests_total";
+    let to_auth = ("service", "auth");
+    assert_eq!(
+        moved(gateway, client, &[to_auth, auth_login, ("code", "OK")]),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            gateway,
+            client,
+            &[to_auth, auth_login, ("code", "UNAUTHENTICATED")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        moved(
+            gateway,
+            client,
+            &[to_auth, auth_login, ("code", "RESOURCE_EXHAUSTED")]
+        ),
+        1.0
+    );
+    let validate = ("method", "wxlogin.auth.v1.AuthService/ValidateSession");
+    assert_eq!(
+        moved(gateway, client, &[to_auth, validate, ("code", "OK")]),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            gateway,
+            client,
+            &[("service", "user"), upsert, ("code", "OK")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            gateway,
+            "wxlogin_grpc_client_request_duration_seconds_count",
+            &[to_auth, auth_login]
+        ),
+        4.0
+    );
 
     // No label names a user, a session or a code.
     for exposition in &after {
@@ -183,6 +235,63 @@ async fn each_service_counts_what_happened() {
             assert!(!exposition.contains(secret), "{secret} in {exposition}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_errors_and_calls_between_services_are_counted() {
+    let stack = Stack::start_with(Duration::from_secs(5), &[], true).await;
+    let http = reqwest::Client::new();
+    let login = |code: String| {
+        http.post(format!("{}/v1/login", stack.base_url))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+    };
+    let minted = stack.sim.sim.mint_code(MintCode::default());
+    let answer = login(minted.code.clone()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    let before = scrape_all(&stack).await;
+
+    // A profile from encrypted data: the user service asks auth for the
+    // session key.
+    let profile = stack.post_sealed_profile(&http, &minted, &token).await;
+    assert_eq!(profile.status(), 200);
+    // The users table gone (from this test's own database): a new user's
+    // registration fails in the database.
+    let db = sea_orm::Database::connect(stack.database_url())
+        .await
+        .unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(&db, "DROP TABLE users")
+        .await
+        .unwrap();
+    drop(db.close().await);
+    let refused = login(stack.sim.sim.mint_code(MintCode::default()).code)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 500);
+
+    let after = scrape_all(&stack).await;
+    let moved = |service: usize, name: &str, labels: &[(&str, &str)]| {
+        value(&after[service], name, labels) - value(&before[service], name, labels)
+    };
+    let (gateway, user) = (0, 2);
+    let key = ("method", "wxlogin.auth.v1.AuthService/GetSessionKey");
+    let client = "wxlogin_grpc_client_requests_total";
+    assert_eq!(
+        moved(user, client, &[("service", "auth"), key, ("code", "OK")]),
+        1.0
+    );
+    assert!(moved(user, "wxlogin_db_errors_total", &[("kind", "other")]) >= 1.0);
+    let upsert = ("method", "wxlogin.user.v1.UserService/UpsertUser");
+    assert_eq!(
+        moved(
+            gateway,
+            client,
+            &[("service", "user"), upsert, ("code", "INTERNAL")]
+        ),
+        1.0
+    );
 }
 
 /// The dashboard in `deploy/grafana/` asks only for metrics the services

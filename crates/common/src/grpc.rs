@@ -4,11 +4,14 @@
 //! that callers who give up do not bring a connection down.
 
 use std::{
+    future::Future,
     net::IpAddr,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -24,7 +27,8 @@ use wxlogin_proto::reason::Reason;
 
 use crate::{
     config::{ConfigError, Source, optional, parsed},
-    request_id,
+    metrics::{GrpcCall, code_name},
+    request_id, telemetry,
 };
 
 /// The metadata key that carries an internal caller's credential.
@@ -173,7 +177,7 @@ pub fn require_caller<T>(request: &tonic::Request<T>, wanted: Caller) -> Result<
 /// reports not ready) while the service it calls is still coming up.
 #[derive(Clone)]
 pub struct Upstream {
-    channels: Arc<[Channel]>,
+    channels: Arc<[UpstreamChannel]>,
     next: Arc<AtomicUsize>,
     credential: AsciiMetadataValue,
     deadline: Duration,
@@ -204,9 +208,11 @@ pub fn connections(source: &dyn Source) -> Result<usize, ConfigError> {
 }
 
 impl Upstream {
-    /// `connections` lazy connections to `url`; every call carries
-    /// `credential` and `deadline`.
+    /// `connections` lazy connections to `url`, the `service` its calls are
+    /// counted under (`auth`, `user`); every call carries `credential` and
+    /// `deadline`.
     pub fn new(
+        service: &'static str,
         url: &str,
         connections: usize,
         credential: &SecretString,
@@ -218,7 +224,10 @@ impl Upstream {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let channels = (0..connections.max(1))
-            .map(|_| endpoint.clone().connect_lazy())
+            .map(|_| UpstreamChannel {
+                inner: endpoint.clone().connect_lazy(),
+                service,
+            })
             .collect();
         // Checked by `secret` when it came from configuration.
         let credential =
@@ -233,7 +242,7 @@ impl Upstream {
     }
 
     /// The next connection, in turn.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> UpstreamChannel {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         self.channels[i].clone()
     }
@@ -249,6 +258,73 @@ impl Upstream {
             metadata.insert(request_id::HEADER, id);
         }
         request
+    }
+}
+
+/// One connection to an upstream service, which every call to it goes
+/// through: counted and timed by method and code (the caller's side of
+/// `wxlogin_grpc_server_requests_total`), and, when traces are exported, a
+/// client span whose context the call carries in `traceparent`.
+#[derive(Debug, Clone)]
+pub struct UpstreamChannel {
+    inner: Channel,
+    service: &'static str,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for UpstreamChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = UpstreamCall;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> UpstreamCall {
+        let call = GrpcCall::start(self.service, request.uri().path());
+        let span = telemetry::exporting().then(|| {
+            let span = tracing::info_span!(
+                "grpc.client",
+                otel.kind = "client",
+                otel.name = crate::metrics::grpc_method(request.uri().path()),
+                rpc.system = "grpc",
+                rpc.grpc.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+            );
+            telemetry::inject(&span, request.headers_mut());
+            span
+        });
+        UpstreamCall {
+            inner: self.inner.call(request),
+            call,
+            span,
+        }
+    }
+}
+
+/// A call in flight on an [`UpstreamChannel`]: it records the call when the
+/// answer (or the failure) comes, and ends the client span.
+pub struct UpstreamCall {
+    inner: tonic::transport::channel::ResponseFuture,
+    call: GrpcCall,
+    span: Option<tracing::Span>,
+}
+
+impl Future for UpstreamCall {
+    type Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+        let code = self.call.answered(&result);
+        if let Some(span) = self.span.take() {
+            span.record("rpc.grpc.status_code", code as i32);
+            if code != tonic::Code::Ok {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", code_name(code));
+            }
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -293,6 +369,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_carries_its_deadline_request_id_and_credential() {
         let upstream = Upstream::new(
+            "auth",
             "http://127.0.0.1:1",
             2,
             &secret_of("s3cret"),
@@ -330,7 +407,16 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_refused() {
-        assert!(Upstream::new("not a url", 1, &secret_of("x"), Duration::from_secs(1)).is_err());
+        assert!(
+            Upstream::new(
+                "auth",
+                "not a url",
+                1,
+                &secret_of("x"),
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
     }
 
     #[test]

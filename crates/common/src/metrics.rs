@@ -15,10 +15,12 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
+use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::config::{ConfigError, Source, optional};
@@ -144,16 +146,117 @@ pub mod name {
         /// 0 while this process knows Redis down, 1 once it answers again
         /// (absent until the first outage).
         REDIS_UP = "wxlogin_redis_up";
+        /// gRPC calls a service made to another (the gateway to auth and
+        /// user, user to auth), by `service` (the one called), `method`,
+        /// `code` (as the caller saw it: a call that got no answer is
+        /// `UNAVAILABLE`, or `DEADLINE_EXCEEDED` when its deadline passed).
+        GRPC_CLIENT_REQUESTS = "wxlogin_grpc_client_requests_total";
+        /// Their latency, by `service` and `method`.
+        GRPC_CLIENT_DURATION = "wxlogin_grpc_client_request_duration_seconds";
+        /// The user service's database pool (MySQL; SQLite in the
+        /// single-process setup): its connections by `state` (`in_use`,
+        /// `idle`), sampled every second.
+        DB_POOL_CONNECTIONS = "wxlogin_db_pool_connections";
+        /// The most connections the pool opens (`DB_MAX_CONNECTIONS`).
+        DB_POOL_MAX = "wxlogin_db_pool_max_connections";
+        /// Database statements that failed, by `kind`: `unavailable` (the
+        /// database did not answer, or the pool had no connection in time),
+        /// `down` (refused at once while the database is known down),
+        /// `other`.
+        DB_ERRORS = "wxlogin_db_errors_total";
     }
 }
 
-/// The part of a gRPC path a label may carry: our own methods and the
-/// health check's, else `other` (the path is the caller's to choose).
-fn grpc_method(path: &str) -> &str {
+/// The part of a gRPC path a label (or a span's name) may carry: our own
+/// methods and the health check's, else `other` (the path is the caller's
+/// to choose).
+pub(crate) fn grpc_method(path: &str) -> &str {
     if path.starts_with("/wxlogin.") || path.starts_with("/grpc.health.") {
         path.trim_start_matches('/')
     } else {
         "other"
+    }
+}
+
+/// [`grpc_method`] as a label value: one allocation, shared by the call's
+/// series.
+fn method_label(path: &str) -> SharedString {
+    match grpc_method(path) {
+        "other" => SharedString::const_str("other"),
+        method => SharedString::from(Arc::<str>::from(method)),
+    }
+}
+
+/// The gRPC code of a unary call's answer. An error is answered
+/// "trailers-only", its `grpc-status` in the headers; a success's is in the
+/// trailers, after the body.
+pub(crate) fn response_code<R>(response: &http::Response<R>) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|code| code.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// The code of a call that got no answer: its deadline passed, or the
+/// connection failed.
+fn unanswered_code(error: &(dyn std::error::Error + 'static)) -> tonic::Code {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tonic::TimeoutExpired>() {
+            return tonic::Code::DeadlineExceeded;
+        }
+        cause = error.source();
+    }
+    tonic::Code::Unavailable
+}
+
+/// One gRPC call, timed from when it was made: what both sides record.
+pub(crate) struct GrpcCall {
+    /// Which service answers (`auth`, `user`).
+    service: &'static str,
+    method: SharedString,
+    started: Instant,
+}
+
+impl GrpcCall {
+    /// A call to `path` of `service`, starting now.
+    pub(crate) fn start(service: &'static str, path: &str) -> GrpcCall {
+        GrpcCall {
+            service,
+            method: method_label(path),
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&self, requests: &'static str, duration: &'static str, code: &'static str) {
+        metrics::counter!(
+            requests,
+            "service" => self.service,
+            "method" => self.method.clone(),
+            "code" => code
+        )
+        .increment(1);
+        metrics::histogram!(duration, "service" => self.service, "method" => self.method.clone())
+            .record(self.started.elapsed().as_secs_f64());
+    }
+
+    /// The caller's side of the call ended with `result`; answers its code.
+    pub(crate) fn answered<R, E>(&self, result: &Result<http::Response<R>, E>) -> tonic::Code
+    where
+        E: std::error::Error + 'static,
+    {
+        let code = match result {
+            Ok(response) => response_code(response),
+            Err(error) => unanswered_code(error),
+        };
+        self.record(
+            name::GRPC_CLIENT_REQUESTS,
+            name::GRPC_CLIENT_DURATION,
+            code_name(code),
+        );
+        code
     }
 }
 
@@ -202,39 +305,22 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = grpc_method(request.uri().path()).to_owned();
-        let service = self.service;
-        let started = Instant::now();
+        let call = GrpcCall::start(self.service, request.uri().path());
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = future.await;
-            // Our calls are unary: an error is answered "trailers-only", its
-            // grpc-status in the headers; a success's is in the trailers.
             let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|code| code.parse::<i32>().ok())
-                    .map_or("OK", |code| code_name(tonic::Code::from_i32(code))),
+                Ok(response) => code_name(response_code(response)),
                 Err(_) => "transport",
             };
-            metrics::counter!(
-                name::GRPC_REQUESTS,
-                "service" => service,
-                "method" => method.clone(),
-                "code" => code
-            )
-            .increment(1);
-            metrics::histogram!(name::GRPC_DURATION, "service" => service, "method" => method)
-                .record(started.elapsed().as_secs_f64());
+            call.record(name::GRPC_REQUESTS, name::GRPC_DURATION, code);
             result
         })
     }
 }
 
 /// The canonical name of a gRPC code (`OK`, `UNAVAILABLE`, …).
-fn code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

@@ -3,7 +3,9 @@
 
 use http::{HeaderName, Request};
 use tower_http::trace::{MakeSpan, TraceLayer};
-use tracing::Span;
+use tracing::{Span, field::Empty};
+
+use crate::{metrics, telemetry};
 
 /// Header (HTTP) and metadata key (gRPC) that carries the request id.
 pub const HEADER: &str = "x-request-id";
@@ -29,14 +31,35 @@ pub struct RequestSpan {
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
             service = self.service,
             method = %request.method(),
             path = request.uri().path(),
             request_id = of(request),
-        )
+            otel.kind = Empty,
+            otel.name = Empty,
+        );
+        if telemetry::exporting() {
+            // A server span, named by its gRPC method, or by its HTTP
+            // method until the gateway's router finds the route.
+            span.record("otel.kind", "server");
+            if is_grpc(request) {
+                span.record("otel.name", metrics::grpc_method(request.uri().path()));
+            } else {
+                span.record("otel.name", request.method().as_str());
+            }
+            telemetry::continue_trace(&span, request.headers());
+        }
+        span
     }
+}
+
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Tracing for a tonic server: one span per RPC carrying the caller's request id.

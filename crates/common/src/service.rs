@@ -35,7 +35,8 @@ where
     BE: Display,
     RE: Display,
 {
-    crate::telemetry::init();
+    // Kept to the end: dropping it sends the last spans.
+    let _telemetry = crate::telemetry::init(name);
     if let Err(code) = start_metrics(name) {
         return code;
     }

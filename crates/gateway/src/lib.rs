@@ -18,7 +18,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -26,9 +25,9 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnFailure, TraceLayer},
+    trace::{DefaultOnFailure, MakeSpan, TraceLayer},
 };
-use wxlogin_common::grpc::Upstream;
+use wxlogin_common::grpc::{Upstream, UpstreamChannel};
 use wxlogin_common::request_id::RequestSpan;
 use wxlogin_proto::{
     auth::v1::{auth_service_client::AuthServiceClient, auth_service_server},
@@ -86,7 +85,7 @@ impl Readiness {
     }
 }
 
-async fn check(mut client: HealthClient<Channel>, service: &str) -> Readiness {
+async fn check(mut client: HealthClient<UpstreamChannel>, service: &str) -> Readiness {
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: service.to_owned(),
     });
@@ -117,23 +116,49 @@ impl AppState {
         .await
     }
 
-    fn auth(&self) -> AuthServiceClient<Channel> {
+    fn auth(&self) -> AuthServiceClient<UpstreamChannel> {
         AuthServiceClient::new(self.auth.channel())
     }
 
-    fn user(&self) -> UserServiceClient<Channel> {
+    fn user(&self) -> UserServiceClient<UpstreamChannel> {
         UserServiceClient::new(self.user.channel())
     }
 }
 
-fn upstream(name: &'static str, url: &str, config: &Config) -> Result<Upstream, StartError> {
+fn upstream(
+    name: &'static str,
+    service: &'static str,
+    url: &str,
+    config: &Config,
+) -> Result<Upstream, StartError> {
     Upstream::new(
+        service,
         url,
         config.upstream_connections,
         &config.internal_secret,
         config.upstream_timeout,
     )
     .map_err(|source| StartError::Upstream { name, source })
+}
+
+/// Each request's span (see [`RequestSpan`]); when traces are exported, a
+/// server span named by its route, e.g. `POST /v1/login` (layers added
+/// with `Router::layer` run after routing: the route is known).
+#[derive(Debug, Clone, Copy)]
+struct HttpSpan;
+
+impl<B> MakeSpan<B> for HttpSpan {
+    fn make_span(&mut self, request: &axum::http::Request<B>) -> tracing::Span {
+        let span = RequestSpan { service: "gateway" }.make_span(request);
+        if wxlogin_common::telemetry::exporting() {
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("other", axum::extract::MatchedPath::as_str);
+            span.record("otel.name", format!("{} {route}", request.method()));
+        }
+        span
+    }
 }
 
 /// A bound, ready-to-serve gateway.
@@ -145,8 +170,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
         let state = AppState {
-            auth: upstream("AUTH_URL", &config.auth_url, &config)?,
-            user: upstream("USER_URL", &config.user_url, &config)?,
+            auth: upstream("AUTH_URL", "auth", &config.auth_url, &config)?,
+            user: upstream("USER_URL", "user", &config.user_url, &config)?,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             proxy: match config.proxy_routes.is_empty() {
                 true => None,
@@ -166,7 +191,7 @@ impl Application {
                         // Failed answers are logged by `ApiError` at the level
                         // they deserve; an outage's 503s are not each an ERROR.
                         TraceLayer::new_for_http()
-                            .make_span_with(RequestSpan { service: "gateway" })
+                            .make_span_with(HttpSpan)
                             .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
                     )
                     .layer(PropagateRequestIdLayer::x_request_id())

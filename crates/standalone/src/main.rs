@@ -10,7 +10,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    wxlogin_common::telemetry::init();
+    // One service name for the process's spans (`wxlogin`); each request's
+    // span says which part served it. Kept to the end: dropping it sends the
+    // last spans.
+    let _telemetry = wxlogin_common::telemetry::init("wxlogin");
     // One process, one /metrics for its three services.
     if let Err(code) = wxlogin_common::service::start_metrics("wxlogin") {
         return code;

@@ -27,6 +27,7 @@ use std::{
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
+use wxlogin_common::metrics::name;
 
 use crate::error::{self, Error};
 
@@ -139,12 +140,15 @@ impl Availability {
     ) -> Result<T, Error> {
         let mut down = self.watch();
         if *down.borrow_and_update() {
-            return Err(Error::DatabaseDown);
+            return Err(refused());
         }
         let result = tokio::select! {
             result = statement => result,
-            _ = down.wait_for(|down| *down) => return Err(Error::DatabaseDown),
+            _ = down.wait_for(|down| *down) => return Err(refused()),
         };
+        if let Err(error) = &result {
+            count(error);
+        }
         if let Err(Error::DatabaseUnavailable(cause)) = &result
             && error::is_connection_failure(cause)
         {
@@ -153,6 +157,56 @@ impl Availability {
         }
         result
     }
+}
+
+/// A statement refused because the database is known down, counted.
+fn refused() -> Error {
+    count(&Error::DatabaseDown);
+    Error::DatabaseDown
+}
+
+/// Counts a failed statement by kind (`wxlogin_db_errors_total`); what is
+/// not the database's failure (a row not found) is not counted.
+fn count(error: &Error) {
+    let kind = match error {
+        Error::DatabaseDown => "down",
+        Error::DatabaseUnavailable(_) => "unavailable",
+        Error::Database(_) => "other",
+        _ => return,
+    };
+    metrics::counter!(name::DB_ERRORS, "kind" => kind).increment(1);
+}
+
+/// Samples the pool behind `db` every second into the gauges of
+/// `wxlogin_db_pool_connections` and `wxlogin_db_pool_max_connections`, for
+/// as long as the service runs.
+pub async fn sample_pool(db: DatabaseConnection) {
+    let mut every = tokio::time::interval(POOL_SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let (in_use, idle, max) = match db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => pool_state(db.get_sqlite_connection_pool()),
+            _ => pool_state(db.get_mysql_connection_pool()),
+        };
+        let connections = name::DB_POOL_CONNECTIONS;
+        metrics::gauge!(connections, "state" => "in_use").set(f64::from(in_use));
+        metrics::gauge!(connections, "state" => "idle").set(f64::from(idle));
+        metrics::gauge!(name::DB_POOL_MAX).set(f64::from(max));
+    }
+}
+
+/// How often [`sample_pool`] looks.
+const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The pool's connections in use, its idle ones, and its most.
+fn pool_state<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> (u32, u32, u32) {
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+    (
+        pool.size().saturating_sub(idle),
+        idle,
+        pool.options().get_max_connections(),
+    )
 }
 
 /// Asks the database on `db` (a pool of its own, so that a busy service pool

@@ -95,6 +95,7 @@ impl Application {
         // Lazy: the user service starts (and serves what needs no session
         // key) while auth is still coming up.
         let auth = Upstream::new(
+            "auth",
             &config.auth_url,
             config.upstream_connections,
             &config.internal_user_secret,
@@ -142,6 +143,7 @@ impl Application {
             self.probe_db.clone(),
             self.availability.clone(),
         ));
+        let pool_sampler = tokio::spawn(availability::sample_pool(self.db.clone()));
 
         // Small messages: answering without Nagle's delay matters more than
         // packet count.
@@ -174,6 +176,7 @@ impl Application {
         }
         readiness.abort();
         probe.abort();
+        pool_sampler.abort();
         if self.probe_db.get_database_backend() != sea_orm::DbBackend::Sqlite
             && let Err(error) = self.probe_db.close().await
         {

@@ -11,7 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    wxlogin_common::telemetry::init();
+    // Kept to the end: dropping it sends the last spans.
+    let _telemetry = wxlogin_common::telemetry::init("wxlogin-user");
 
     let command = std::env::args().nth(1);
     let outcome = match command.as_deref() {

@@ -5,9 +5,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
-use tonic::transport::Channel;
 use wxlogin_common::{
-    grpc::{self, Upstream},
+    grpc::{self, Upstream, UpstreamChannel},
     user_copy,
 };
 use wxlogin_proto::{
@@ -73,7 +72,7 @@ impl UserApi {
         }
     }
 
-    fn auth_client(&self) -> AuthServiceClient<Channel> {
+    fn auth_client(&self) -> AuthServiceClient<UpstreamChannel> {
         AuthServiceClient::new(self.auth.channel())
     }
 

@@ -11,7 +11,7 @@ use wxlogin_wechat_sim::{ADDR_VAR, DEFAULT_ADDR, SimConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init();
+    let _telemetry = telemetry::init("wxlogin-wechat-sim");
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
