@@ -7,7 +7,9 @@
 #
 # It runs the whole workspace's tests with MySQL + Redis, then the end-to-end
 # suite once more on the single-process backends (SQLite + in-process
-# sessions), so that neither rots. Extra arguments go to both `cargo test`
+# sessions), so that neither rots, and once more on each of the other Redis
+# topologies: a Redis Cluster and a Sentinel-managed primary, which it
+# starts from the machine's redis-server. Extra arguments go to both `cargo test`
 # runs, e.g. `tests/run.sh login`; with them, the last two steps (the
 # mini-program client library's tests under Node, and the schemathesis run
 # against the gateway's OpenAPI document) are skipped.
@@ -126,6 +128,71 @@ cargo test --workspace --locked --no-fail-fast -- "$@"
 log "the end-to-end suite on SQLite + the in-process session store"
 # --workspace, not -p: the same feature set as above, so nothing is rebuilt.
 WXLOGIN_TEST_BACKEND=embedded cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
+
+# Redis servers of this run's own, on free ports: `redis_node NAME ARGS...`
+# starts one and sets $port to its port.
+redis_node() {
+  local name=$1
+  shift
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --repl-diskless-sync-delay 0 --dir "$work" --dbfilename "$name-$port.rdb" "$@" \
+    >"$work/$name-$port.log" 2>&1 &
+  pids+=($!)
+  wait_open 127.0.0.1 "$port" "Redis ($name)" "$work/$name-$port.log"
+}
+
+# Waits until the server on port $1 answers `redis-cli ARGS` with a line
+# that matches $2.
+wait_redis() {
+  local port=$1 pattern=$2
+  shift 2
+  for _ in $(seq 1 300); do
+    redis-cli -p "$port" "$@" 2>/dev/null | grep -q "$pattern" && return 0
+    sleep 0.1
+  done
+  log "Redis on port $port never answered $* with $pattern"
+  exit 1
+}
+
+ensure_packages redis-server redis-server
+log "the end-to-end suite on a Redis Cluster (3 primaries, 3 replicas)"
+nodes=()
+for _ in 1 2 3 4 5 6; do
+  redis_node cluster --cluster-enabled yes --cluster-node-timeout 1000 \
+    --cluster-config-file "nodes-$RANDOM$RANDOM.conf"
+  nodes+=("127.0.0.1:$port")
+done
+redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$work/cluster-create.log" \
+  || { cat "$work/cluster-create.log" >&2; exit 1; }
+for node in "${nodes[@]}"; do
+  wait_redis "${node#*:}" cluster_state:ok cluster info
+  wait_redis "${node#*:}" 'role:master\|master_link_status:up' info replication
+done
+REDIS_URL="redis+cluster://$(IFS=,; echo "${nodes[*]}")" \
+  cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
+
+log "the end-to-end suite on a Sentinel-managed primary (a replica, 3 sentinels)"
+redis_node primary
+primary=$port
+redis_node replica --replicaof 127.0.0.1 "$primary"
+replica=$port
+wait_redis "$replica" master_link_status:up info replication
+sentinels=()
+for _ in 1 2 3; do
+  port=$(free_port)
+  printf '%s\n' "port $port" "bind 127.0.0.1" "dir $work" \
+    "sentinel monitor wxlogin 127.0.0.1 $primary 2" \
+    "sentinel down-after-milliseconds wxlogin 1000" \
+    "sentinel failover-timeout wxlogin 5000" >"$work/sentinel-$port.conf"
+  redis-server "$work/sentinel-$port.conf" --sentinel >"$work/sentinel-$port.log" 2>&1 &
+  pids+=($!)
+  wait_open 127.0.0.1 "$port" "Redis Sentinel" "$work/sentinel-$port.log"
+  wait_redis "$port" "$replica" sentinel replicas wxlogin
+  sentinels+=("127.0.0.1:$port")
+done
+REDIS_URL="redis+sentinel://$(IFS=,; echo "${sentinels[*]}")/wxlogin" \
+  cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
 
 [ "$#" -eq 0 ] || exit 0
 
