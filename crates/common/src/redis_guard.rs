@@ -320,7 +320,8 @@ impl RedisGuard {
             topology @ Topology::Sentinel { .. } => {
                 // Down until the probe has asked the sentinels.
                 let guard = RedisGuard::new(None, Some(Sentinel::new(&topology)?), false);
-                guard.trip(&down());
+                guard.inner.up.send_replace(false);
+                tokio::spawn(probe(Arc::downgrade(&guard.inner)));
                 Ok(guard)
             }
         }
