@@ -24,6 +24,7 @@
 #
 # Installing needs root and Debian's apt. Images already in the engine are kept
 # (a second run builds nothing); `docker rmi NAME` makes it build one again.
+# WXLOGIN_STANDIN_PULL=0 skips the attempt to pull a missing image first.
 #
 #   deploy/standin/prepare.sh                 # engine, compose, every image
 #   deploy/standin/prepare.sh redis:7.4       # engine, compose, that image
