@@ -1,5 +1,21 @@
 // Type definitions for @wxlogin/miniprogram 0.1.0
 
+/** One of the user's live sessions (`GET /v1/me/sessions`). */
+export interface Session {
+  /** The session's public id (32 hex digits); never the token. */
+  id: string;
+  /** Whether it is this client's session. */
+  current: boolean;
+  /** RFC 3339, UTC. */
+  created_at: string | null;
+  /** RFC 3339, UTC, to the minute. */
+  last_used_at: string | null;
+  /** The client's User-Agent at login, at most 256 characters. */
+  user_agent: string | null;
+  /** The client's network at login: IPv4 /24 or IPv6 /48. */
+  address_prefix: string | null;
+}
+
 /** A user as wxlogin answers it (`GET /v1/me`, login, profile and phone calls). */
 export interface User {
   id: number;
@@ -244,9 +260,19 @@ export interface Client {
    * `POST /v1/logout`, then forgets the token. Never logs in. Resolves when the server
    * ended the session or says it was already dead (401); with no token stored it sends
    * nothing. Any other failure (network, 5xx) still forgets the token locally but rejects,
-   * since the session may live on at the server until it expires.
+   * since the session may live on at the server until it expires. `{all: true}` ends every
+   * session of the user (`{"all": true}`), on every device.
    */
-  logout(): Promise<void>;
+  logout(options?: { all?: boolean }): Promise<void>;
+  /** `GET /v1/me/sessions`: the user's live sessions, newest first. */
+  sessions(): Promise<Session[]>;
+  /**
+   * `DELETE /v1/me/sessions/{id}`: ends one of the user's sessions (its token is dead at
+   * once). Rejects with `session_not_found` (404) for an id that is not one of the user's
+   * live sessions. Ending the current session (`current: true`) logs this client out: its
+   * next call logs in again.
+   */
+  endSession(id: string): Promise<void>;
   /** The stored token, or `null`. */
   getToken(): string | null;
   /** Whether a token is stored (it may have expired at the server: the next call finds out). */

@@ -377,10 +377,32 @@ function createClient(options) {
     });
   }
 
-  function logout() {
+  function sessions() {
+    return call('GET', '/v1/me/sessions').then(function (body) {
+      return body.sessions || [];
+    });
+  }
+
+  function endSession(id) {
+    if (typeof id !== 'string' || !id) {
+      return Promise.reject(new TypeError('endSession: a session id is required'));
+    }
+    return request({ url: '/v1/me/sessions/' + encodeURIComponent(id), method: 'DELETE' }).then(
+      function () {
+        return undefined;
+      }
+    );
+  }
+
+  function logout(options) {
     var token = getToken();
     if (!token) return Promise.resolve();
-    return send({ url: '/v1/logout', method: 'POST' }, token).then(
+    var params = { url: '/v1/logout', method: 'POST' };
+    if (options && options.all) {
+      params.data = { all: true };
+      params.header = { 'Content-Type': 'application/json' };
+    }
+    return send(params, token).then(
       function (response) {
         // Only forget the token we ended: a login may have replaced it.
         if (getToken() === token) clearToken();
@@ -403,6 +425,8 @@ function createClient(options) {
     saveProfile: saveProfile,
     updateProfile: updateProfile,
     bindPhone: bindPhone,
+    sessions: sessions,
+    endSession: endSession,
     logout: logout,
     getToken: function () {
       return getToken() || null;

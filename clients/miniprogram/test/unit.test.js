@@ -239,6 +239,30 @@ describe('logout()', () => {
   });
 });
 
+describe('sessions', () => {
+  it('lists, ends one by its id, and logs out everywhere', async () => {
+    const wx = scriptedWx({
+      route: (params) => {
+        if (params.url.endsWith('/v1/me/sessions')) {
+          return { statusCode: 200, data: { sessions: [{ id: 'a1', current: true }] } };
+        }
+        return { statusCode: 204, data: '' };
+      },
+    });
+    wx.storage.set(DEFAULT_STORAGE_KEY, 'tok');
+    const client = createClient({ baseUrl: 'https://x.test', wx });
+    assert.deepEqual(await client.sessions(), [{ id: 'a1', current: true }]);
+    await client.endSession('a/1');
+    assert.equal(wx.requests[1].method, 'DELETE');
+    assert.equal(wx.requests[1].url, 'https://x.test/v1/me/sessions/a%2F1');
+    await client.logout({ all: true });
+    assert.equal(wx.requests[2].url, 'https://x.test/v1/logout');
+    assert.deepEqual(wx.requests[2].data, { all: true });
+    assert.equal(client.isLoggedIn(), false);
+    await assert.rejects(client.endSession(''), TypeError);
+  });
+});
+
 describe('argument checks', () => {
   it('saveProfile and bindPhone refuse what cannot be sent', async () => {
     const wx = scriptedWx({ route: () => ({ statusCode: 200, data: {} }) });

@@ -17,6 +17,8 @@ pub enum AuthError {
     UnknownApp,
     #[error("the session token is unknown or expired")]
     InvalidToken,
+    #[error("no live session of this user has this id")]
+    SessionNotFound,
     #[error("a newer login replaced this session's session_key; call wx.login again")]
     SessionKeyStale,
     #[error("the phone code is invalid, expired or of another mini-program")]
@@ -87,6 +89,7 @@ impl From<&AuthError> for Status {
             AuthError::RateLimited(exhausted) => rate_limited(exhausted),
             AuthError::InvalidToken => Reason::InvalidToken.status(error.to_string()),
             AuthError::SessionKeyStale => Reason::SessionKeyStale.status(error.to_string()),
+            AuthError::SessionNotFound => Reason::SessionNotFound.status(error.to_string()),
             AuthError::InvalidPhoneCode => Reason::InvalidPhoneCode.status(error.to_string()),
             AuthError::PhoneCodeUsed => Reason::PhoneCodeUsed.status(error.to_string()),
             AuthError::Wechat(wx) => match wx {

@@ -183,6 +183,8 @@ mod tests {
                 created_at_ms: 1,
                 absolute_expiry_ms: 2,
                 key_fingerprint: "f".into(),
+                user_agent: None,
+                address_prefix: None,
             },
             expires_in_secs: 3600,
         }

@@ -13,11 +13,15 @@ use wxlogin_common::{
     metrics::name,
     user_copy,
 };
-use wxlogin_proto::auth::v1::{
-    CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
-    GetSessionKeyRequest, GetSessionKeyResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, PhoneNumber, Session, ValidateSessionRequest, ValidateSessionResponse,
-    auth_service_server::AuthService,
+use wxlogin_proto::{
+    auth::v1::{
+        CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
+        GetSessionKeyRequest, GetSessionKeyResponse, ListSessionsRequest, ListSessionsResponse,
+        LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, PhoneNumber,
+        RevokeSessionsRequest, RevokeSessionsResponse, Session, SessionSummary as SessionView,
+        ValidateSessionRequest, ValidateSessionResponse, auth_service_server::AuthService,
+    },
+    fields,
 };
 use wxlogin_wechat::Client as Wechat;
 
@@ -29,7 +33,7 @@ use crate::{
     sealed_outcome::{CodeSecrets, Recorded, Refusal},
     store::{
         Claim, ExchangeSlot, LiveSession, Opened, SealedOutcome, SessionRecord, SessionStore,
-        key_fingerprint, now_unix_ms,
+        SessionSummary, is_session_id, key_fingerprint, now_unix_ms,
     },
     token::Token,
 };
@@ -47,6 +51,14 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 
 type Outcome = Result<Arc<LoginOutcome>, Arc<AuthError>>;
 type Flight = Shared<BoxFuture<'static, Outcome>>;
+
+/// What a session keeps of the client that opened it, for the user's list
+/// of sessions.
+#[derive(Debug, Default)]
+struct SessionClient {
+    user_agent: Option<String>,
+    address_prefix: Option<String>,
+}
 
 #[derive(Debug)]
 struct LoginOutcome {
@@ -110,7 +122,13 @@ impl Auth {
     /// The login of `code`: joins its exchange under way in this process,
     /// or starts one that checks `budgets` (of the first submission) in
     /// the round trip that claims the code.
-    async fn login(&self, appid: &str, code: &str, budgets: Option<BudgetCheck>) -> Outcome {
+    async fn login(
+        &self,
+        appid: &str,
+        code: &str,
+        budgets: Option<BudgetCheck>,
+        client: SessionClient,
+    ) -> Outcome {
         let app = self
             .inner
             .apps
@@ -137,7 +155,9 @@ impl Auth {
                     let this = self.clone();
                     let task_key = key.clone();
                     let task = tokio::spawn(async move {
-                        let outcome = this.exchange_once(&task_key.0, &task_key.1, budgets).await;
+                        let outcome = this
+                            .exchange_once(&task_key.0, &task_key.1, budgets, client)
+                            .await;
                         this.inner
                             .in_flight
                             .lock()
@@ -169,6 +189,7 @@ impl Auth {
         appid: &str,
         code: &str,
         budgets: Option<BudgetCheck>,
+        client: SessionClient,
     ) -> Outcome {
         let store = &self.inner.store;
         let secrets = CodeSecrets::derive(appid, code);
@@ -187,7 +208,11 @@ impl Auth {
                 .await
                 .map_err(store_error)?;
             let mut held = match claim {
-                Claim::Owned => return self.exchange_owned(appid, code, &secrets, &marker).await,
+                Claim::Owned => {
+                    return self
+                        .exchange_owned(appid, code, &secrets, &marker, client)
+                        .await;
+                }
                 Claim::Refused { position, wait_us } => {
                     let refusal = self
                         .inner
@@ -243,9 +268,10 @@ impl Auth {
         code: &str,
         secrets: &CodeSecrets,
         marker: &str,
+        client: SessionClient,
     ) -> Outcome {
         let store = &self.inner.store;
-        let outcome = self.exchange(appid, code, secrets).await;
+        let outcome = self.exchange(appid, code, secrets, client).await;
         let counted = match &outcome {
             Ok(_) => "ok",
             Err(error) => match &**error {
@@ -317,7 +343,13 @@ impl Auth {
     /// Exchanges the code at WeChat and opens the session, recording its
     /// sealed outcome for every other submission of the code in the same
     /// write.
-    async fn exchange(&self, appid: &str, code: &str, secrets: &CodeSecrets) -> Outcome {
+    async fn exchange(
+        &self,
+        appid: &str,
+        code: &str,
+        secrets: &CodeSecrets,
+        client: SessionClient,
+    ) -> Outcome {
         let app = self
             .inner
             .apps
@@ -341,6 +373,8 @@ impl Auth {
             key_fingerprint: key_fingerprint(&session.session_key),
             absolute_expiry_ms: now
                 .saturating_add(u64::try_from(policy.max_lifetime.as_millis()).unwrap_or(u64::MAX)),
+            user_agent: client.user_agent,
+            address_prefix: client.address_prefix,
         };
         let sealed = secrets
             .seal(&Recorded::Session {
@@ -437,6 +471,20 @@ impl Auth {
         Ok(key)
     }
 
+    /// The appid a user names (empty: the default app), for the calls that
+    /// take a user rather than a session. An app no longer configured may
+    /// still have sessions.
+    fn user_app(&self, appid: &str, openid: &str) -> Result<String, AuthError> {
+        if openid.is_empty() {
+            return Err(AuthError::InvalidArgument("openid is empty".into()));
+        }
+        Ok(if appid.is_empty() {
+            self.inner.apps.default_appid().to_owned()
+        } else {
+            appid.to_owned()
+        })
+    }
+
     fn app_of(&self, record: &SessionRecord) -> Result<&wxlogin_wechat::AppCredentials, AuthError> {
         // A session of an app that was since removed from the configuration.
         self.inner
@@ -491,6 +539,17 @@ fn client_of<T>(request: &Request<T>) -> Client {
         .map_or_else(Client::internal, Client::address)
 }
 
+fn session_view(summary: SessionSummary) -> SessionView {
+    SessionView {
+        session_id: summary.session_id().to_owned(),
+        created_at: Some(timestamp(summary.record.created_at_ms)),
+        last_used_at: Some(timestamp(summary.last_used_ms)),
+        absolute_expires_at: Some(timestamp(summary.record.absolute_expiry_ms)),
+        user_agent: summary.record.user_agent,
+        address_prefix: summary.record.address_prefix,
+    }
+}
+
 fn parse_token(raw: &str) -> Result<Token, AuthError> {
     Token::parse(raw).ok_or(AuthError::InvalidToken)
 }
@@ -503,12 +562,23 @@ impl AuthService for Auth {
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
         let client = client_of(&request);
-        let LoginRequest { appid, code } = request.into_inner();
+        // Only the address the gateway names: an internal consumer's own
+        // address says nothing of the user's.
+        let address_prefix = grpc::client_ip_of(&request).map(fields::address_prefix);
+        let LoginRequest {
+            appid,
+            code,
+            user_agent,
+        } = request.into_inner();
+        let session_client = SessionClient {
+            user_agent: fields::user_agent(&user_agent),
+            address_prefix,
+        };
         let (charged, budgets) = match self.charge_login(&client, &appid, &code).await? {
             Some((charged, budgets)) => (Some(charged), budgets),
             None => (None, None),
         };
-        let outcome = match self.login(&appid, &code, budgets).await {
+        let outcome = match self.login(&appid, &code, budgets, session_client).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 if let (Some(appid), AuthError::Wechat(wx)) = (charged, &*error)
@@ -584,6 +654,53 @@ impl AuthService for Auth {
             None => false,
         };
         Ok(Response::new(LogoutResponse { ended }))
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = %request.get_ref().appid))]
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let ListSessionsRequest { appid, openid } = request.into_inner();
+        let appid = self.user_app(&appid, &openid)?;
+        let sessions = self
+            .inner
+            .store
+            .list(&appid, &openid)
+            .await
+            .map_err(AuthError::from)?;
+        Ok(Response::new(ListSessionsResponse {
+            sessions: sessions.into_iter().map(session_view).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = %request.get_ref().appid))]
+    async fn revoke_sessions(
+        &self,
+        request: Request<RevokeSessionsRequest>,
+    ) -> Result<Response<RevokeSessionsResponse>, Status> {
+        let RevokeSessionsRequest {
+            appid,
+            openid,
+            session_id,
+        } = request.into_inner();
+        let appid = self.user_app(&appid, &openid)?;
+        // Anything else names no session (and a shorter id must not match
+        // every session it starts).
+        if session_id.as_deref().is_some_and(|id| !is_session_id(id)) {
+            return Err(AuthError::SessionNotFound.into());
+        }
+        let ended = self
+            .inner
+            .store
+            .revoke(&appid, &openid, session_id.as_deref())
+            .await
+            .map_err(AuthError::from)?;
+        if session_id.is_some() && ended == 0 {
+            return Err(AuthError::SessionNotFound.into());
+        }
+        tracing::info!(%appid, %openid, ended, one = session_id.is_some(), "sessions revoked");
+        Ok(Response::new(RevokeSessionsResponse { ended }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -111,6 +111,7 @@ async fn login_validate_logout() {
         .login(LoginRequest {
             appid: String::new(),
             code: minted.code.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -171,6 +172,7 @@ async fn a_login_brings_the_users_copy_and_journals_the_logins_it_answers() {
             let request = LoginRequest {
                 appid: String::new(),
                 code,
+                ..Default::default()
             };
             let login = client.login(request).await.unwrap().into_inner();
             (login.user_copy, login.login_recorded)
@@ -286,6 +288,7 @@ async fn failures_carry_their_reason() {
             .login(LoginRequest {
                 appid: appid.into(),
                 code: code.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -321,6 +324,7 @@ async fn twenty_phone_requests_on_two_instances_fetch_one_access_token() {
         .login(LoginRequest {
             appid: String::new(),
             code: minted.code,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -362,6 +366,7 @@ async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login()
         .login(LoginRequest {
             appid: String::new(),
             code: first.code,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -420,6 +425,7 @@ async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login()
         .login(LoginRequest {
             appid: String::new(),
             code: again.code,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -448,6 +454,7 @@ async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
         .login(LoginRequest {
             appid: String::new(),
             code: minted.code,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -492,6 +499,7 @@ async fn bogus_login(
     let mut request = tonic::Request::new(LoginRequest {
         appid: String::new(),
         code,
+        ..Default::default()
     });
     if let Some(ip) = from {
         wxlogin_common::grpc::set_client_ip(&mut request, ip.parse().unwrap());
@@ -541,6 +549,7 @@ async fn the_per_address_login_budget_holds_across_instances() {
         let mut request = tonic::Request::new(LoginRequest {
             appid: String::new(),
             code: h.sim.sim.mint_code(MintCode::default()).code,
+            ..Default::default()
         });
         wxlogin_common::grpc::set_client_ip(&mut request, "198.51.100.7".parse().unwrap());
         client.login(request).await.unwrap();
@@ -612,6 +621,7 @@ async fn the_phone_number_budget_is_per_user() {
         let request = LoginRequest {
             appid: String::new(),
             code,
+            ..Default::default()
         };
         client
             .clone()

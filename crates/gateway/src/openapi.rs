@@ -45,6 +45,8 @@ pub const SESSION: &str = "session";
         routes::me,
         routes::verify,
         routes::logout,
+        routes::sessions,
+        routes::end_session,
         routes::profile_from_encrypted,
         routes::update_profile,
         routes::phone,
@@ -248,8 +250,12 @@ errors! {
         &[Reason::UnknownApp, Reason::InvalidCode, Reason::CodeUsed, Reason::UserBlocked],
     ];
     /// The calls that only check the session: `/v1/me`, `/v1/verify`,
-    /// `/v1/logout`.
+    /// `GET /v1/me/sessions`.
     SessionErrors = [BEARER, SERVICE];
+    /// `POST /v1/logout`, whose body is optional.
+    LogoutErrors = [BODY, BEARER, SERVICE];
+    /// `DELETE /v1/me/sessions/{id}`.
+    EndSessionErrors = [BEARER, SERVICE, &[Reason::SessionNotFound]];
     /// `POST /v1/me/profile`.
     SealedProfileErrors = [
         BODY,
@@ -335,6 +341,22 @@ fn text_field(field: Field) -> ObjectBuilder {
             Type::Null,
         ]))
         .max_length(usize::try_from(field.max_chars()).ok())
+}
+
+/// A session's `user_agent`: at most the characters a session keeps.
+pub(crate) fn user_agent_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+        .max_length(Some(wxlogin_proto::fields::USER_AGENT_MAX_CHARS))
+        .description(Some(format!(
+            "The client's `User-Agent` at login: its first {} characters, control \
+             characters replaced by spaces.",
+            wxlogin_proto::fields::USER_AGENT_MAX_CHARS
+        )))
+        .build()
 }
 
 /// `nickname` as users fill it in.

@@ -2,16 +2,19 @@
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::{MethodFilter, get, on, post},
+    routing::{MethodFilter, delete, get, on, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use wxlogin_proto::{
-    auth::v1::{GetPhoneNumberRequest, LoginRequest, LogoutRequest, ValidateSessionRequest},
+    auth::v1::{
+        GetPhoneNumberRequest, ListSessionsRequest, LoginRequest, LogoutRequest,
+        RevokeSessionsRequest, ValidateSessionRequest,
+    },
     reason::Reason,
     user::v1::{
         self as user, GetUserRequest, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
@@ -26,7 +29,7 @@ use crate::{
     AppState,
     client_ip::ClientIp,
     error::ApiError,
-    extract::{BearerToken, Body, RequestId},
+    extract::{BearerToken, Body, RequestId, UserAgent},
     openapi,
 };
 
@@ -36,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/me", get(me))
         .route("/v1/verify", on(VERIFY_METHODS, verify))
         .route("/v1/logout", post(logout))
+        .route("/v1/me/sessions", get(sessions))
+        .route("/v1/me/sessions/{id}", delete(end_session))
         .route(
             "/v1/me/profile",
             post(profile_from_encrypted).put(update_profile),
@@ -210,10 +215,11 @@ pub(crate) async fn login(
     state: State<AppState>,
     request_id: RequestId,
     client: ClientIp,
+    user_agent: UserAgent,
     input: Result<Body<LoginInput>, ApiError>,
 ) -> Result<Json<LoginOutput>, ApiError> {
     let answer = match input {
-        Ok(input) => log_in(state, request_id, client, input).await,
+        Ok(input) => log_in(state, request_id, client, user_agent, input).await,
         Err(error) => Err(error),
     };
     crate::metrics::login(match &answer {
@@ -227,6 +233,7 @@ async fn log_in(
     State(state): State<AppState>,
     request_id: RequestId,
     ClientIp(client): ClientIp,
+    UserAgent(user_agent): UserAgent,
     Body(input): Body<LoginInput>,
 ) -> Result<Json<LoginOutput>, ApiError> {
     let mut request = state.request(
@@ -234,6 +241,7 @@ async fn log_in(
         LoginRequest {
             appid: input.appid.unwrap_or_default(),
             code: input.code,
+            user_agent,
         },
     );
     if let Some(client) = client {
@@ -425,22 +433,54 @@ impl AppState {
     }
 }
 
-/// End the session: the token is dead.
+/// What `POST /v1/logout` may take; no body ends this session only.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(crate) struct LogoutInput {
+    /// End every session of the user, this one included.
+    #[serde(default)]
+    all: bool,
+}
+
+/// End this session, or every session of the user.
+///
+/// Without a body (or with `{"all": false}`), this session's token is dead;
+/// with `{"all": true}`, every session of the user is over, this one too.
 #[utoipa::path(
     post,
     path = "/v1/logout",
     tag = "session",
     security(("session" = [])),
+    request_body(
+        description = "Optional: without a body, this session only.",
+        content(
+            (Option<LogoutInput> = "application/json"),
+            (Option<LogoutInput> = "application/x-www-form-urlencoded"),
+        ),
+    ),
     responses(
-        (status = 204, description = "The session is over."),
-        openapi::SessionErrors,
+        (status = 204, description = "The session (or every session of the user) is over."),
+        openapi::LogoutErrors,
     ),
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     request_id: RequestId,
     BearerToken(token): BearerToken,
+    input: Option<Body<LogoutInput>>,
 ) -> Result<StatusCode, ApiError> {
+    if input.is_some_and(|Body(input)| input.all) {
+        let session = state.session(&request_id, token).await?;
+        let request = RevokeSessionsRequest {
+            appid: session.appid,
+            openid: session.openid,
+            session_id: None,
+        };
+        state
+            .auth()
+            .revoke_sessions(state.request(&request_id, request))
+            .await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let ended = state
         .auth()
         .logout(state.request(&request_id, LogoutRequest { token }))
@@ -452,6 +492,106 @@ pub(crate) async fn logout(
     } else {
         Err(ApiError::invalid_token())
     }
+}
+
+/// `{"sessions": […]}`, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SessionsOutput {
+    sessions: Vec<SessionView>,
+}
+
+/// One of the user's live sessions.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
+pub(crate) struct SessionView {
+    /// The session's public id (32 hex digits of a SHA-256 of its token,
+    /// as `X-Wx-Session-Id`): never the token, and no way to it.
+    id: String,
+    /// Whether this is the session of the token that asks.
+    current: bool,
+    /// RFC 3339, UTC.
+    created_at: Option<String>,
+    /// RFC 3339, UTC; recorded to the minute.
+    last_used_at: Option<String>,
+    #[schema(schema_with = openapi::user_agent_schema)]
+    user_agent: Option<String>,
+    /// The client's network at login: IPv4 /24 or IPv6 /48.
+    #[schema(example = "203.0.113.0/24")]
+    address_prefix: Option<String>,
+}
+
+/// The user's live sessions, newest first (restarts this session's idle
+/// period).
+#[utoipa::path(
+    get,
+    path = "/v1/me/sessions",
+    tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The user's live sessions.", body = SessionsOutput),
+        openapi::SessionErrors,
+    ),
+)]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+) -> Result<Json<SessionsOutput>, ApiError> {
+    let validated = state.validated(&request_id, token).await?;
+    let session = validated.session.ok_or_else(|| missing("session"))?;
+    let request = ListSessionsRequest {
+        appid: session.appid,
+        openid: session.openid,
+    };
+    let listed = state
+        .auth()
+        .list_sessions(state.request(&request_id, request))
+        .await?
+        .into_inner();
+    let sessions = listed
+        .sessions
+        .into_iter()
+        .map(|listed| SessionView {
+            current: listed.session_id == validated.session_id,
+            id: listed.session_id,
+            created_at: rfc3339(listed.created_at),
+            last_used_at: rfc3339(listed.last_used_at),
+            user_agent: listed.user_agent,
+            address_prefix: listed.address_prefix,
+        })
+        .collect();
+    Ok(Json(SessionsOutput { sessions }))
+}
+
+/// End one of the user's sessions (its token is dead at once).
+#[utoipa::path(
+    delete,
+    path = "/v1/me/sessions/{id}",
+    tag = "session",
+    security(("session" = [])),
+    params(("id" = String, Path, description = "The session's id, as `GET /v1/me/sessions` lists it.")),
+    responses(
+        (status = 204, description = "The session is over."),
+        openapi::EndSessionErrors,
+    ),
+)]
+pub(crate) async fn end_session(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let session = state.session(&request_id, token).await?;
+    let request = RevokeSessionsRequest {
+        appid: session.appid,
+        openid: session.openid,
+        session_id: Some(id),
+    };
+    state
+        .auth()
+        .revoke_sessions(state.request(&request_id, request))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// What wx.getUserInfo / getUserProfile hand the mini-program.

@@ -118,3 +118,66 @@ pub fn is_web_url(url: &str) -> bool {
 /// does not start with `/`, and no whitespace or control characters.
 pub const WEB_URL_PATTERN: &str =
     r"^[Hh][Tt][Tt][Pp][Ss]?://[^/\s\x00-\x1f\x7f][^\s\x00-\x1f\x7f]*$";
+
+/// The most characters of a client's User-Agent a session keeps (for the
+/// user's list of sessions); the rest is cut.
+pub const USER_AGENT_MAX_CHARS: usize = 256;
+
+/// What a session keeps of a client's User-Agent: client-controlled text,
+/// so at most [`USER_AGENT_MAX_CHARS`] characters, control characters
+/// (line breaks, escapes) replaced by spaces, surrounding whitespace
+/// trimmed; `None` when nothing is left.
+pub fn user_agent(raw: &str) -> Option<String> {
+    let kept: String = raw
+        .trim()
+        .chars()
+        .take(USER_AGENT_MAX_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let kept = kept.trim_end();
+    (!kept.is_empty()).then(|| kept.to_owned())
+}
+
+/// What a session keeps of a client's address: its network, IPv4 /24 or
+/// IPv6 /48 (`203.0.113.0/24`, `2001:db8:1::/48`), enough to tell "home"
+/// from "elsewhere" without keeping the address.
+pub fn address_prefix(ip: std::net::IpAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{}/24", Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let [a, b, c, ..] = v6.segments();
+            format!("{}/48", Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn a_user_agent_is_bounded_and_has_no_control_characters() {
+        assert_eq!(user_agent("  "), None);
+        assert_eq!(
+            user_agent("a\r\nInjected: yes\u{1b}[31m\"").as_deref(),
+            Some("a  Injected: yes [31m\"")
+        );
+        let long = "界".repeat(1000);
+        assert_eq!(
+            user_agent(&long).map(|kept| kept.chars().count()),
+            Some(USER_AGENT_MAX_CHARS)
+        );
+    }
+
+    #[test]
+    fn an_address_keeps_its_network_only() {
+        let prefix = |ip: &str| address_prefix(ip.parse().unwrap());
+        assert_eq!(prefix("203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(prefix("::ffff:198.51.100.9"), "198.51.100.0/24");
+        assert_eq!(prefix("2001:db8:1:2:3:4:5:6"), "2001:db8:1::/48");
+    }
+}

@@ -89,6 +89,8 @@ reasons! {
     UserBlocked = "USER_BLOCKED", PermissionDenied, 403, "user_blocked";
     /// No such HTTP endpoint.
     NotFound = "NOT_FOUND", Unimplemented, 404, "not_found";
+    /// The session id names no live session of this user.
+    SessionNotFound = "SESSION_NOT_FOUND", NotFound, 404, "session_not_found";
     /// The user does not exist.
     UserNotFound = "USER_NOT_FOUND", NotFound, 404, "user_not_found";
     /// The HTTP endpoint does not take this method.

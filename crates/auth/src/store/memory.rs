@@ -10,7 +10,9 @@ use std::{
 
 use wxlogin_wechat::SessionKey;
 
-use super::{CachedToken, ExchangeSlot, LiveSession, SEALED, SessionRecord, now_unix_ms};
+use super::{
+    CachedToken, ExchangeSlot, LiveSession, SEALED, SessionRecord, SessionSummary, now_unix_ms,
+};
 use crate::{config::SessionPolicy, token::Token};
 
 /// How often creating a session or claiming a code's exchange also sweeps
@@ -36,9 +38,19 @@ struct Entry<T> {
     idle_deadline: Instant,
 }
 
+/// A session and when it was last used (Unix ms).
+struct Session {
+    entry: Entry<SessionRecord>,
+    last_used_ms: u64,
+}
+
 struct State {
     /// By the token's SHA-256.
-    sessions: HashMap<String, Entry<SessionRecord>>,
+    sessions: HashMap<String, Session>,
+    /// Each user's sessions, by (appid, openid): their tokens' SHA-256.
+    /// Entries of sessions that are over go at the sweep, at a listing or
+    /// at a revocation.
+    by_user: HashMap<(String, String), Vec<String>>,
     /// By (appid, openid).
     session_keys: HashMap<(String, String), Entry<SessionKey>>,
     /// By appid.
@@ -56,7 +68,13 @@ impl State {
         if now.duration_since(self.last_sweep) < SWEEP_EVERY {
             return;
         }
-        self.sessions.retain(|_, entry| entry.idle_deadline > now);
+        self.sessions
+            .retain(|_, session| session.entry.idle_deadline > now);
+        let sessions = &self.sessions;
+        self.by_user.retain(|_, digests| {
+            digests.retain(|digest| sessions.contains_key(digest));
+            !digests.is_empty()
+        });
         self.session_keys
             .retain(|_, entry| entry.idle_deadline > now);
         self.exchanges.retain(|_, (_, expiry)| *expiry > now);
@@ -69,6 +87,7 @@ impl MemoryStore {
         MemoryStore {
             state: Arc::new(Mutex::new(State {
                 sessions: HashMap::new(),
+                by_user: HashMap::new(),
                 session_keys: HashMap::new(),
                 access_tokens: HashMap::new(),
                 locks: HashMap::new(),
@@ -98,11 +117,20 @@ impl MemoryStore {
                 idle_deadline: now + self.policy.max_lifetime,
             },
         );
+        let digest = token.digest();
+        state
+            .by_user
+            .entry((record.appid.clone(), record.openid.clone()))
+            .or_default()
+            .push(digest.clone());
         state.sessions.insert(
-            token.digest(),
-            Entry {
-                value: record.clone(),
-                idle_deadline: now + self.policy.idle_ttl,
+            digest,
+            Session {
+                entry: Entry {
+                    value: record.clone(),
+                    idle_deadline: now + self.policy.idle_ttl,
+                },
+                last_used_ms: record.created_at_ms,
             },
         );
     }
@@ -111,14 +139,18 @@ impl MemoryStore {
         let now = Instant::now();
         let digest = token.digest();
         let mut state = self.lock();
-        let entry = state.sessions.get_mut(&digest)?;
-        if entry.idle_deadline <= now {
+        let session = state.sessions.get_mut(&digest)?;
+        if session.entry.idle_deadline <= now {
             state.sessions.remove(&digest);
             return None;
         }
-        let live = LiveSession::at(entry.value.clone(), now_unix_ms(), self.policy);
+        let now_ms = now_unix_ms();
+        let live = LiveSession::at(session.entry.value.clone(), now_ms, self.policy);
         match live {
-            Some(_) => entry.idle_deadline = now + self.policy.idle_ttl,
+            Some(_) => {
+                session.entry.idle_deadline = now + self.policy.idle_ttl;
+                session.last_used_ms = now_ms;
+            }
             None => {
                 state.sessions.remove(&digest);
             }
@@ -128,6 +160,65 @@ impl MemoryStore {
 
     pub fn remove(&self, token: &Token) -> bool {
         self.lock().sessions.remove(&token.digest()).is_some()
+    }
+
+    /// The live sessions of (appid, openid), in no order.
+    pub fn list(&self, appid: &str, openid: &str) -> Vec<SessionSummary> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let State {
+            sessions, by_user, ..
+        } = &mut *state;
+        let Some(digests) = by_user.get_mut(&(appid.to_owned(), openid.to_owned())) else {
+            return Vec::new();
+        };
+        digests.retain(|digest| {
+            sessions
+                .get(digest)
+                .is_some_and(|session| session.entry.idle_deadline > now)
+        });
+        digests
+            .iter()
+            .filter_map(|digest| {
+                let session = sessions.get(digest)?;
+                Some(SessionSummary {
+                    digest: digest.clone(),
+                    record: session.entry.value.clone(),
+                    last_used_ms: session.last_used_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the session of (appid, openid) whose public id is `id`, or all
+    /// of them: how many were live.
+    pub fn revoke(&self, appid: &str, openid: &str, id: Option<&str>) -> u32 {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let State {
+            sessions, by_user, ..
+        } = &mut *state;
+        let user = (appid.to_owned(), openid.to_owned());
+        let Some(digests) = by_user.get_mut(&user) else {
+            return 0;
+        };
+        let mut ended = 0;
+        digests.retain(|digest| {
+            if id.is_some_and(|id| !digest.starts_with(id)) {
+                return true;
+            }
+            if sessions
+                .remove(digest)
+                .is_some_and(|session| session.entry.idle_deadline > now)
+            {
+                ended += 1;
+            }
+            false
+        });
+        if digests.is_empty() {
+            by_user.remove(&user);
+        }
+        ended
     }
 
     pub fn session_key(&self, appid: &str, openid: &str) -> Option<SessionKey> {
@@ -283,6 +374,8 @@ mod tests {
             created_at_ms: now,
             absolute_expiry_ms: now + u64::try_from(lifetime.as_millis()).unwrap(),
             key_fingerprint: String::new(),
+            user_agent: None,
+            address_prefix: None,
         }
     }
 
@@ -338,5 +431,32 @@ mod tests {
             store.touch(&used).is_none(),
             "but not past the absolute lifetime"
         );
+    }
+
+    #[test]
+    fn a_users_sessions_are_listed_and_revoked() {
+        let store = store(60_000, 120_000);
+        let key = SessionKey::new("k".into());
+        let tokens: Vec<Token> = (0..3).map(|_| Token::generate().unwrap()).collect();
+        for token in &tokens {
+            store.create(token, &record(Duration::from_secs(120)), &key);
+        }
+        let mut other = record(Duration::from_secs(120));
+        other.openid = "o2".into();
+        let foreign = Token::generate().unwrap();
+        store.create(&foreign, &other, &key);
+        assert_eq!(store.list("wxa", "o1").len(), 3);
+        assert!(store.remove(&tokens[0]));
+        assert_eq!(store.list("wxa", "o1").len(), 2, "a logout leaves the list");
+
+        let id = tokens[1].session_id();
+        assert_eq!(store.revoke("wxa", "o2", Some(&id)), 0, "not o2's");
+        assert_eq!(store.revoke("wxa", "o1", Some(&id)), 1);
+        assert!(store.touch(&tokens[1]).is_none());
+        assert!(store.touch(&tokens[2]).is_some());
+        assert_eq!(store.revoke("wxa", "o1", None), 1);
+        assert!(store.touch(&tokens[2]).is_none());
+        assert!(store.list("wxa", "o1").is_empty());
+        assert!(store.touch(&foreign).is_some());
     }
 }

@@ -101,6 +101,51 @@ pub struct SessionRecord {
     /// the user's key, and data sealed for this session then can't be read.
     #[serde(default)]
     pub key_fingerprint: String,
+    /// The client's User-Agent at login, bounded (see
+    /// [`wxlogin_proto::fields::user_agent`]); absent in sessions opened
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client's network at login (see
+    /// [`wxlogin_proto::fields::address_prefix`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_prefix: Option<String>,
+}
+
+/// How coarsely a session's last use is recorded: a use within this long
+/// of the recorded one writes nothing (so `GET /v1/me` stays a read).
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+
+/// How long after its recorded last use a user's index keeps a session:
+/// past the idle TTL plus the recording's coarseness (and some clock skew
+/// between instances), the session is surely over.
+pub fn index_keeps(policy: SessionPolicy) -> Duration {
+    policy.idle_ttl + LAST_USED_EVERY * 2
+}
+
+/// One of a user's live sessions, as the user's list shows it.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// The SHA-256 of its token (see [`Token::digest`]).
+    pub digest: String,
+    pub record: SessionRecord,
+    /// Unix milliseconds, to [`LAST_USED_EVERY`].
+    pub last_used_ms: u64,
+}
+
+impl SessionSummary {
+    /// The session's public id (see [`Token::session_id`]).
+    pub fn session_id(&self) -> &str {
+        self.digest.get(..SESSION_ID_LEN).unwrap_or(&self.digest)
+    }
+}
+
+/// Hex digits in a session's public id.
+pub const SESSION_ID_LEN: usize = 32;
+
+/// Whether `id` has the shape of a session's public id.
+pub fn is_session_id(id: &str) -> bool {
+    id.len() == SESSION_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// 64 bits of the SHA-256 of a session_key: enough to tell two keys apart,
@@ -261,6 +306,32 @@ impl SessionStore {
         match self {
             SessionStore::Redis(store) => store.remove(token).await,
             SessionStore::Memory(store) => Ok(store.remove(token)),
+        }
+    }
+
+    /// The live sessions of (appid, openid), newest first.
+    pub async fn list(&self, appid: &str, openid: &str) -> Result<Vec<SessionSummary>, StoreError> {
+        let mut sessions = match self {
+            SessionStore::Redis(store) => store.list(appid, openid).await?,
+            SessionStore::Memory(store) => store.list(appid, openid),
+        };
+        let now = now_unix_ms();
+        sessions.retain(|session| session.record.absolute_expiry_ms > now);
+        sessions.sort_by_key(|session| std::cmp::Reverse(session.record.created_at_ms));
+        Ok(sessions)
+    }
+
+    /// Ends the session of (appid, openid) whose public id is `id`, or all
+    /// of them: how many live sessions ended.
+    pub async fn revoke(
+        &self,
+        appid: &str,
+        openid: &str,
+        id: Option<&str>,
+    ) -> Result<u32, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.revoke(appid, openid, id).await,
+            SessionStore::Memory(store) => Ok(store.revoke(appid, openid, id)),
         }
     }
 
@@ -425,6 +496,30 @@ impl SessionStore {
                 store.release_exchange(appid, slot, marker);
                 Ok(())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_the_client_fields_still_reads() {
+        let old = r#"{"appid":"wxa","openid":"o1","created_at_ms":1,"absolute_expiry_ms":2,"key_fingerprint":"f"}"#;
+        let record: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.user_agent, None);
+        assert_eq!(record.address_prefix, None);
+        let written = serde_json::to_string(&record).unwrap();
+        assert!(!written.contains("user_agent"), "{written}");
+    }
+
+    #[test]
+    fn session_ids_are_32_lowercase_hex_digits() {
+        let token = Token::generate().unwrap();
+        assert!(is_session_id(&token.session_id()));
+        for bad in ["", "abc", &"A".repeat(32), &"0".repeat(33), &"g".repeat(32)] {
+            assert!(!is_session_id(bad), "{bad}");
         }
     }
 }

@@ -8,6 +8,16 @@
 //!   after the idle TTL; every use moves the expiry (one `GETEX` round trip).
 //!   The absolute lifetime is stored inside and checked on every use. The
 //!   token carries the shard, so the key is known from the token.
+//! - `sessions:{u…}:<appid>:<openid>` → the user's index of sessions: a
+//!   sorted set of their tokens' SHA-256, each scored by when the session
+//!   was last used (Unix ms, recorded at most once a minute: see
+//!   [`LAST_USED_EVERY`]). Every write to it first drops the entries last
+//!   used longer ago than the idle TTL (plus twice that minute, for the
+//!   coarseness and clock skew): those sessions are surely over. The set
+//!   itself expires as long after its latest write, so it never outlives
+//!   the user's last session by more than that, and never grows past the
+//!   sessions opened within one idle TTL. Logout leaves the entry; the
+//!   next listing drops entries whose session is gone.
 //! - `session_key:{u…}:<appid>:<openid>` → the user's latest WeChat
 //!   session_key, kept as long as a session can live. Nothing outside this
 //!   service reads it.
@@ -29,33 +39,89 @@
 //! Every command goes through the process's [`RedisGuard`], so it fails at
 //! once while Redis is known to be down.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use redis::AsyncCommands;
 use wxlogin_common::{ExposeSecret, SecretString, redis_guard::RedisGuard, user_copy};
 use wxlogin_wechat::SessionKey;
 
 use super::{
-    CachedToken, Claim, ExchangeSlot, LiveSession, Opened, SEALED, SealedOutcome, SessionRecord,
-    StoreError, now_unix_ms,
+    CachedToken, Claim, ExchangeSlot, LAST_USED_EVERY, LiveSession, Opened, SEALED, SealedOutcome,
+    SessionRecord, SessionSummary, StoreError, index_keeps, now_unix_ms,
 };
 
-/// GETEX the session, then GET `<ARGV[2]><appid>:<openid>` it names (the
-/// copy's key, in the session's shard).
+/// GETEX the session, then, in the keys it names in its shard
+/// (`<ARGV[2]|ARGV[3]><appid>:<openid>`): records its use (ARGV[5], Unix ms)
+/// in the user's index (ARGV[3]…) unless the recorded one is less than
+/// ARGV[6] ms old, dropping entries older than ARGV[7] ms, and GETs the
+/// user's copy (ARGV[2]…). Answers `{}`, or `{session, last used[, copy]}`.
 static TOUCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"local body = redis.call('GETEX', KEYS[1], 'EX', ARGV[1])
           if not body then return {} end
           local ok, session = pcall(cjson.decode, body)
-          if not ok or type(session) ~= 'table' then return {body} end
-          local user = redis.call('GET', ARGV[2] .. tostring(session.appid) .. ':' .. tostring(session.openid))
-          if user then return {body, user} end
-          return {body}",
+          if not ok or type(session) ~= 'table' then return {body, '0'} end
+          local tail = tostring(session.appid) .. ':' .. tostring(session.openid)
+          local index = ARGV[3] .. tail
+          local now = tonumber(ARGV[5])
+          local seen = tonumber(redis.call('ZSCORE', index, ARGV[4]) or '0')
+          if seen < now - tonumber(ARGV[6]) then
+            redis.call('ZREMRANGEBYSCORE', index, '-inf', now - tonumber(ARGV[7]))
+            redis.call('ZADD', index, 'GT', ARGV[5], ARGV[4])
+            redis.call('PEXPIRE', index, ARGV[7])
+            seen = now
+          end
+          local user = redis.call('GET', ARGV[2] .. tail)
+          if user then return {body, string.format('%d', seen), user} end
+          return {body, string.format('%d', seen)}",
+    )
+});
+/// A user's live sessions from their index (KEYS[1]), after dropping the
+/// entries last used before ARGV[2]: `{digest, last used, session, …}`;
+/// entries whose session is gone are dropped too. ARGV[1] starts the keys
+/// of the shard's sessions.
+static LIST: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+          local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+          local found = {}
+          for i = 1, #members, 2 do
+            local body = redis.call('GET', ARGV[1] .. members[i])
+            if body then
+              found[#found + 1] = members[i]
+              found[#found + 1] = members[i + 1]
+              found[#found + 1] = body
+            else
+              redis.call('ZREM', KEYS[1], members[i])
+            end
+          end
+          return found",
+    )
+});
+/// Ends the sessions in a user's index (KEYS[1]) whose digest starts with
+/// ARGV[2] (every one when it is empty): answers how many were live.
+static REVOKE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local ended = 0
+          for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+            if ARGV[2] == '' or string.sub(member, 1, string.len(ARGV[2])) == ARGV[2] then
+              ended = ended + redis.call('DEL', ARGV[1] .. member)
+              redis.call('ZREM', KEYS[1], member)
+            end
+          end
+          return ended",
     )
 });
 /// Opens a session (see [`RedisStore::create`]): KEYS are the user's
-/// session_key, the session, the user's copy, then, on one Redis, the
-/// code's slot and the login journal; answers `{}` without a copy, else
+/// session_key, the session, the user's copy, the user's index of
+/// sessions (ARGV[11] the member, ARGV[12] now, ARGV[13] how long entries
+/// are kept), then, on one Redis, the code's slot and the login journal; answers `{}` without a copy, else
 /// `{copy}`, or `{copy, '1'}` when the copy answers the login and the
 /// script journaled it, or `{copy, '2'}` when it answers the login and the
 /// caller journals it (no journal key: on a Redis Cluster).
@@ -64,12 +130,15 @@ static CREATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
         r"{}
           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
           redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
-          if KEYS[4] and ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6]) end
+          redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[12]) - tonumber(ARGV[13]))
+          redis.call('ZADD', KEYS[4], ARGV[12], ARGV[11])
+          redis.call('PEXPIRE', KEYS[4], ARGV[13])
+          if KEYS[5] and ARGV[5] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6]) end
           local copy = redis.call('GET', KEYS[3])
           if not copy then return {{}} end
           if not answers_login(copy, ARGV[7]) then return {{copy}} end
-          if not KEYS[5] then return {{copy, '2'}} end
-          redis.call('XADD', KEYS[5], '*', '{}', ARGV[8], '{}', ARGV[9], '{}', ARGV[10])
+          if not KEYS[6] then return {{copy, '2'}} end
+          redis.call('XADD', KEYS[6], '*', '{}', ARGV[8], '{}', ARGV[9], '{}', ARGV[10])
           return {{copy, '1'}}",
         user_copy::ANSWERS_LOGIN_LUA,
         user_copy::journal_field::APPID,
@@ -145,8 +214,27 @@ pub struct RedisStore {
     /// instance opened or checked lately: a session names one user for
     /// its whole life, so a later check reads the session and the copy with
     /// two plain commands in one round trip, without the script that finds
-    /// the copy's key inside Redis.
-    copy_keys: Arc<quick_cache::sync::Cache<String, Arc<str>>>,
+    /// the copy's key inside Redis. Once a minute a check records the
+    /// session's use in the user's index: that one runs the script.
+    copy_keys: Arc<quick_cache::sync::Cache<String, Arc<Remembered>>>,
+}
+
+/// What an instance remembers of a session it opened or checked.
+struct Remembered {
+    copy_key: Box<str>,
+    /// The session's last use as recorded in the user's index (Unix ms),
+    /// by this instance or as it read it: a check within
+    /// [`LAST_USED_EVERY`] of it records nothing.
+    last_used_ms: AtomicU64,
+}
+
+impl Remembered {
+    fn new(copy_key: Box<str>, last_used_ms: u64) -> Arc<Remembered> {
+        Arc::new(Remembered {
+            copy_key,
+            last_used_ms: AtomicU64::new(last_used_ms),
+        })
+    }
 }
 
 /// How many sessions' copy keys an instance remembers (about 200 bytes
@@ -194,11 +282,28 @@ impl RedisStore {
     }
 
     fn session_entry(&self, token: &Token) -> String {
+        self.session_entry_of(token.shard(), &token.digest())
+    }
+
+    fn session_entry_of(&self, shard: u16, digest: &str) -> String {
+        format!("{}{digest}", self.sessions_prefix(shard))
+    }
+
+    /// The start of the keys of the sessions in `shard`.
+    fn sessions_prefix(&self, shard: u16) -> String {
+        format!("{}session:{}:", self.prefix, user_copy::shard_tag(shard))
+    }
+
+    /// The start of the keys of the indexes of sessions in `shard`.
+    fn index_prefix(&self, shard: u16) -> String {
+        format!("{}sessions:{}:", self.prefix, user_copy::shard_tag(shard))
+    }
+
+    /// The user's index of sessions (see the module's doc).
+    fn index_key(&self, appid: &str, openid: &str) -> String {
         format!(
-            "{}session:{}:{}",
-            self.prefix,
-            user_copy::shard_tag(token.shard()),
-            token.digest()
+            "{}{appid}:{openid}",
+            self.index_prefix(user_copy::shard(appid, openid))
         )
     }
 
@@ -231,15 +336,17 @@ impl RedisStore {
             ),
             None => (self.login_key(&record.appid, "-"), String::new(), 1),
         };
-        let entry = self.session_entry(token);
-        let copy_key: Arc<str> = user_copy::key(&self.prefix, &record.appid, &record.openid).into();
+        let digest = token.digest();
+        let entry = self.session_entry_of(token.shard(), &digest);
+        let index = self.index_key(&record.appid, &record.openid);
+        let copy_key = user_copy::key(&self.prefix, &record.appid, &record.openid);
         let journal = user_copy::journal_key(&self.prefix);
         // On a Redis Cluster the script keeps to the user's slot; the code's
         // slot and the journal are written on their own.
         let cluster = self.redis.is_cluster();
         let open = self.redis.run(async |conn| {
             let mut invocation = CREATE.key(self.session_key_key(&record.appid, &record.openid));
-            invocation.key(&entry).key(&*copy_key);
+            invocation.key(&entry).key(&copy_key).key(&index);
             if !cluster {
                 invocation.key(&slot).key(&journal);
             }
@@ -254,6 +361,9 @@ impl RedisStore {
                 .arg(&record.appid)
                 .arg(&record.openid)
                 .arg(record.created_at_ms)
+                .arg(&digest)
+                .arg(record.created_at_ms)
+                .arg(millis(index_keeps(self.policy)))
                 .invoke_async::<Vec<Vec<u8>>>(conn)
                 .await
         });
@@ -272,7 +382,10 @@ impl RedisStore {
             // its answer.
             tracing::warn!(%error, "could not record the login's sealed outcome");
         }
-        self.copy_keys.insert(entry, copy_key);
+        self.copy_keys.insert(
+            entry,
+            Remembered::new(copy_key.into_boxed_str(), record.created_at_ms),
+        );
         let mut found = found.into_iter();
         let copy = found.next();
         let recorded = match found.next().as_deref() {
@@ -313,11 +426,15 @@ impl RedisStore {
     pub async fn touch(&self, token: &Token) -> Result<Option<LiveSession>, StoreError> {
         let key = self.session_entry(token);
         let ttl = self.policy.idle_ttl.as_secs();
-        let remembered = self.copy_keys.get(&key);
-        let (body, user) = match &remembered {
+        let now = now_unix_ms();
+        let remembered = self.copy_keys.get(&key).filter(|remembered| {
+            now.saturating_sub(remembered.last_used_ms.load(Ordering::Relaxed))
+                < millis(LAST_USED_EVERY)
+        });
+        let (body, user, recorded) = match &remembered {
             // One round trip of two plain commands: the session (its idle
             // period restarted) and its user's copy.
-            Some(copy_key) => {
+            Some(remembered) => {
                 let (body, user): (Option<Vec<u8>>, Option<Vec<u8>>) = self
                     .redis
                     .run(async |conn| {
@@ -326,18 +443,22 @@ impl RedisStore {
                             .arg(&key)
                             .arg("EX")
                             .arg(ttl)
-                            .get(&**copy_key)
+                            .get(&*remembered.copy_key)
                             .query_async(conn)
                             .await
                     })
                     .await?;
-                (body, user)
+                (body, user, None)
             }
-            // One round trip: the script finds the copy's key in the
-            // session. (It computes a key inside the script: the copy's,
-            // which is in the session's hash slot.)
+            // One round trip: the script finds the copy's and the index's
+            // keys in the session, and records the use in the index. (It
+            // computes keys inside the script: the user's, which are in the
+            // session's hash slot.)
             None => {
-                let user_prefix = user_copy::key_prefix(&self.prefix, token.shard());
+                let shard = token.shard();
+                let user_prefix = user_copy::key_prefix(&self.prefix, shard);
+                let index_prefix = self.index_prefix(shard);
+                let digest = token.digest();
                 let found: Option<Vec<Vec<u8>>> = self
                     .redis
                     .run(async |conn| {
@@ -345,12 +466,22 @@ impl RedisStore {
                             .key(&key)
                             .arg(ttl)
                             .arg(&user_prefix)
+                            .arg(&index_prefix)
+                            .arg(&digest)
+                            .arg(now)
+                            .arg(millis(LAST_USED_EVERY))
+                            .arg(millis(super::index_keeps(self.policy)))
                             .invoke_async(conn)
                             .await
                     })
                     .await?;
                 let mut found = found.unwrap_or_default().into_iter();
-                (found.next(), found.next())
+                let body = found.next();
+                let last_used = found
+                    .next()
+                    .and_then(|seen| std::str::from_utf8(&seen).ok()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                (body, found.next(), Some(last_used))
             }
         };
         let Some(body) = body else {
@@ -358,13 +489,20 @@ impl RedisStore {
             return Ok(None);
         };
         let record: SessionRecord = serde_json::from_slice(&body)?;
-        if remembered.is_none() {
-            self.copy_keys.insert(
-                key.clone(),
-                user_copy::key(&self.prefix, &record.appid, &record.openid).into(),
-            );
+        if let Some(last_used) = recorded {
+            match self.copy_keys.get(&key) {
+                Some(known) => known.last_used_ms.store(last_used, Ordering::Relaxed),
+                None => self.copy_keys.insert(
+                    key.clone(),
+                    Remembered::new(
+                        user_copy::key(&self.prefix, &record.appid, &record.openid)
+                            .into_boxed_str(),
+                        last_used,
+                    ),
+                ),
+            }
         }
-        match LiveSession::at(record, now_unix_ms(), self.policy) {
+        match LiveSession::at(record, now, self.policy) {
             Some(live) => Ok(Some(LiveSession {
                 user_copy: user,
                 ..live
@@ -377,12 +515,78 @@ impl RedisStore {
         }
     }
 
-    /// Ends the session; false when there was none.
+    /// Ends the session; false when there was none. (Its entry in the
+    /// user's index goes at the next listing.)
     pub async fn remove(&self, token: &Token) -> Result<bool, StoreError> {
         let key = self.session_entry(token);
         self.copy_keys.remove(&key);
         let removed: u64 = self.redis.run(async |conn| conn.del(&key).await).await?;
         Ok(removed > 0)
+    }
+
+    /// The sessions of (appid, openid) that Redis still holds, in one round
+    /// trip that also drops the index's entries of sessions that are over.
+    pub async fn list(&self, appid: &str, openid: &str) -> Result<Vec<SessionSummary>, StoreError> {
+        let index = self.index_key(appid, openid);
+        let sessions = self.sessions_prefix(user_copy::shard(appid, openid));
+        let kept_since = now_unix_ms().saturating_sub(millis(super::index_keeps(self.policy)));
+        let found: Vec<Vec<u8>> = self
+            .redis
+            .run(async |conn| {
+                LIST.key(&index)
+                    .arg(&sessions)
+                    .arg(kept_since)
+                    .invoke_async(conn)
+                    .await
+            })
+            .await?;
+        let mut listed = Vec::with_capacity(found.len() / 3);
+        for entry in found.chunks_exact(3) {
+            let [digest, last_used, body] = entry else {
+                continue;
+            };
+            let record: SessionRecord = match serde_json::from_slice(body) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(%error, "a listed session is not valid JSON; skipped");
+                    continue;
+                }
+            };
+            listed.push(SessionSummary {
+                digest: String::from_utf8_lossy(digest).into_owned(),
+                // Scores are whole milliseconds, which Redis prints as such.
+                last_used_ms: std::str::from_utf8(last_used)
+                    .ok()
+                    .and_then(|score| score.parse().ok())
+                    .unwrap_or(record.created_at_ms),
+                record,
+            });
+        }
+        Ok(listed)
+    }
+
+    /// Ends the session of (appid, openid) whose public id is `id` (every
+    /// one without), in one round trip: how many were live.
+    pub async fn revoke(
+        &self,
+        appid: &str,
+        openid: &str,
+        id: Option<&str>,
+    ) -> Result<u32, StoreError> {
+        let index = self.index_key(appid, openid);
+        let sessions = self.sessions_prefix(user_copy::shard(appid, openid));
+        let ended: u32 = self
+            .redis
+            .run(async |conn| {
+                REVOKE
+                    .key(&index)
+                    .arg(&sessions)
+                    .arg(id.unwrap_or(""))
+                    .invoke_async(conn)
+                    .await
+            })
+            .await?;
+        Ok(ended)
     }
 
     pub async fn session_key(
