@@ -130,16 +130,35 @@ log "the end-to-end suite on SQLite + the in-process session store"
 WXLOGIN_TEST_BACKEND=embedded cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
 
 # Redis servers of this run's own, on free ports: `redis_node NAME ARGS...`
-# starts one and sets $port to its port.
+# starts one and sets $port to its port. A cluster node's bus port (given
+# with --cluster-port, else Redis takes port + 10000, which may be taken or
+# past 65535) is chosen free too. A port taken between the check and the
+# bind makes the server exit at once: then other ports are tried.
 redis_node() {
-  local name=$1
+  local name=$1 pid bus=() attempt
   shift
-  port=$(free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --repl-diskless-sync-delay 0 --dir "$work" --dbfilename "$name-$port.rdb" "$@" \
-    >"$work/$name-$port.log" 2>&1 &
-  pids+=($!)
-  wait_open 127.0.0.1 "$port" "Redis ($name)" "$work/$name-$port.log"
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    [ "$name" = cluster ] && bus=(--cluster-port "$(free_port)")
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+      --repl-diskless-sync-delay 0 --dir "$work" --dbfilename "$name-$port.rdb" \
+      "${bus[@]}" "$@" >"$work/$name-$port.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do
+      is_open 127.0.0.1 "$port" && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if is_open 127.0.0.1 "$port"; then
+      pids+=("$pid")
+      return 0
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  log "Redis ($name) did not start; its log:"
+  cat "$work/$name-$port.log" >&2
+  exit 1
 }
 
 # Waits until the server on port $1 answers `redis-cli ARGS` with a line

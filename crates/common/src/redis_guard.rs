@@ -493,14 +493,14 @@ impl WeakRedisGuard {
     }
 }
 
-/// Until Redis answers a PING (or the guard is dropped), then marks it up.
+/// Until Redis answers a PING (or the guard is dropped), then marks it up;
+/// the first PING at once, then one every [`PROBE_EVERY`].
 /// The PING goes through the same connection as the commands, so that its
 /// reconnection is what gets checked; under Sentinel, the sentinels are
 /// asked for the primary first. A Cluster answers a PING only when every
 /// primary does.
 async fn probe(inner: Weak<Inner>) {
     loop {
-        tokio::time::sleep(PROBE_EVERY).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -518,6 +518,8 @@ async fn probe(inner: Weak<Inner>) {
             metrics::gauge!(name::REDIS_UP).set(1.0);
             return;
         }
+        drop(inner);
+        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 

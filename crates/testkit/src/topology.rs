@@ -22,7 +22,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, port: u16, args: &[&str]) -> Server {
+    /// Starts `redis-server ARGS` in `dir` and waits until it answers on
+    /// `port`; `None` when it exits first (a port taken between the check
+    /// and the bind).
+    fn try_start(dir: &Path, port: u16, args: &[&str]) -> Option<Server> {
         let child = Command::new(redis_server_binary())
             .args(args)
             .current_dir(dir)
@@ -30,14 +33,41 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        let server = Server {
+        let mut server = Server {
             port,
             child: Some(child),
         };
-        wait_until(Duration::from_secs(10), "redis-server to answer", || {
-            query(port, &["PING"]).is_ok()
-        });
-        server
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while query(port, &["PING"]).is_err() {
+            let exited = server
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited {
+                return None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} does not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// [`Server::try_start`] on fresh free ports until one works: `args`
+    /// is given the server's port (and a second free port, for a cluster
+    /// node's bus).
+    fn start(dir: &Path, args: impl Fn(u16, u16) -> Vec<String>) -> Server {
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let args = args(port, bus);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Some(server) = Server::try_start(dir, port, &args) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on three pairs of free ports");
     }
 
     fn kill(&mut self) {
@@ -100,15 +130,12 @@ impl PrivateRedisCluster {
         let (_, dir) = port_and_dir("wxlogin_cluster");
         let servers: Vec<Server> = (0..6)
             .map(|_| {
-                let port = free_port();
-                let port_text = port.to_string();
-                let conf = format!("nodes-{port}.conf");
-                Server::start(
-                    &dir,
-                    port,
-                    &[
+                Server::start(&dir, |port, bus| {
+                    [
                         "--port",
-                        &port_text,
+                        &port.to_string(),
+                        "--cluster-port",
+                        &bus.to_string(),
                         "--bind",
                         "127.0.0.1",
                         "--save",
@@ -118,15 +145,17 @@ impl PrivateRedisCluster {
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
-                        &conf,
+                        &format!("nodes-{port}.conf"),
                         "--cluster-node-timeout",
                         "1000",
                         "--repl-diskless-sync-delay",
                         "0",
                         "--dbfilename",
                         &format!("dump-{port}.rdb"),
-                    ],
-                )
+                    ]
+                    .map(str::to_owned)
+                    .to_vec()
+                })
             })
             .collect();
         let cluster = PrivateRedisCluster { servers, dir };
@@ -237,53 +266,56 @@ pub struct PrivateRedisSentinel {
 
 impl PrivateRedisSentinel {
     pub fn start() -> PrivateRedisSentinel {
-        let (primary_port, dir) = port_and_dir("wxlogin_sentinel");
-        let data_server = |port: u16, replica_of: Option<u16>| {
-            let port_text = port.to_string();
-            let mut args = vec![
-                "--port".to_owned(),
-                port_text,
-                "--bind".to_owned(),
-                "127.0.0.1".to_owned(),
-                "--save".to_owned(),
-                String::new(),
-                "--appendonly".to_owned(),
-                "no".to_owned(),
-                "--dbfilename".to_owned(),
-                format!("dump-{port}.rdb"),
-                "--repl-diskless-sync-delay".to_owned(),
-                "0".to_owned(),
-            ];
-            if let Some(primary) = replica_of {
-                args.extend([
-                    "--replicaof".to_owned(),
-                    "127.0.0.1".to_owned(),
-                    primary.to_string(),
-                ]);
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Server::start(&dir, port, &args)
+        let (_, dir) = port_and_dir("wxlogin_sentinel");
+        let data_server = |replica_of: Option<u16>| {
+            Server::start(&dir, |port, _| {
+                let mut args = [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dbfilename",
+                    &format!("dump-{port}.rdb"),
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ]
+                .map(str::to_owned)
+                .to_vec();
+                if let Some(primary) = replica_of {
+                    args.extend([
+                        "--replicaof".to_owned(),
+                        "127.0.0.1".to_owned(),
+                        primary.to_string(),
+                    ]);
+                }
+                args
+            })
         };
-        let primary = data_server(primary_port, None);
-        let replica = data_server(free_port(), Some(primary_port));
+        let primary = data_server(None);
+        let primary_port = primary.port;
+        let replica = data_server(Some(primary_port));
         let sentinels = (0..3)
             .map(|_| {
-                let port = free_port();
-                let conf = dir.join(format!("sentinel-{port}.conf"));
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "port {port}\nbind 127.0.0.1\ndir {}\n\
-                         sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 2\n\
-                         sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
-                         sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
-                         sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
-                        dir.display()
-                    ),
-                )
-                .expect("write a sentinel's config");
-                let conf = conf.to_string_lossy().into_owned();
-                Server::start(&dir, port, &[&conf, "--sentinel"])
+                Server::start(&dir, |port, _| {
+                    let conf = dir.join(format!("sentinel-{port}.conf"));
+                    std::fs::write(
+                        &conf,
+                        format!(
+                            "port {port}\nbind 127.0.0.1\ndir {}\n\
+                             sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 2\n\
+                             sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                             sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                             sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                            dir.display()
+                        ),
+                    )
+                    .expect("write a sentinel's config");
+                    vec![conf.to_string_lossy().into_owned(), "--sentinel".to_owned()]
+                })
             })
             .collect();
         let setup = PrivateRedisSentinel {
