@@ -118,6 +118,27 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The arguments of a data server on `port`: loopback, nothing on disk, and
+/// a replica's first sync at once.
+fn data_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dbfilename",
+        &format!("dump-{port}.rdb"),
+        "--repl-diskless-sync-delay",
+        "0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A Redis Cluster of three primaries, each with a replica.
 #[derive(Debug)]
 pub struct PrivateRedisCluster {
@@ -131,30 +152,21 @@ impl PrivateRedisCluster {
         let servers: Vec<Server> = (0..6)
             .map(|_| {
                 Server::start(&dir, |port, bus| {
-                    [
-                        "--port",
-                        &port.to_string(),
-                        "--cluster-port",
-                        &bus.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--repl-diskless-sync-delay",
-                        "0",
-                        "--dbfilename",
-                        &format!("dump-{port}.rdb"),
-                    ]
-                    .map(str::to_owned)
-                    .to_vec()
+                    let mut args = data_args(port);
+                    args.extend(
+                        [
+                            "--cluster-port",
+                            &bus.to_string(),
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            &format!("nodes-{port}.conf"),
+                            "--cluster-node-timeout",
+                            "1000",
+                        ]
+                        .map(str::to_owned),
+                    );
+                    args
                 })
             })
             .collect();
@@ -269,22 +281,7 @@ impl PrivateRedisSentinel {
         let (_, dir) = port_and_dir("wxlogin_sentinel");
         let data_server = |replica_of: Option<u16>| {
             Server::start(&dir, |port, _| {
-                let mut args = [
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dbfilename",
-                    &format!("dump-{port}.rdb"),
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ]
-                .map(str::to_owned)
-                .to_vec();
+                let mut args = data_args(port);
                 if let Some(primary) = replica_of {
                     args.extend([
                         "--replicaof".to_owned(),
