@@ -526,6 +526,12 @@ async fn logout_all_ends_every_session_of_the_user_only() {
     // `{"all": false}` is the plain logout.
     let third = login_as(&app, &openid, "third").await;
     let fourth = login_as(&app, &openid, "fourth").await;
+    // A field logout does not know (a misspelt `all`) ends nothing.
+    let misspelt = app
+        .json_with_token(Method::POST, "/v1/logout", &third, &json!({ "al": true }))
+        .await;
+    assert_error(misspelt, 400, "invalid_request").await;
+    assert_eq!(app.get_with_token("/v1/me", &third).await.status(), 200);
     let response = app
         .json_with_token(Method::POST, "/v1/logout", &third, &json!({ "all": false }))
         .await;

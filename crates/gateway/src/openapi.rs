@@ -54,7 +54,7 @@ pub const SESSION: &str = "session";
         routes::readyz,
         serve,
     ),
-    modifiers(&SessionScheme, &VerifyAnyMethod),
+    modifiers(&SessionScheme, &VerifyAnyMethod, &OptionalLogoutBody),
     tags(
         (name = "session", description = "Log in, check and end sessions."),
         (name = "user", description = "The logged-in user's data."),
@@ -99,6 +99,24 @@ impl Modify for VerifyAnyMethod {
         item.delete = each("delete");
         item.options = each("options");
         item.trace = each("trace");
+    }
+}
+
+/// `POST /v1/logout` may come without a body (this session only); when it
+/// has one, it is a `LogoutInput`, never `null`.
+struct OptionalLogoutBody;
+
+impl Modify for OptionalLogoutBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let body = openapi
+            .paths
+            .paths
+            .get_mut("/v1/logout")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.request_body.as_mut());
+        if let Some(body) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
     }
 }
 

@@ -433,8 +433,11 @@ impl AppState {
     }
 }
 
-/// What `POST /v1/logout` may take; no body ends this session only.
+/// What `POST /v1/logout` may take; no body ends this session only. A
+/// field it does not know is refused (a misspelt `all` must not end only
+/// this session).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LogoutInput {
     /// End every session of the user, this one included.
     #[serde(default)]
@@ -453,8 +456,8 @@ pub(crate) struct LogoutInput {
     request_body(
         description = "Optional: without a body, this session only.",
         content(
-            (Option<LogoutInput> = "application/json"),
-            (Option<LogoutInput> = "application/x-www-form-urlencoded"),
+            (LogoutInput = "application/json"),
+            (LogoutInput = "application/x-www-form-urlencoded"),
         ),
     ),
     responses(
