@@ -178,7 +178,7 @@ mod tests {
             token: "t".repeat(43),
             record: SessionRecord {
                 appid: "wxa".into(),
-                openid: "o1".into(),
+                openid: "o-openid-in-clear".into(),
                 unionid: None,
                 created_at_ms: 1,
                 absolute_expiry_ms: 2,
@@ -198,7 +198,8 @@ mod tests {
             secrets.open(&sealed).unwrap(),
             Recorded::Session { ref token, .. } if token == &"t".repeat(43)
         ));
-        assert!(!sealed.contains("o1") && !sealed.contains("ttttt"));
+        // (Strings long enough not to turn up in random base64 by chance.)
+        assert!(!sealed.contains("openid-in-clear") && !sealed.contains("tttttttt"));
         assert!(CodeSecrets::derive("wxa", "code2").open(&sealed).is_err());
         assert!(CodeSecrets::derive("wxb", "code1").open(&sealed).is_err());
         assert_eq!(
