@@ -39,10 +39,13 @@ host_port() {
 
 is_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# A port nothing listens on, below Linux's ephemeral range (32768 and up):
+# there, the TIME_WAIT remains of the tests' own connections keep a port
+# from being bound although nothing listens on it.
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((10000 + RANDOM % 22000))
     is_open 127.0.0.1 "$port" || { echo "$port"; return; }
   done
 }
