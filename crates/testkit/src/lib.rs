@@ -607,11 +607,20 @@ fn binary(name: &str) -> std::path::PathBuf {
 
 /// A free loopback port and a fresh directory, for a private server.
 fn port_and_dir(name: &str) -> (u16, std::path::PathBuf) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    (free_port(), temp_dir(name))
+}
+
+/// A loopback port nothing is bound to now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
-        .expect("a free loopback port");
+        .expect("a free loopback port")
+}
+
+/// A fresh directory in the temp dir, named after `name`.
+fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique_name(name));
     std::fs::create_dir_all(&dir).expect("a directory in the temp dir");
-    (port, dir)
+    dir
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{port_and_dir, redis_server_binary};
+use crate::{free_port, redis_server_binary, temp_dir};
 
 /// One `redis-server` process on a loopback port.
 #[derive(Debug)]
@@ -84,13 +84,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
 /// One command to the server on `port`, its answer as text.
 fn query(port: u16, command: &[&str]) -> redis::RedisResult<redis::Value> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
@@ -148,7 +141,7 @@ pub struct PrivateRedisCluster {
 
 impl PrivateRedisCluster {
     pub fn start() -> PrivateRedisCluster {
-        let (_, dir) = port_and_dir("wxlogin_cluster");
+        let dir = temp_dir("wxlogin_cluster");
         let servers: Vec<Server> = (0..6)
             .map(|_| {
                 Server::start(&dir, |port, bus| {
@@ -278,7 +271,7 @@ pub struct PrivateRedisSentinel {
 
 impl PrivateRedisSentinel {
     pub fn start() -> PrivateRedisSentinel {
-        let (_, dir) = port_and_dir("wxlogin_sentinel");
+        let dir = temp_dir("wxlogin_sentinel");
         let data_server = |replica_of: Option<u16>| {
             Server::start(&dir, |port, _| {
                 let mut args = data_args(port);
