@@ -60,6 +60,18 @@ wait_open() { # host port what logfile
   exit 1
 }
 
+# Whether the server of pid $1 came up on port $2: waits until the port is
+# open or the process is gone (a port taken between the check and the bind
+# makes a server exit at once).
+started() { # pid port
+  for _ in $(seq 1 300); do
+    is_open 127.0.0.1 "$2" && return 0
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  is_open 127.0.0.1 "$2"
+}
+
 ensure_packages() { # binary package...
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -92,12 +104,7 @@ else
       --innodb-log-file-size=16M \
       --max-connections=1000 >"$work/mysql.log" 2>&1 &
     mariadb_pid=$!
-    for _ in $(seq 1 300); do
-      is_open 127.0.0.1 "$port" && break
-      kill -0 "$mariadb_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if is_open 127.0.0.1 "$port"; then break; fi
+    if started "$mariadb_pid" "$port"; then break; fi
     wait "$mariadb_pid" 2>/dev/null || true
     [ "$attempt" = 3 ] && { log "MariaDB did not start; its log:"; cat "$work/mysql.log" >&2; exit 1; }
     port=$(free_port)
@@ -105,32 +112,6 @@ else
   pids+=("$mariadb_pid")
   export DATABASE_URL="mysql://root@127.0.0.1:$port"
 fi
-
-if [ -n "${REDIS_URL:-}" ] && is_open $(host_port "$REDIS_URL" 6379); then
-  log "using the Redis server of REDIS_URL"
-else
-  ensure_packages redis-server redis-server
-  port=$(free_port)
-  log "starting a private Redis on 127.0.0.1:$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$work" >"$work/redis.log" 2>&1 &
-  pids+=($!)
-  wait_open 127.0.0.1 "$port" Redis "$work/redis.log"
-  export REDIS_URL="redis://127.0.0.1:$port"
-fi
-
-# The forward-authentication tests put a real nginx in front of the gateway.
-ensure_packages nginx nginx-light
-
-# The compose-environment test starts the service binaries themselves. One
-# build of every target, tests included, so that the binaries share the test
-# builds' feature set and nothing is compiled twice (CI's disk is small).
-cargo build --workspace --all-targets --locked
-log "the workspace on MySQL + Redis"
-cargo test --workspace --locked --no-fail-fast -- "$@"
-log "the end-to-end suite on SQLite + the in-process session store"
-# --workspace, not -p: the same feature set as above, so nothing is rebuilt.
-WXLOGIN_TEST_BACKEND=embedded cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
 
 # Redis servers of this run's own, on free ports: `redis_node NAME ARGS...`
 # starts one and sets $port to its port. A cluster node's bus port (given
@@ -147,12 +128,7 @@ redis_node() {
       --repl-diskless-sync-delay 0 --dir "$work" --dbfilename "$name-$port.rdb" \
       "${bus[@]}" "$@" >"$work/$name-$port.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 300); do
-      is_open 127.0.0.1 "$port" && break
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if is_open 127.0.0.1 "$port"; then
+    if started "$pid" "$port"; then
       pids+=("$pid")
       return 0
     fi
@@ -163,6 +139,28 @@ redis_node() {
   cat "$work/$name-$port.log" >&2
   exit 1
 }
+
+if [ -n "${REDIS_URL:-}" ] && is_open $(host_port "$REDIS_URL" 6379); then
+  log "using the Redis server of REDIS_URL"
+else
+  ensure_packages redis-server redis-server
+  redis_node private
+  log "started a private Redis on 127.0.0.1:$port"
+  export REDIS_URL="redis://127.0.0.1:$port"
+fi
+
+# The forward-authentication tests put a real nginx in front of the gateway.
+ensure_packages nginx nginx-light
+
+# The compose-environment test starts the service binaries themselves. One
+# build of every target, tests included, so that the binaries share the test
+# builds' feature set and nothing is compiled twice (CI's disk is small).
+cargo build --workspace --all-targets --locked
+log "the workspace on MySQL + Redis"
+cargo test --workspace --locked --no-fail-fast -- "$@"
+log "the end-to-end suite on SQLite + the in-process session store"
+# --workspace, not -p: the same feature set as above, so nothing is rebuilt.
+WXLOGIN_TEST_BACKEND=embedded cargo test --workspace --locked --no-fail-fast --test e2e -- "$@"
 
 # Waits until the server on port $1 answers `redis-cli ARGS` with a line
 # that matches $2.
