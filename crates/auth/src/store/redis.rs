@@ -33,7 +33,7 @@
 //!
 //! On a Redis Cluster, opening a session takes up to three round trips
 //! instead of one: the code's slot (the app's tag) and the login journal
-//! (its own key) are written beside the script on the user's keys.
+//! (its own key) are written after the script on the user's keys.
 //!
 //! The raw token is never written to Redis, as a key or as a value.
 //! Every command goes through the process's [`RedisGuard`], so it fails at
@@ -367,20 +367,20 @@ impl RedisStore {
                 .invoke_async::<Vec<Vec<u8>>>(conn)
                 .await
         });
-        let seal = async {
-            if !cluster || sealed.is_empty() {
-                return Ok(());
-            }
-            self.redis
+        let found = open.await?;
+        // Only once the session is open: an outcome recorded for a session
+        // that failed to open would hand later submissions of the code a
+        // dead token.
+        if cluster && !sealed.is_empty() {
+            let recorded = self
+                .redis
                 .run(async |conn| conn.pset_ex::<_, _, ()>(&slot, &sealed, slot_ttl).await)
-                .await
-        };
-        let (found, sealed) = tokio::join!(open, seal);
-        let found = found?;
-        if let Err(error) = sealed {
-            // The session is open; only other submissions of the code miss
-            // its answer.
-            tracing::warn!(%error, "could not record the login's sealed outcome");
+                .await;
+            if let Err(error) = recorded {
+                // The session is open; only other submissions of the code
+                // miss its answer.
+                tracing::warn!(%error, "could not record the login's sealed outcome");
+            }
         }
         self.copy_keys.insert(
             entry,
