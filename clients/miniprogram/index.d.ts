@@ -273,6 +273,12 @@ export interface Client {
    * next call logs in again.
    */
   endSession(id: string): Promise<void>;
+  /**
+   * `DELETE /v1/me`: deletes the user's account (every session, the stored data, the row)
+   * and forgets the token. The next `login()` registers a new user (`created: true`). When
+   * it rejects, calling it again completes the deletion.
+   */
+  deleteAccount(): Promise<void>;
   /** The stored token, or `null`. */
   getToken(): string | null;
   /** Whether a token is stored (it may have expired at the server: the next call finds out). */

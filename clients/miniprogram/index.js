@@ -394,6 +394,14 @@ function createClient(options) {
     );
   }
 
+  function deleteAccount() {
+    return request({ url: '/v1/me', method: 'DELETE' }).then(function () {
+      // Every session of the user ended with the account.
+      clearToken();
+      return undefined;
+    });
+  }
+
   function logout(options) {
     var token = getToken();
     if (!token) return Promise.resolve();
@@ -427,6 +435,7 @@ function createClient(options) {
     bindPhone: bindPhone,
     sessions: sessions,
     endSession: endSession,
+    deleteAccount: deleteAccount,
     logout: logout,
     getToken: function () {
       return getToken() || null;

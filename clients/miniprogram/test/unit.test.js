@@ -261,6 +261,16 @@ describe('sessions', () => {
     assert.equal(client.isLoggedIn(), false);
     await assert.rejects(client.endSession(''), TypeError);
   });
+
+  it('deletes the account and forgets the token', async () => {
+    const wx = scriptedWx({ route: () => ({ statusCode: 204, data: '' }) });
+    wx.storage.set(DEFAULT_STORAGE_KEY, 'tok');
+    const client = createClient({ baseUrl: 'https://x.test', wx });
+    await client.deleteAccount();
+    assert.equal(wx.requests[0].method, 'DELETE');
+    assert.equal(wx.requests[0].url, 'https://x.test/v1/me');
+    assert.equal(client.isLoggedIn(), false);
+  });
 });
 
 describe('argument checks', () => {

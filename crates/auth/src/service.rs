@@ -15,11 +15,12 @@ use wxlogin_common::{
 };
 use wxlogin_proto::{
     auth::v1::{
-        CheckSessionRequest, CheckSessionResponse, GetPhoneNumberRequest, GetPhoneNumberResponse,
-        GetSessionKeyRequest, GetSessionKeyResponse, ListSessionsRequest, ListSessionsResponse,
-        LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, PhoneNumber,
-        RevokeSessionsRequest, RevokeSessionsResponse, Session, SessionSummary as SessionView,
-        ValidateSessionRequest, ValidateSessionResponse, auth_service_server::AuthService,
+        CheckSessionRequest, CheckSessionResponse, ForgetUserRequest, ForgetUserResponse,
+        GetPhoneNumberRequest, GetPhoneNumberResponse, GetSessionKeyRequest, GetSessionKeyResponse,
+        ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
+        LogoutResponse, PhoneNumber, RevokeSessionsRequest, RevokeSessionsResponse, Session,
+        SessionSummary as SessionView, ValidateSessionRequest, ValidateSessionResponse,
+        auth_service_server::AuthService,
     },
     fields,
 };
@@ -701,6 +702,28 @@ impl AuthService for Auth {
         }
         tracing::info!(%appid, %openid, ended, one = session_id.is_some(), "sessions revoked");
         Ok(Response::new(RevokeSessionsResponse { ended }))
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = %request.get_ref().appid))]
+    async fn forget_user(
+        &self,
+        request: Request<ForgetUserRequest>,
+    ) -> Result<Response<ForgetUserResponse>, Status> {
+        // It deletes the user service's copy: the user service alone asks.
+        grpc::require_caller(&request, Caller::UserService)?;
+        let ForgetUserRequest {
+            appid,
+            openid,
+            user_id,
+        } = request.into_inner();
+        let appid = self.user_app(&appid, &openid)?;
+        let ended = self
+            .inner
+            .store
+            .forget(&appid, &openid, user_id)
+            .await
+            .map_err(AuthError::from)?;
+        Ok(Response::new(ForgetUserResponse { ended }))
     }
 
     #[tracing::instrument(skip_all)]

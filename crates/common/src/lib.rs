@@ -5,6 +5,7 @@
 //!
 //! It must stay small and free of business logic: no WeChat, no storage.
 
+pub mod audit;
 pub mod config;
 pub mod grpc;
 pub mod metrics;

@@ -28,6 +28,14 @@ pub const TTL: Duration = Duration::from_secs(24 * 3600);
 const VERSION: u8 = 1;
 /// Flag: the user has a unionid, so no login can backfill one.
 const HAS_UNIONID: u8 = 1;
+/// Flag: the user is blocked, so the copy answers no login (the user
+/// service refuses it).
+const BLOCKED: u8 = 2;
+
+/// How long after a user's deletion no copy of them may be written: longer
+/// than any request that read the user before the deletion can still run,
+/// and as long as a copy lives.
+pub const TOMBSTONE_TTL: Duration = TTL;
 
 /// How many shards users are spread over (Redis Cluster has 16384 hash
 /// slots).
@@ -70,6 +78,31 @@ pub fn key(prefix: &str, appid: &str, openid: &str) -> String {
     )
 }
 
+/// The key that marks (appid, openid)'s user as deleted (it holds the
+/// deleted user's id): `deleted:{<shard>}:<appid>:<openid>`. In the shard
+/// of the user's copy, so that the script that writes a copy checks it in
+/// the same step.
+pub fn tombstone_key(prefix: &str, appid: &str, openid: &str) -> String {
+    format!(
+        "{prefix}deleted:{}:{appid}:{openid}",
+        shard_tag(shard(appid, openid))
+    )
+}
+
+/// Writes a copy (KEYS[1]) unless the tombstone (KEYS[2]) names its user
+/// (ARGV[1], the id): `SET KEYS[1] ARGV[2] EX ARGV[3]`, with `NX` when
+/// ARGV[4] is '1'. Answers 1 when written, 0 when the copy was there
+/// already (NX), -1 when the user is deleted.
+pub const WRITE_COPY_LUA: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then return -1 end
+if ARGV[4] == '1' then
+  if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return 1 end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
 /// Why `prefix` cannot start wxlogin's Redis keys: a brace would make
 /// Redis Cluster hash the keys by the prefix's braces instead of their
 /// hash tags.
@@ -82,11 +115,13 @@ pub fn check_key_prefix(prefix: &str) -> Result<(), &'static str> {
 
 /// `user` as its copy is stored.
 pub fn encode(user: &User) -> Vec<u8> {
-    let flags = if user.unionid.is_some() {
-        HAS_UNIONID
-    } else {
-        0
-    };
+    let mut flags = 0;
+    if user.unionid.is_some() {
+        flags |= HAS_UNIONID;
+    }
+    if user.blocked {
+        flags |= BLOCKED;
+    }
     let mut bytes = Vec::with_capacity(2 + user.encoded_len());
     bytes.extend_from_slice(&[VERSION, flags]);
     // Writing into a Vec cannot run out of room.
@@ -115,9 +150,13 @@ pub fn decode(copy: &[u8]) -> Option<User> {
 /// with `unionid` leaves them: then the copy answers the login, which
 /// changes nothing stored but the login's time and count. A login changes
 /// the user only by backfilling a unionid the user lacks (a stored unionid
-/// is never replaced).
+/// is never replaced). A blocked user's copy answers none: the user
+/// service refuses their logins.
 pub fn answers_login(user: &User, appid: &str, openid: &str, unionid: Option<&str>) -> bool {
-    user.appid == appid && user.openid == openid && (unionid.is_none() || user.unionid.is_some())
+    user.appid == appid
+        && user.openid == openid
+        && !user.blocked
+        && (unionid.is_none() || user.unionid.is_some())
 }
 
 /// [`answers_login`] in Lua, for a copy read inside Redis under the key of
@@ -127,6 +166,7 @@ pub const ANSWERS_LOGIN_LUA: &str = r"
 local function answers_login(copy, unionid)
   if string.byte(copy, 1) ~= 1 then return false end
   local flags = string.byte(copy, 2) or 0
+  if math.floor(flags / 2) % 2 == 1 then return false end
   return unionid == '' or flags % 2 == 1
 end
 ";
@@ -202,5 +242,28 @@ mod tests {
         assert!(answers_login(&with, "wxapp", "o-1", None));
         assert!(!answers_login(&with, "wxapp", "o-2", None));
         assert!(!answers_login(&with, "wxother", "o-1", None));
+    }
+
+    #[test]
+    fn a_blocked_users_copy_answers_no_login_and_says_so_in_its_flags() {
+        let blocked = User {
+            blocked: true,
+            ..user(Some("u-1"))
+        };
+        assert!(!answers_login(&blocked, "wxapp", "o-1", None));
+        // The flags the Lua twin reads: bit 0 unionid, bit 1 blocked.
+        assert_eq!(encode(&blocked)[1], HAS_UNIONID | BLOCKED);
+        assert_eq!(encode(&user(None))[1], 0);
+        assert_eq!(decode(&encode(&blocked)), Some(blocked));
+    }
+
+    #[test]
+    fn a_tombstone_is_in_its_users_slot() {
+        let tag = shard_tag(shard("wxapp", "o-1"));
+        assert_eq!(
+            tombstone_key("p:", "wxapp", "o-1"),
+            format!("p:deleted:{tag}:wxapp:o-1")
+        );
+        assert!(key("p:", "wxapp", "o-1").contains(&tag));
     }
 }

@@ -144,6 +144,13 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Option<http::HeaderValue>);
 
+impl RequestId {
+    /// The id as text, when there is one (the gateway always sets one).
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.as_ref().and_then(|id| id.to_str().ok())
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 

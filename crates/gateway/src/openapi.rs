@@ -43,6 +43,7 @@ pub const SESSION: &str = "session";
     paths(
         routes::login,
         routes::me,
+        routes::delete_me,
         routes::verify,
         routes::logout,
         routes::sessions,

@@ -17,13 +17,13 @@ use wxlogin_proto::{
     },
     reason::Reason,
     user::v1::{
-        self as user, GetUserRequest, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
-        UpdateProfileFromEncryptedRequest, UpdateProfileRequest, UpsertUserRequest,
-        get_user_request::Key,
+        self as user, DeleteUserRequest, GetUserRequest, UpdatePhoneFromEncryptedRequest,
+        UpdatePhoneRequest, UpdateProfileFromEncryptedRequest, UpdateProfileRequest,
+        UpsertUserRequest, UserKey, get_user_request::Key, user_key,
     },
 };
 
-use wxlogin_common::user_copy;
+use wxlogin_common::{audit, audit::Event, user_copy};
 
 use crate::{
     AppState,
@@ -36,7 +36,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/login", post(login))
-        .route("/v1/me", get(me))
+        .route("/v1/me", get(me).delete(delete_me))
         .route("/v1/verify", on(VERIFY_METHODS, verify))
         .route("/v1/logout", post(logout))
         .route("/v1/me/sessions", get(sessions))
@@ -80,7 +80,7 @@ impl AppState {
     /// A gRPC request with the call's deadline, our credential and the
     /// HTTP request's id (the same for both upstreams).
     fn request<T>(&self, request_id: &RequestId, message: T) -> tonic::Request<T> {
-        let id = request_id.0.as_ref().and_then(|id| id.to_str().ok());
+        let id = request_id.as_str();
         self.auth.call(message, id)
     }
 }
@@ -254,6 +254,7 @@ async fn log_in(
     if login.login_recorded
         && let Some(user) = user_copy::decode(&login.user_copy)
     {
+        audit_login(&request_id, &user, false);
         return Ok(Json(LoginOutput {
             token: login.token,
             expires_in: login.expires_in,
@@ -291,12 +292,73 @@ async fn log_in(
         }
     };
     let user = upsert.user.ok_or_else(|| missing("user"))?;
+    audit_login(&request_id, &user, upsert.created);
     Ok(Json(LoginOutput {
         token: login.token,
         expires_in: login.expires_in,
         created: upsert.created,
         user: user.into(),
     }))
+}
+
+fn audit_login(request_id: &RequestId, user: &user::User, created: bool) {
+    audit!(
+        Event::Login,
+        user_id = user.id,
+        appid = %user.appid,
+        created,
+        request_id = request_id.as_str()
+    );
+}
+
+/// The id of a validated session's user, when the session came with the
+/// user's copy (for audit events; `None` otherwise).
+fn user_id_of(validated: &wxlogin_proto::auth::v1::ValidateSessionResponse) -> Option<u64> {
+    user_copy::decode(&validated.user_copy).map(|user| user.id)
+}
+
+/// Delete the user's account: every session (this one too), the stored
+/// `session_key`, the cached copy and the row. The next `wx.login`
+/// registers a new user (`created: true`, a new id). A deletion that fails
+/// part-way has already ended every session: call `DELETE` again after
+/// logging in, and it completes (so does the login itself).
+#[utoipa::path(
+    delete,
+    path = "/v1/me",
+    tag = "user",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "The account is deleted."),
+        openapi::SessionErrors,
+    ),
+)]
+pub(crate) async fn delete_me(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    BearerToken(token): BearerToken,
+) -> Result<StatusCode, ApiError> {
+    let session = state.session(&request_id, token).await?;
+    let request = DeleteUserRequest {
+        user: Some(UserKey {
+            key: Some(user_key::Key::Openid(user::OpenId {
+                appid: session.appid,
+                openid: session.openid,
+            })),
+        }),
+    };
+    match state
+        .user()
+        .delete_user(state.request(&request_id, request))
+        .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        // Deleted meanwhile (by another of the user's sessions): so much
+        // the better.
+        Err(status) if wxlogin_proto::reason::of(&status) == Some(Reason::UserNotFound) => {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(status) => Err(status.into()),
+    }
 }
 
 /// The logged-in user. Restarts the session's idle period.
@@ -471,19 +533,36 @@ pub(crate) async fn logout(
     BearerToken(token): BearerToken,
     input: Option<Body<LogoutInput>>,
 ) -> Result<StatusCode, ApiError> {
+    let validated = state.validated(&request_id, token.clone()).await?;
+    let user_id = user_id_of(&validated);
     if input.is_some_and(|Body(input)| input.all) {
-        let session = state.session(&request_id, token).await?;
+        let session = validated.session.ok_or_else(|| missing("session"))?;
         let request = RevokeSessionsRequest {
             appid: session.appid,
             openid: session.openid,
             session_id: None,
         };
-        state
+        let ended = state
             .auth()
             .revoke_sessions(state.request(&request_id, request))
-            .await?;
+            .await?
+            .into_inner()
+            .ended;
+        audit!(
+            Event::Logout,
+            user_id,
+            all = true,
+            ended,
+            request_id = request_id.as_str()
+        );
         return Ok(StatusCode::NO_CONTENT);
     }
+    audit!(
+        Event::Logout,
+        user_id,
+        session_id = %validated.session_id,
+        request_id = request_id.as_str()
+    );
     let ended = state
         .auth()
         .logout(state.request(&request_id, LogoutRequest { token }))
@@ -584,16 +663,25 @@ pub(crate) async fn end_session(
     BearerToken(token): BearerToken,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let session = state.session(&request_id, token).await?;
+    let validated = state.validated(&request_id, token).await?;
+    let user_id = user_id_of(&validated);
+    let session = validated.session.ok_or_else(|| missing("session"))?;
     let request = RevokeSessionsRequest {
         appid: session.appid,
         openid: session.openid,
-        session_id: Some(id),
+        session_id: Some(id.clone()),
     };
     state
         .auth()
         .revoke_sessions(state.request(&request_id, request))
         .await?;
+    audit!(
+        Event::SessionRevoked,
+        user_id,
+        session_id = %id,
+        by_session = %validated.session_id,
+        request_id = request_id.as_str()
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

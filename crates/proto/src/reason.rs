@@ -85,7 +85,8 @@ reasons! {
     MissingToken = "MISSING_TOKEN", Unauthenticated, 401, "missing_token";
     /// The session token is unknown or expired.
     InvalidToken = "INVALID_TOKEN", Unauthenticated, 401, "invalid_token";
-    /// WeChat blocked the user as high-risk (40226).
+    /// WeChat blocked the user as high-risk (40226), or the team did
+    /// (`BlockUser`).
     UserBlocked = "USER_BLOCKED", PermissionDenied, 403, "user_blocked";
     /// No such HTTP endpoint.
     NotFound = "NOT_FOUND", Unimplemented, 404, "not_found";

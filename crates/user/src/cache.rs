@@ -74,28 +74,43 @@ impl UserCache {
         &self.redis
     }
 
-    /// After a write: the copy becomes `user`.
-    pub async fn written(&self, user: &User) {
-        let key = key(&self.prefix, &user.appid, &user.openid);
+    /// Writes `user`'s copy (only if there is none when `only_new`), unless
+    /// the user was deleted: `Ok(1)` written, `Ok(0)` there was one
+    /// (`only_new`), `Ok(-1)` deleted (see [`user_copy::WRITE_COPY_LUA`]).
+    async fn write(&self, key: &str, user: &User, only_new: bool) -> redis::RedisResult<i64> {
+        static WRITE: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(user_copy::WRITE_COPY_LUA));
         let body = user_copy::encode(user);
-        let set: redis::RedisResult<()> = self
-            .redis
+        let tombstone = user_copy::tombstone_key(&self.prefix, &user.appid, &user.openid);
+        self.redis
             .run(async |conn| {
-                redis::cmd("SET")
-                    .arg(&key)
+                WRITE
+                    .key(key)
+                    .key(&tombstone)
+                    .arg(user.id)
                     .arg(&body)
-                    .arg("EX")
                     .arg(TTL.as_secs())
-                    .query_async(conn)
+                    .arg(if only_new { "1" } else { "0" })
+                    .invoke_async(conn)
                     .await
             })
-            .await;
-        let Err(error) = set else { return };
+            .await
+    }
+
+    /// After a write: the copy becomes `user`. [`Written::Deleted`] when the
+    /// user was deleted meanwhile (no copy is written then).
+    pub async fn written(&self, user: &User) -> Written {
+        let key = key(&self.prefix, &user.appid, &user.openid);
+        let error = match self.write(&key, user, false).await {
+            Ok(-1) => return Written::Deleted,
+            Ok(_) => return Written::Kept,
+            Err(error) => error,
+        };
         if wxlogin_common::redis_guard::is_unavailable(&error) {
             // Redis is down: the outage is logged once by the guard.
             tracing::debug!(%error, "could not write the cached user; deleting it once Redis is back");
             self.remember_stale(key);
-            return;
+            return Written::Kept;
         }
         tracing::warn!(%error, "could not write the cached user; dropping the copy");
         let deleted: redis::RedisResult<()> = self
@@ -105,6 +120,7 @@ impl UserCache {
         if deleted.is_err() {
             self.remember_stale(key);
         }
+        Written::Kept
     }
 
     fn remember_stale(&self, key: String) {
@@ -120,27 +136,24 @@ impl UserCache {
         }
     }
 
-    /// After a lookup that the cache may lack: adds the copy if there is none.
+    /// After a lookup that the cache may lack: adds the copy if there is
+    /// none (and the user was not deleted).
     pub async fn looked_up(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let body = user_copy::encode(user);
-        let added: redis::RedisResult<Option<String>> = self
-            .redis
-            .run(async |conn| {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&body)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(TTL.as_secs())
-                    .query_async(conn)
-                    .await
-            })
-            .await;
-        if let Err(error) = added {
+        if let Err(error) = self.write(&key, user, true).await {
             tracing::debug!(%error, "could not add the cached user");
         }
     }
+}
+
+/// What became of a copy the service wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written, or (when Redis failed) dropped or to be dropped, so that no
+    /// stale copy is read.
+    Kept,
+    /// The user is deleted (a tombstone names them): no copy was written.
+    Deleted,
 }
 
 /// Each time Redis comes back, deletes the copies writes could not replace

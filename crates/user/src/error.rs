@@ -20,6 +20,9 @@ pub enum Error {
     InvalidEncryptedData,
     #[error("the rawData signature does not match")]
     InvalidSignature,
+    /// The team blocked the user (`BlockUser`).
+    #[error("this account is blocked")]
+    UserBlocked,
 
     // Our side: logged where they are mapped, masked for the caller.
     /// The database cannot be reached now, or is too busy to answer; asking
@@ -147,6 +150,7 @@ impl From<Error> for Status {
             Error::InvalidSignature => {
                 Reason::InvalidSignature.status("the rawData signature does not match")
             }
+            Error::UserBlocked => Reason::UserBlocked.status("this account is blocked"),
             Error::DatabaseUnavailable(_) | Error::DatabaseDown => {
                 // While the database is known down, the outage was logged
                 // once when it began.

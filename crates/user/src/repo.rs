@@ -205,6 +205,7 @@ impl UserRepo {
                     phone_number: None,
                     pure_phone_number: None,
                     phone_country_code: None,
+                    blocked_at: None,
                 }),
                 created: true,
             });
@@ -405,6 +406,46 @@ impl UserRepo {
             return Ok(None);
         }
         self.get_by_openid_now(appid, openid).await
+    }
+}
+
+impl UserRepo {
+    /// Blocks (`Some(at)`) or unblocks (`None`) the user with this id: the
+    /// row as it now is, `None` when there is none. Blocking a blocked user
+    /// keeps the first instant.
+    pub async fn set_blocked(
+        &self,
+        id: i64,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<user::Model>, Error> {
+        self.availability
+            .guard(async {
+                use user::Column;
+                let blocked = match at {
+                    Some(at) => {
+                        Func::coalesce([Expr::col(Column::BlockedAt), Expr::value(at)]).into()
+                    }
+                    None => Expr::value(Option::<DateTime<Utc>>::None),
+                };
+                user::Entity::update_many()
+                    .filter(Column::Id.eq(id))
+                    .col_expr(Column::BlockedAt, blocked)
+                    .col_expr(Column::UpdatedAt, Expr::value(now()))
+                    .exec(&self.db)
+                    .await?;
+                self.get_by_id_now(id).await
+            })
+            .await
+    }
+
+    /// Deletes the row with this id: false when there was none.
+    pub async fn delete(&self, id: i64) -> Result<bool, Error> {
+        self.availability
+            .guard(async {
+                let result = user::Entity::delete_by_id(id).exec(&self.db).await?;
+                Ok(result.rows_affected > 0)
+            })
+            .await
     }
 }
 

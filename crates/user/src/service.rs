@@ -6,23 +6,29 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
 use wxlogin_common::{
+    audit,
+    audit::Event,
     grpc::{self, Upstream, UpstreamChannel},
     user_copy,
 };
 use wxlogin_proto::{
-    auth::v1::{CheckSessionRequest, GetSessionKeyRequest, auth_service_client::AuthServiceClient},
+    auth::v1::{
+        CheckSessionRequest, ForgetUserRequest, GetSessionKeyRequest, RevokeSessionsRequest,
+        auth_service_client::AuthServiceClient,
+    },
     reason::{self, Reason},
     user::v1::{
-        GetUserRequest, GetUserResponse, ListUsersByUnionidRequest, ListUsersByUnionidResponse,
-        OpenId, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
+        BlockUserRequest, BlockUserResponse, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
+        GetUserResponse, ListUsersByUnionidRequest, ListUsersByUnionidResponse, OpenId,
+        UnblockUserRequest, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
         UpdateProfileFromEncryptedRequest, UpdateProfileRequest, UpdateUserResponse,
-        UpsertUserRequest, UpsertUserResponse, User, get_user_request::Key,
+        UpsertUserRequest, UpsertUserResponse, User, UserKey, get_user_request, user_key::Key,
         user_service_server::UserService,
     },
 };
 
 use crate::{
-    cache::UserCache,
+    cache::{UserCache, Written},
     crypto::{self, DecryptError, Expectations, PhoneNumber, UserInfo},
     entity::user,
     error::Error,
@@ -80,20 +86,132 @@ impl UserApi {
     /// the row (and the copy gets it). The caller's copy is the cache's
     /// content as auth read it in this very login, so reading the cache
     /// again could only find the same.
-    async fn returning(&self, login: Returning<'_>, copy: &[u8]) -> Result<User, Error> {
+    async fn returning(&self, login: Returning<'_>, copy: &[u8]) -> Result<(User, Written), Error> {
         match login.login.copy(copy).filter(|user| login.holds(user)) {
-            Some(user) => Ok(user),
-            None => Ok(self.written(self.repo.row(login.id).await?).await),
+            Some(user) => Ok((user, Written::Kept)),
+            None => Ok(self.written_checked(self.repo.row(login.id).await?).await),
         }
     }
 
     /// The message for `user`, after a write: the shared cache gets it too.
     async fn written(&self, user: user::Model) -> User {
+        self.written_checked(user).await.0
+    }
+
+    /// [`Self::written`], and whether the user turned out to be deleted
+    /// (then no copy was written).
+    async fn written_checked(&self, user: user::Model) -> (User, Written) {
         let user = to_proto(user);
-        if let Some(cache) = &self.cache {
-            cache.written(&user).await;
+        let written = match &self.cache {
+            Some(cache) => cache.written(&user).await,
+            None => Written::Kept,
+        };
+        (user, written)
+    }
+
+    fn auth_call<T>(&self, message: T, request_id: Option<&str>) -> Request<T> {
+        self.auth.call(message, request_id)
+    }
+
+    /// The row `key` names, if there is one.
+    async fn find(&self, key: Option<Key>) -> Result<Option<user::Model>, Error> {
+        match key {
+            // Ids are positive i64s; a larger one names nobody.
+            Some(Key::Id(id)) => match i64::try_from(id) {
+                Ok(id) => self.repo.get_by_id(id).await,
+                Err(_) => Ok(None),
+            },
+            Some(Key::Openid(OpenId { appid, openid })) => {
+                let appid = Field::Appid.required("openid.appid", &appid)?;
+                let openid = Field::Openid.required("openid.openid", &openid)?;
+                tracing::Span::current().record("appid", appid);
+                self.repo.get_by_openid(appid, openid).await
+            }
+            None => Err(Error::InvalidArgument(
+                "key: give an id or an openid".into(),
+            )),
         }
-        user
+    }
+
+    /// Blocks (`Some(at)`) or unblocks the user `key` names: the user as
+    /// they now are (the copy too).
+    async fn set_blocked(
+        &self,
+        key: Option<UserKey>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<User, Error> {
+        let row = self.find(user_key(key)).await?.ok_or(Error::UserNotFound)?;
+        tracing::Span::current().record("user_id", row.id);
+        let row = self
+            .repo
+            .set_blocked(row.id, at)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        Ok(self.written(row).await)
+    }
+
+    /// Ends every session of (appid, openid): how many were live.
+    async fn end_sessions(
+        &self,
+        appid: &str,
+        openid: &str,
+        request_id: Option<&str>,
+    ) -> Result<u32, Status> {
+        let request = RevokeSessionsRequest {
+            appid: appid.to_owned(),
+            openid: openid.to_owned(),
+            session_id: None,
+        };
+        Ok(self
+            .auth_client()
+            .revoke_sessions(self.auth_call(request, request_id))
+            .await
+            .map_err(from_auth)?
+            .into_inner()
+            .ended)
+    }
+
+    /// Deletes the user of (appid, openid), whose row is `id` (`None` when
+    /// it is gone already: a repeated deletion, completed), in an order
+    /// where stopping at any step leaves nobody logged in and a repeat of
+    /// the call finishing the work:
+    /// 1. auth forgets the user: every session, the session_key, the index
+    ///    of sessions and the cached copy go at once, and a tombstone keeps
+    ///    a copy of `id` from being written again (by a login that raced
+    ///    this deletion);
+    /// 2. the row goes;
+    /// 3. sessions that logins racing the deletion opened meanwhile end.
+    ///
+    /// A login that meets the tombstone before step 2 completes the
+    /// deletion itself (see [`Self::upsert`]).
+    async fn delete(
+        &self,
+        appid: &str,
+        openid: &str,
+        id: Option<i64>,
+        request_id: Option<&str>,
+    ) -> Result<DeleteUserResponse, Status> {
+        let forget = ForgetUserRequest {
+            appid: appid.to_owned(),
+            openid: openid.to_owned(),
+            user_id: id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0),
+        };
+        let mut ended = self
+            .auth_client()
+            .forget_user(self.auth_call(forget, request_id))
+            .await
+            .map_err(from_auth)?
+            .into_inner()
+            .ended;
+        let deleted = match id {
+            Some(id) => self.repo.delete(id).await?,
+            None => false,
+        };
+        ended += self.end_sessions(appid, openid, request_id).await?;
+        Ok(DeleteUserResponse {
+            deleted,
+            sessions_ended: ended,
+        })
     }
 
     /// Fetches the session's session_key from auth, runs `check` with it
@@ -157,8 +275,12 @@ impl UserApi {
                     ))
                     .await;
                 match check {
-                    Ok(answer) if !answer.get_ref().valid => Err(Reason::SessionKeyStale
-                        .status("WeChat replaced this session's session_key; call wx.login again")),
+                    Ok(answer) if !answer.get_ref().valid => {
+                        audit!(Event::SessionKeyStale, appid = %session.appid, request_id = request_id.as_deref());
+                        Err(Reason::SessionKeyStale.status(
+                            "WeChat replaced this session's session_key; call wx.login again",
+                        ))
+                    }
                     Ok(_) => Err(Error::InvalidEncryptedData.into()),
                     // A spent checksession budget (ours or WeChat's) is the
                     // honest answer to whoever posts blob after blob: 429,
@@ -223,14 +345,41 @@ impl UserApi {
             }
             Err(error) => return Err(error),
         };
-        let (user, created) = match upserted {
-            Upserted::Row { user, created } => (self.written(*user).await, created),
+        let ((user, written), created) = match upserted {
+            Upserted::Row { user, created } => (self.written_checked(*user).await, created),
             Upserted::Existing { id } => (
                 self.returning(Returning { id, login }, &request.cached_copy)
                     .await?,
                 false,
             ),
         };
+        let (user, created) = match written {
+            Written::Kept => (user, created),
+            // The user was deleted, but the deletion stopped before the
+            // row went: this login completes it and registers the user
+            // anew.
+            Written::Deleted => {
+                let id = i64::try_from(user.id).unwrap_or_default();
+                self.repo.delete(id).await?;
+                audit!(
+                    Event::AccountDeleted,
+                    user_id = user.id,
+                    appid,
+                    completed_by = "login"
+                );
+                match self.repo.upsert(appid, openid, unionid).await? {
+                    Upserted::Row { user, created } => (self.written(*user).await, created),
+                    Upserted::Existing { id } => {
+                        (self.written(self.repo.row(id).await?).await, false)
+                    }
+                }
+            }
+        };
+        if user.blocked {
+            span.record("user_id", user.id);
+            audit!(Event::BlockedLoginRefused, user_id = user.id, appid);
+            return Err(Error::UserBlocked);
+        }
 
         span.record("user_id", user.id);
         span.record("created", created);
@@ -241,25 +390,11 @@ impl UserApi {
     }
 
     async fn get(&self, request: GetUserRequest) -> Result<GetUserResponse, Error> {
-        let found = match request.key {
-            // Ids are positive i64s; a larger one names nobody.
-            Some(Key::Id(id)) => match i64::try_from(id) {
-                Ok(id) => self.repo.get_by_id(id).await?,
-                Err(_) => None,
-            },
-            Some(Key::Openid(OpenId { appid, openid })) => {
-                let appid = Field::Appid.required("openid.appid", &appid)?;
-                let openid = Field::Openid.required("openid.openid", &openid)?;
-                tracing::Span::current().record("appid", appid);
-                self.repo.get_by_openid(appid, openid).await?
-            }
-            None => {
-                return Err(Error::InvalidArgument(
-                    "key: give an id or an openid".into(),
-                ));
-            }
-        };
-        let user = found.ok_or(Error::UserNotFound)?;
+        let key = request.key.map(|key| match key {
+            get_user_request::Key::Id(id) => Key::Id(id),
+            get_user_request::Key::Openid(openid) => Key::Openid(openid),
+        });
+        let user = self.find(key).await?.ok_or(Error::UserNotFound)?;
 
         tracing::Span::current().record("user_id", user.id);
         let user = to_proto(user);
@@ -434,6 +569,76 @@ impl UserService for UserApi {
         .validated(Origin::Request)?;
         self.store(appid, openid, &update).await
     }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn block_user(
+        &self,
+        request: Request<BlockUserRequest>,
+    ) -> Result<Response<BlockUserResponse>, Status> {
+        let request_id = grpc::request_id_of(&request);
+        // The row first: from then on the user's logins are refused. Then
+        // the copy, which answers no login once it says blocked, and last
+        // the sessions, so that none opened meanwhile outlives the block.
+        let user = self
+            .set_blocked(request.into_inner().user, Some(crate::repo::now()))
+            .await?;
+        let ended = self
+            .end_sessions(&user.appid, &user.openid, request_id.as_deref())
+            .await?;
+        audit!(Event::UserBlocked, user_id = user.id, appid = %user.appid, ended, request_id = request_id.as_deref());
+        Ok(Response::new(BlockUserResponse {
+            user: Some(user),
+            sessions_ended: ended,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn unblock_user(
+        &self,
+        request: Request<UnblockUserRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let request_id = grpc::request_id_of(&request);
+        let user = self.set_blocked(request.into_inner().user, None).await?;
+        audit!(Event::UserUnblocked, user_id = user.id, appid = %user.appid, request_id = request_id.as_deref());
+        Ok(Response::new(UpdateUserResponse { user: Some(user) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let request_id = grpc::request_id_of(&request);
+        let key = user_key(request.into_inner().user);
+        let row = self.find(key.clone()).await?;
+        let (appid, openid, id) = match (row, key) {
+            (Some(row), _) => (row.appid, row.openid, Some(row.id)),
+            // The row is gone: a deletion repeated, which still ends what
+            // logins racing it may have opened.
+            (None, Some(Key::Openid(OpenId { appid, openid }))) => (appid, openid, None),
+            (None, _) => return Err(Error::UserNotFound.into()),
+        };
+        if let Some(id) = id {
+            tracing::Span::current().record("user_id", id);
+        }
+        let deleted = self
+            .delete(&appid, &openid, id, request_id.as_deref())
+            .await?;
+        audit!(
+            Event::AccountDeleted,
+            user_id = id,
+            appid = %appid,
+            ended = deleted.sessions_ended,
+            row_deleted = deleted.deleted,
+            request_id = request_id.as_deref()
+        );
+        Ok(Response::new(deleted))
+    }
+}
+
+/// The key of a request that names a user.
+fn user_key(user: Option<UserKey>) -> Option<Key> {
+    user.and_then(|user| user.key)
 }
 
 /// `value`, which must be non-empty and at most `max_chars` characters: for
@@ -464,6 +669,7 @@ fn to_proto(user: user::Model) -> User {
         phone_number: user.phone_number,
         pure_phone_number: user.pure_phone_number,
         phone_country_code: user.phone_country_code,
+        blocked: user.blocked_at.is_some(),
     }
 }
 

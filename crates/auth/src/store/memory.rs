@@ -221,6 +221,16 @@ impl MemoryStore {
         ended
     }
 
+    /// Ends every session of (appid, openid) and forgets their session_key
+    /// (this store keeps no copies of users): how many were live.
+    pub fn forget(&self, appid: &str, openid: &str) -> u32 {
+        let ended = self.revoke(appid, openid, None);
+        self.lock()
+            .session_keys
+            .remove(&(appid.to_owned(), openid.to_owned()));
+        ended
+    }
+
     pub fn session_key(&self, appid: &str, openid: &str) -> Option<SessionKey> {
         let now = Instant::now();
         self.lock()

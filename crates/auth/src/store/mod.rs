@@ -335,6 +335,17 @@ impl SessionStore {
         }
     }
 
+    /// Forgets the user of (appid, openid) (`user_id`), who is being
+    /// deleted: every session, the session_key, the index of sessions and
+    /// the user service's copy go at once, and no copy of `user_id` can be
+    /// written for a day. How many live sessions ended.
+    pub async fn forget(&self, appid: &str, openid: &str, user_id: u64) -> Result<u32, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.forget(appid, openid, user_id).await,
+            SessionStore::Memory(store) => Ok(store.forget(appid, openid)),
+        }
+    }
+
     /// The latest session_key of (appid, openid), if one is kept.
     pub async fn session_key(
         &self,

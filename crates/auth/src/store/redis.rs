@@ -28,6 +28,10 @@
 //!   from the code, for as long as a code lives. `<slot>` is a SHA-256 of
 //!   the code (see [`crate::sealed_outcome`]); neither the code nor the
 //!   outcome can be read from the entry.
+//! - `deleted:{u…}:<appid>:<openid>` → the id of the user of (appid,
+//!   openid) who was deleted, for a day (see
+//!   [`user_copy::tombstone_key`]): no copy of that user can be written
+//!   meanwhile.
 //! - `access_token:<appid>` and `lock:<name>`: the shared access_token and
 //!   its refresh lock.
 //!
@@ -115,6 +119,24 @@ static REVOKE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
               redis.call('ZREM', KEYS[1], member)
             end
           end
+          return ended",
+    )
+});
+/// Forgets a user who is being deleted: ends every session in their index
+/// (KEYS[1]), deletes the index, their session_key (KEYS[2]) and their copy
+/// (KEYS[3]), and writes the tombstone (KEYS[4]) that keeps user ARGV[2]'s
+/// copy from being written again, for ARGV[3] seconds (none for id 0: a
+/// deletion completed after its row was gone leaves the tombstone it wrote
+/// first). ARGV[1] starts the keys of the shard's sessions. Answers how
+/// many sessions were live.
+static FORGET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local ended = 0
+          for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+            ended = ended + redis.call('DEL', ARGV[1] .. member)
+          end
+          redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+          if ARGV[2] ~= '0' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3]) end
           return ended",
     )
 });
@@ -582,6 +604,28 @@ impl RedisStore {
                     .key(&index)
                     .arg(&sessions)
                     .arg(id.unwrap_or(""))
+                    .invoke_async(conn)
+                    .await
+            })
+            .await?;
+        Ok(ended)
+    }
+
+    /// Forgets the user of (appid, openid), whose id is `user_id`, in one
+    /// atomic round trip (see [`FORGET`]): how many sessions were live.
+    pub async fn forget(&self, appid: &str, openid: &str, user_id: u64) -> Result<u32, StoreError> {
+        let shard = user_copy::shard(appid, openid);
+        let ended: u32 = self
+            .redis
+            .run(async |conn| {
+                FORGET
+                    .key(self.index_key(appid, openid))
+                    .key(self.session_key_key(appid, openid))
+                    .key(user_copy::key(&self.prefix, appid, openid))
+                    .key(user_copy::tombstone_key(&self.prefix, appid, openid))
+                    .arg(self.sessions_prefix(shard))
+                    .arg(user_id)
+                    .arg(user_copy::TOMBSTONE_TTL.as_secs())
                     .invoke_async(conn)
                     .await
             })

@@ -78,6 +78,8 @@ pub struct Model {
         nullable
     )]
     pub phone_country_code: Option<String>,
+    /// When the team blocked the user; `None` while they are not blocked.
+    pub blocked_at: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
