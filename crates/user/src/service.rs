@@ -240,7 +240,13 @@ impl UserApi {
                 request_id.as_deref(),
             ))
             .await
-            .map_err(from_auth)?
+            .map_err(|status| {
+                let status = from_auth(status);
+                if reason::of(&status) == Some(Reason::SessionKeyStale) {
+                    audit!(Event::SessionKeyStale, request_id = request_id.as_deref());
+                }
+                status
+            })?
             .into_inner();
         let session = keyed.session.ok_or_else(|| {
             tracing::error!("auth answered a session key without its session");
