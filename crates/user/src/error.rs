@@ -20,6 +20,11 @@ pub enum Error {
     InvalidEncryptedData,
     #[error("the rawData signature does not match")]
     InvalidSignature,
+    /// The row an upsert wrote was gone when read back: the user was
+    /// deleted meanwhile. The upsert is tried again (and registers the user
+    /// anew).
+    #[error("the user was deleted during the login")]
+    Vanished,
     /// The team blocked the user (`BlockUser`).
     #[error("this account is blocked")]
     UserBlocked,
@@ -61,6 +66,7 @@ impl Error {
             Error::DatabaseDown => Error::DatabaseDown,
             Error::DatabaseUnavailable(error) => Error::DatabaseUnavailable(error.clone()),
             Error::Database(error) => Error::Database(error.clone()),
+            Error::Vanished => Error::Vanished,
             other => Error::Database(DbErr::Custom(other.to_string())),
         }
     }
@@ -161,6 +167,7 @@ impl From<Error> for Status {
                     .status("the user store is unavailable, try again later")
             }
             Error::Database(_)
+            | Error::Vanished
             | Error::Connect(_)
             | Error::Migrate(_)
             | Error::Bind { .. }

@@ -141,11 +141,7 @@ impl UserRepo {
             .map(|login| {
                 let row = rows
                     .remove(&(login.appid.clone(), login.openid.clone()))
-                    .ok_or_else(|| {
-                        Error::Database(DbErr::RecordNotFound(
-                            "a user vanished right after its upsert".into(),
-                        ))
-                    })?;
+                    .ok_or(Error::Vanished)?;
                 let created = row.created_at == now;
                 Ok(Upserted::Row {
                     user: Box::new(row),
@@ -250,17 +246,14 @@ impl UserRepo {
             .await
     }
 
-    /// The row with this id, which must exist.
+    /// The row with this id, which must exist: [`Error::Vanished`] when it
+    /// is gone (the user was deleted meanwhile).
     pub async fn row(&self, id: i64) -> Result<user::Model, Error> {
         self.availability.guard(self.row_now(id)).await
     }
 
     async fn row_now(&self, id: i64) -> Result<user::Model, Error> {
-        self.get_by_id_now(id).await?.ok_or_else(|| {
-            Error::Database(DbErr::RecordNotFound(format!(
-                "user {id} vanished right after its upsert"
-            )))
-        })
+        self.get_by_id_now(id).await?.ok_or(Error::Vanished)
     }
 
     /// The same upsert for SQLite, which has `ON CONFLICT … DO UPDATE` and
@@ -298,11 +291,7 @@ impl UserRepo {
         })?;
         let id: i64 = row.try_get("", "id")?;
         let login_count: i64 = row.try_get("", "login_count")?;
-        let user = self.get_by_id_now(id).await?.ok_or_else(|| {
-            Error::Database(DbErr::RecordNotFound(format!(
-                "user {id} vanished right after its upsert"
-            )))
-        })?;
+        let user = self.get_by_id_now(id).await?.ok_or(Error::Vanished)?;
         Ok((user, login_count == 1))
     }
 

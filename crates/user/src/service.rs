@@ -59,6 +59,10 @@ struct Opened {
     data: serde_json::Map<String, serde_json::Value>,
 }
 
+/// How many times a login's upsert is tried when the user is deleted under
+/// it.
+const REGISTER_ATTEMPTS: u32 = 3;
+
 /// The deadline of calls to the auth service (a session-key lookup, or
 /// WeChat's checkSessionKey behind it).
 pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
@@ -319,6 +323,31 @@ impl UserApi {
         }))
     }
 
+    /// Registers the login's user or records their return; the user, what
+    /// became of their copy, and whether this registered them.
+    async fn register(
+        &self,
+        login: Login<'_>,
+        copy: &[u8],
+    ) -> Result<(User, Written, bool), Error> {
+        Ok(
+            match self
+                .repo
+                .upsert(login.appid, login.openid, login.unionid)
+                .await?
+            {
+                Upserted::Row { user, created } => {
+                    let (user, written) = self.written_checked(*user).await;
+                    (user, written, created)
+                }
+                Upserted::Existing { id } => {
+                    let (user, written) = self.returning(Returning { id, login }, copy).await?;
+                    (user, written, false)
+                }
+            },
+        )
+    }
+
     async fn upsert(&self, request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
         let appid = Field::Appid.required("appid", &request.appid)?;
         let openid = Field::Openid.required("openid", &request.openid)?;
@@ -331,33 +360,36 @@ impl UserApi {
             openid,
             unionid,
         };
-        let upserted = match self.repo.upsert(appid, openid, unionid).await {
-            Ok(upserted) => upserted,
-            // The database cannot record this login, but a returning user's
-            // copy is all the answer needs: their login depends on Redis and
-            // WeChat only. What goes unrecorded is the login itself
-            // (`last_login_at`, `login_count`), which no answer shows.
-            Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
-                let Some(user) = login.copy(&request.cached_copy) else {
-                    return Err(error);
-                };
-                span.record("degraded", true);
-                span.record("user_id", user.id);
-                span.record("created", false);
-                return Ok(UpsertUserResponse {
-                    user: Some(user),
-                    created: false,
-                });
+        let mut attempt = 1;
+        let mut copy = request.cached_copy.as_slice();
+        let (user, written, created) = loop {
+            match self.register(login, copy).await {
+                Ok(registered) => break registered,
+                // Deleted between the upsert and its read-back: once more,
+                // which registers the user anew.
+                Err(Error::Vanished) if attempt < REGISTER_ATTEMPTS => {
+                    attempt += 1;
+                    copy = &[];
+                }
+                // The database cannot record this login, but a returning
+                // user's copy is all the answer needs: their login depends
+                // on Redis and WeChat only. What goes unrecorded is the
+                // login itself (`last_login_at`, `login_count`), which no
+                // answer shows.
+                Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
+                    let Some(user) = login.copy(&request.cached_copy) else {
+                        return Err(error);
+                    };
+                    span.record("degraded", true);
+                    span.record("user_id", user.id);
+                    span.record("created", false);
+                    return Ok(UpsertUserResponse {
+                        user: Some(user),
+                        created: false,
+                    });
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
-        };
-        let ((user, written), created) = match upserted {
-            Upserted::Row { user, created } => (self.written_checked(*user).await, created),
-            Upserted::Existing { id } => (
-                self.returning(Returning { id, login }, &request.cached_copy)
-                    .await?,
-                false,
-            ),
         };
         let (user, created) = match written {
             Written::Kept => (user, created),
@@ -365,20 +397,17 @@ impl UserApi {
             // row went: this login completes it and registers the user
             // anew.
             Written::Deleted => {
-                let id = i64::try_from(user.id).unwrap_or_default();
-                self.repo.delete(id).await?;
+                self.repo
+                    .delete(i64::try_from(user.id).unwrap_or_default())
+                    .await?;
                 audit!(
                     Event::AccountDeleted,
                     user_id = user.id,
                     appid,
                     completed_by = "login"
                 );
-                match self.repo.upsert(appid, openid, unionid).await? {
-                    Upserted::Row { user, created } => (self.written(*user).await, created),
-                    Upserted::Existing { id } => {
-                        (self.written(self.repo.row(id).await?).await, false)
-                    }
-                }
+                let (user, _, created) = self.register(login, &[]).await?;
+                (user, created)
             }
         };
         if user.blocked {
