@@ -6,6 +6,7 @@
 //! It must stay small and free of business logic: no WeChat, no storage.
 
 pub mod config;
+pub mod data_crypto;
 pub mod grpc;
 pub mod metrics;
 pub mod redis_guard;
