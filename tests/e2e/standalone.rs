@@ -107,6 +107,14 @@ async fn given_mysql_and_redis_it_uses_them() {
         ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
         ("SIM_ADDR", "127.0.0.1:0".to_owned()),
         ("DATABASE_URL", db.url()),
+        (
+            "DATA_ENCRYPTION_KEYS",
+            wxlogin_testkit::credential::DATA_ENCRYPTION_KEYS.to_owned(),
+        ),
+        (
+            "DATA_INDEX_KEY",
+            wxlogin_testkit::credential::DATA_INDEX_KEY.to_owned(),
+        ),
         ("REDIS_URL", redis.url().to_owned()),
         ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
     ]))

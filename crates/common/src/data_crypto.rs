@@ -29,7 +29,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use rand::{TryRng, rngs::SysRng};
 use sha2::Sha256;
-use zeroize::Zeroizing;
+pub use zeroize::Zeroizing;
 
 use crate::config::{ConfigError, Source, optional};
 

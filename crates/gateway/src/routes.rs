@@ -247,12 +247,12 @@ async fn log_in(
     if let Some(client) = client {
         wxlogin_common::grpc::set_client_ip(&mut request, client);
     }
-    let login = state.auth().login(request).await?.into_inner();
+    let mut login = state.auth().login(request).await?.into_inner();
     // A returning user whom the login changes in nothing stored: the copy
     // auth read with the session is the answer, and auth journaled the
     // login for the user service to record.
     if login.login_recorded
-        && let Some(user) = user_copy::decode(&login.user_copy)
+        && let Some(user) = state.open_copy(&mut login.user_copy, login.session.as_ref())
     {
         return Ok(Json(LoginOutput {
             token: login.token,
@@ -398,17 +398,28 @@ impl AppState {
         Ok(headers)
     }
 
+    /// The user in the copy that came with `session` (opened in place);
+    /// `None` when there is none this build can open.
+    fn open_copy(
+        &self,
+        copy: &mut [u8],
+        session: Option<&wxlogin_proto::auth::v1::Session>,
+    ) -> Option<user::User> {
+        let session = session?;
+        user_copy::decode(&self.keys, copy, &session.appid, &session.openid)
+    }
+
     /// The user of a validated session: the copy that came with it, else
     /// the user service's row.
     async fn user_of(
         &self,
         request_id: &RequestId,
-        validated: wxlogin_proto::auth::v1::ValidateSessionResponse,
+        mut validated: wxlogin_proto::auth::v1::ValidateSessionResponse,
     ) -> Result<user::User, ApiError> {
         // The session usually comes with the user service's copy of its
         // user: then neither the user service nor MySQL is asked.
         if !validated.user_copy.is_empty()
-            && let Some(user) = user_copy::decode(&validated.user_copy)
+            && let Some(user) = self.open_copy(&mut validated.user_copy, validated.session.as_ref())
         {
             return Ok(user);
         }

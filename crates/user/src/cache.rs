@@ -22,6 +22,7 @@ use std::{
 };
 
 use wxlogin_common::{
+    data_crypto::DataKeys,
     redis_guard::{RedisGuard, WeakRedisGuard},
     user_copy::{self, TTL},
 };
@@ -37,6 +38,8 @@ use wxlogin_common::user_copy::key;
 pub struct UserCache {
     redis: RedisGuard,
     prefix: String,
+    /// What the copies are sealed with (see `wxlogin_common::user_copy`).
+    keys: DataKeys,
     /// Keys of copies a write could not replace while Redis was down.
     stale: Arc<Mutex<HashSet<String>>>,
 }
@@ -54,7 +57,11 @@ impl UserCache {
     /// while Redis is down.
     /// Must be called inside a tokio runtime (it starts the task that
     /// deletes stale copies when Redis is back).
-    pub fn connect(url: &str, prefix: String) -> Result<UserCache, redis::RedisError> {
+    pub fn connect(
+        url: &str,
+        prefix: String,
+        keys: DataKeys,
+    ) -> Result<UserCache, redis::RedisError> {
         let redis = RedisGuard::connect_lazy(url)?;
         let stale = Arc::new(Mutex::new(HashSet::new()));
         tokio::spawn(delete_stale_on_recovery(
@@ -65,6 +72,7 @@ impl UserCache {
         Ok(UserCache {
             redis,
             prefix,
+            keys,
             stale,
         })
     }
@@ -77,7 +85,13 @@ impl UserCache {
     /// After a write: the copy becomes `user`.
     pub async fn written(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let body = user_copy::encode(user);
+        let body = match user_copy::encode(&self.keys, user) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not seal the cached user; dropping the copy");
+                return self.drop_copy(key).await;
+            }
+        };
         let set: redis::RedisResult<()> = self
             .redis
             .run(async |conn| {
@@ -98,6 +112,11 @@ impl UserCache {
             return;
         }
         tracing::warn!(%error, "could not write the cached user; dropping the copy");
+        self.drop_copy(key).await;
+    }
+
+    /// Deletes the copy at `key`, or remembers it to delete later.
+    async fn drop_copy(&self, key: String) {
         let deleted: redis::RedisResult<()> = self
             .redis
             .run(async |conn| redis::cmd("DEL").arg(&key).query_async(conn).await)
@@ -123,7 +142,10 @@ impl UserCache {
     /// After a lookup that the cache may lack: adds the copy if there is none.
     pub async fn looked_up(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let body = user_copy::encode(user);
+        let Ok(body) = user_copy::encode(&self.keys, user) else {
+            // The next write or lookup adds it.
+            return;
+        };
         let added: redis::RedisResult<Option<String>> = self
             .redis
             .run(async |conn| {

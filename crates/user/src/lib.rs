@@ -34,6 +34,7 @@ pub mod error;
 pub mod fields;
 pub mod journal;
 pub mod migration;
+pub mod personal;
 pub mod repo;
 pub mod service;
 
@@ -59,6 +60,7 @@ pub struct Application {
     watermark_max_age: Option<Duration>,
     cache: Option<cache::UserCache>,
     redis_key_prefix: String,
+    sealer: personal::Sealer,
 }
 
 /// How long stopping waits for the login journal's reader to store the
@@ -114,12 +116,17 @@ impl Application {
             watermark_max_age: config.watermark_max_age,
             cache: match &config.redis_url {
                 Some(url) => Some(
-                    cache::UserCache::connect(url.expose_secret(), config.redis_key_prefix.clone())
-                        .map_err(|_| Error::InvalidRedisUrl)?,
+                    cache::UserCache::connect(
+                        url.expose_secret(),
+                        config.redis_key_prefix.clone(),
+                        config.data_keys.clone(),
+                    )
+                    .map_err(|_| Error::InvalidRedisUrl)?,
                 ),
                 None => None,
             },
             redis_key_prefix: config.redis_key_prefix,
+            sealer: personal::Sealer::new(config.data_keys, config.index_key),
         })
     }
 
@@ -136,7 +143,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let repo = UserRepo::new(self.db.clone(), self.availability.clone());
+        let repo = UserRepo::new(
+            self.db.clone(),
+            self.availability.clone(),
+            self.sealer.clone(),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         let readiness = tokio::spawn(report_readiness(health, self.availability.watch()));
         let probe = tokio::spawn(availability::probe(
@@ -155,7 +166,13 @@ impl Application {
                 journal::Journal::new(cache.guard().clone(), &self.redis_key_prefix, repo.clone());
             tokio::spawn(journal.run(journal_stopped))
         });
-        let api = UserApi::new(repo, self.auth, self.watermark_max_age, self.cache);
+        let api = UserApi::new(
+            repo,
+            self.auth,
+            self.watermark_max_age,
+            self.cache,
+            self.sealer.keys().clone(),
+        );
         let served = wxlogin_common::grpc::server()
             .layer(wxlogin_common::metrics::grpc_server_layer("user"))
             .layer(wxlogin_common::request_id::grpc_trace_layer("user"))

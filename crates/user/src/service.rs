@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
 use wxlogin_common::{
+    data_crypto::DataKeys,
     grpc::{self, Upstream, UpstreamChannel},
     user_copy,
 };
@@ -13,11 +14,11 @@ use wxlogin_proto::{
     auth::v1::{CheckSessionRequest, GetSessionKeyRequest, auth_service_client::AuthServiceClient},
     reason::{self, Reason},
     user::v1::{
-        GetUserRequest, GetUserResponse, ListUsersByUnionidRequest, ListUsersByUnionidResponse,
-        OpenId, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
-        UpdateProfileFromEncryptedRequest, UpdateProfileRequest, UpdateUserResponse,
-        UpsertUserRequest, UpsertUserResponse, User, get_user_request::Key,
-        user_service_server::UserService,
+        GetUserRequest, GetUserResponse, ListUsersByPhoneRequest, ListUsersByPhoneResponse,
+        ListUsersByUnionidRequest, ListUsersByUnionidResponse, OpenId,
+        UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest, UpdateProfileFromEncryptedRequest,
+        UpdateProfileRequest, UpdateUserResponse, UpsertUserRequest, UpsertUserResponse, User,
+        get_user_request::Key, user_service_server::UserService,
     },
 };
 
@@ -43,6 +44,8 @@ pub struct UserApi {
     auth: Upstream,
     watermark_max_age: Option<Duration>,
     cache: Option<UserCache>,
+    /// What the callers' copies of users are sealed with.
+    keys: DataKeys,
 }
 
 /// Decrypted data and whose it is (the session's user, never the data's
@@ -63,12 +66,14 @@ impl UserApi {
         auth: Upstream,
         watermark_max_age: Option<Duration>,
         cache: Option<UserCache>,
+        keys: DataKeys,
     ) -> Self {
         UserApi {
             repo,
             auth,
             watermark_max_age,
             cache,
+            keys,
         }
     }
 
@@ -80,8 +85,12 @@ impl UserApi {
     /// the row (and the copy gets it). The caller's copy is the cache's
     /// content as auth read it in this very login, so reading the cache
     /// again could only find the same.
-    async fn returning(&self, login: Returning<'_>, copy: &[u8]) -> Result<User, Error> {
-        match login.login.copy(copy).filter(|user| login.holds(user)) {
+    async fn returning(&self, login: Returning<'_>, copy: &mut [u8]) -> Result<User, Error> {
+        match login
+            .login
+            .copy(&self.keys, copy)
+            .filter(|user| login.holds(user))
+        {
             Some(user) => Ok(user),
             None => Ok(self.written(self.repo.row(login.id).await?).await),
         }
@@ -191,7 +200,7 @@ impl UserApi {
         }))
     }
 
-    async fn upsert(&self, request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
+    async fn upsert(&self, mut request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
         let appid = Field::Appid.required("appid", &request.appid)?;
         let openid = Field::Openid.required("openid", &request.openid)?;
         let unionid = Field::Unionid.optional("unionid", request.unionid.as_deref())?;
@@ -210,7 +219,7 @@ impl UserApi {
             // WeChat only. What goes unrecorded is the login itself
             // (`last_login_at`, `login_count`), which no answer shows.
             Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
-                let Some(user) = login.copy(&request.cached_copy) else {
+                let Some(user) = login.copy(&self.keys, &mut request.cached_copy) else {
                     return Err(error);
                 };
                 span.record("degraded", true);
@@ -226,7 +235,7 @@ impl UserApi {
         let (user, created) = match upserted {
             Upserted::Row { user, created } => (self.written(*user).await, created),
             Upserted::Existing { id } => (
-                self.returning(Returning { id, login }, &request.cached_copy)
+                self.returning(Returning { id, login }, &mut request.cached_copy)
                     .await?,
                 false,
             ),
@@ -299,6 +308,21 @@ impl UserService for UserApi {
         let unionid = Field::Unionid.required("unionid", &request.get_ref().unionid)?;
         let users = self.repo.list_by_unionid(unionid).await?;
         Ok(Response::new(ListUsersByUnionidResponse {
+            users: users.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_users_by_phone(
+        &self,
+        request: Request<ListUsersByPhoneRequest>,
+    ) -> Result<Response<ListUsersByPhoneResponse>, Status> {
+        let request = request.get_ref();
+        let code = Field::PhoneCountryCode.required("country_code", &request.country_code)?;
+        let number =
+            Field::PurePhoneNumber.required("pure_phone_number", &request.pure_phone_number)?;
+        let users = self.repo.list_by_phone(code, number).await?;
+        Ok(Response::new(ListUsersByPhoneResponse {
             users: users.into_iter().map(to_proto).collect(),
         }))
     }
@@ -509,13 +533,13 @@ struct Login<'a> {
 }
 
 impl Login<'_> {
-    /// The user in the caller's copy (empty when it has none), if the copy
-    /// is this user as this login leaves them.
-    fn copy(&self, copy: &[u8]) -> Option<User> {
+    /// The user in the caller's copy (empty when it has none; opened in
+    /// place), if the copy is this user as this login leaves them.
+    fn copy(&self, keys: &DataKeys, copy: &mut [u8]) -> Option<User> {
         if copy.is_empty() {
             return None;
         }
-        user_copy::decode(copy)
+        user_copy::decode(keys, copy, self.appid, self.openid)
             .filter(|user| user_copy::answers_login(user, self.appid, self.openid, self.unionid))
     }
 }
