@@ -36,6 +36,7 @@ pub mod journal;
 pub mod migration;
 pub mod personal;
 pub mod repo;
+pub mod reseal;
 pub mod service;
 
 pub use config::Config;
@@ -155,6 +156,12 @@ impl Application {
             self.availability.clone(),
         ));
         let pool_sampler = tokio::spawn(availability::sample_pool(self.db.clone()));
+        // Rows written before encryption are sealed while the service
+        // serves; a restart resumes where this stopped.
+        let sealing = tokio::spawn(reseal::encrypt_existing_in_background(
+            self.db.clone(),
+            self.sealer.clone(),
+        ));
 
         // Small messages: answering without Nagle's delay matters more than
         // packet count.
@@ -192,6 +199,7 @@ impl Application {
             );
         }
         readiness.abort();
+        sealing.abort();
         probe.abort();
         pool_sampler.abort();
         if self.probe_db.get_database_backend() != sea_orm::DbBackend::Sqlite
@@ -218,6 +226,39 @@ pub async fn migrate(database_url: &SecretString, connect_timeout: Duration) -> 
         tracing::warn!(error = %error::report(&error), "closing the database connection failed");
     }
     migrated
+}
+
+/// Which of the commands that seal stored rows to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reseal {
+    /// `wxlogin-user encrypt-existing`: seal rows written before encryption.
+    EncryptExisting,
+    /// `wxlogin-user rewrap`: seal again under the newest key.
+    Rewrap,
+}
+
+/// Brings the schema up to date, then runs `command` to the end; what
+/// `wxlogin-user encrypt-existing` and `wxlogin-user rewrap` run.
+pub async fn reseal(
+    command: Reseal,
+    database_url: &SecretString,
+    connect_timeout: Duration,
+    sealer: personal::Sealer,
+) -> Result<reseal::Report, Error> {
+    let db = connect(database_url, 1, connect_timeout, &Availability::new()).await?;
+    let done = async {
+        Migrator::up(&db, None).await.map_err(Error::Migrate)?;
+        let limit = reseal::Limit::default();
+        match command {
+            Reseal::EncryptExisting => reseal::encrypt_existing(&db, &sealer, limit).await,
+            Reseal::Rewrap => reseal::rewrap(&db, &sealer, limit).await,
+        }
+    }
+    .await;
+    if let Err(error) = db.close().await {
+        tracing::warn!(error = %error::report(&error), "closing the database connection failed");
+    }
+    done
 }
 
 /// A pool of `max_connections` to the database at `url`.

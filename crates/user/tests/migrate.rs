@@ -1,8 +1,11 @@
 //! Schema migrations, through the library and the `migrate` subcommand.
 
-use std::{process::Command, time::Duration};
+mod support;
+
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use support::run_binary;
 use wxlogin_common::SecretString;
 use wxlogin_testkit::TestDatabase;
 use wxlogin_user::fields::Field;
@@ -144,17 +147,6 @@ async fn the_users_table_has_the_documented_schema() {
         .await;
         assert_eq!(columns, 1, "{index}");
     }
-}
-
-fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wxlogin-user"))
-        .args(args)
-        .env_remove("USER_ADDR")
-        .env_remove("DB_MAX_CONNECTIONS")
-        .env_remove("DB_CONNECT_TIMEOUT_SECS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run wxlogin-user")
 }
 
 #[tokio::test]
