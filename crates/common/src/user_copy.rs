@@ -248,6 +248,56 @@ mod tests {
         assert!(super::decode(&other_keys, &mut copy.clone(), "wxapp", "o-1").is_none());
     }
 
+    /// The cost `GET /v1/me` pays for a sealed copy: `cargo test --release
+    /// -p wxlogin-common cost_of_opening -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_of_opening_a_copy() {
+        let user = User {
+            nickname: Some("微信用户 Nickname".into()),
+            avatar_url: Some(format!(
+                "https://thirdwx.qlogo.cn/mmopen/vi_32/{}/132",
+                "x".repeat(90)
+            )),
+            city: Some("Guangzhou".into()),
+            province: Some("Guangdong".into()),
+            country: Some("CN".into()),
+            language: Some("zh_CN".into()),
+            phone_number: Some("+86 13800138000".into()),
+            pure_phone_number: Some("13800138000".into()),
+            phone_country_code: Some("86".into()),
+            created_at: Some(prost_types::Timestamp::default()),
+            updated_at: Some(prost_types::Timestamp::default()),
+            ..user(Some("oUnion_0123456789abcdef"))
+        };
+        let keys = keys();
+        let copy = super::encode(&keys, &user).unwrap();
+        let plain = user.encode_to_vec();
+        const N: u32 = 200_000;
+        let mut buffer = copy.clone();
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            buffer.copy_from_slice(&copy);
+            assert!(super::decode(&keys, &mut buffer, "wxapp", "o-1").is_some());
+        }
+        let sealed = started.elapsed() / N;
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            assert!(User::decode(std::hint::black_box(&plain[..])).is_ok());
+        }
+        let clear = started.elapsed() / N;
+        let started = std::time::Instant::now();
+        for _ in 0..N / 10 {
+            assert!(super::encode(&keys, &user).is_ok());
+        }
+        let sealing = started.elapsed() / (N / 10);
+        println!(
+            "a copy of {} bytes ({} of protobuf): open + decode {sealed:?}, decode alone {clear:?}; seal {sealing:?}",
+            copy.len(),
+            plain.len()
+        );
+    }
+
     #[test]
     fn copies_of_another_format_are_no_copies() {
         let mut copy = encode(&user(None));
