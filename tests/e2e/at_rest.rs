@@ -119,14 +119,10 @@ async fn personal_data_is_stored_sealed_and_still_answered() {
     // and not in Redis (the user copy, nor any other key).
     if let Some(redis) = &app.redis {
         let key = wxlogin_common::user_copy::key(redis.prefix(), &minted.appid, &minted.openid);
-        let client = redis::Client::open(redis.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let copy: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
+        let copy = redis
+            .get(&key)
             .await
-            .unwrap();
-        let copy = copy.expect("the user service wrote the user's copy");
+            .expect("the user service wrote the user's copy");
         assert_eq!(copy[0], 2, "the copy's version");
         for (key, value) in redis.dump().await {
             let value = value.unwrap_or_default();
