@@ -330,11 +330,14 @@ async fn a_deletion_racing_logins_of_the_same_user_leaves_no_orphan_and_no_copy(
                 wxlogin_tests::DEFAULT_APPID,
                 &openid,
             );
-            for (key, value) in redis.dump().await {
-                if key == copy {
-                    let user = wxlogin_common::user_copy::decode(value.unwrap().as_bytes());
-                    assert_ne!(user.map(|user| user.id), u64::try_from(deleted_id).ok());
-                }
+            if let Some(mut copy) = redis.get(&copy).await {
+                let user = wxlogin_common::user_copy::decode(
+                    &wxlogin_testkit::credential::data_keys(),
+                    &mut copy,
+                    wxlogin_tests::DEFAULT_APPID,
+                    &openid,
+                );
+                assert_ne!(user.map(|user| user.id), u64::try_from(deleted_id).ok());
             }
         }
         // And the user can log in, as whoever the database holds.

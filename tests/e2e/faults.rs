@@ -17,7 +17,7 @@ use std::{
 
 use wxlogin_testkit::{
     TestDatabase, TestRedisPrefix,
-    credential::{INTERNAL_SECRET, INTERNAL_USER_SECRET},
+    credential::{DATA_ENCRYPTION_KEYS, DATA_INDEX_KEY, INTERNAL_SECRET, INTERNAL_USER_SECRET},
 };
 use wxlogin_tests::{DEFAULT_APPID, DEFAULT_SECRET, TestApp};
 use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
@@ -337,6 +337,8 @@ impl Stack {
             ("AUTH_URL", auth_url.clone()),
             ("REDIS_URL", redis.url().to_owned()),
             ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
+            ("DATA_INDEX_KEY", DATA_INDEX_KEY.to_owned()),
         ];
         user_env.extend(secrets());
         let gateway_env = vec![
@@ -348,6 +350,7 @@ impl Stack {
                 upstream_timeout.as_millis().to_string(),
             ),
             ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
         ];
         let metrics =
             metrics.then(|| [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port()))));

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod account;
+mod at_rest;
 mod compose;
 mod errors;
 mod faults;

@@ -546,7 +546,7 @@ async fn one_unionid_links_a_person_across_mini_programs() {
     assert!(apps.contains(&OTHER_APPID));
 }
 
-/// The user's row as the database holds it.
+/// The user's row as the database holds it, its sealed values opened.
 async fn row_of(app: &TestApp, appid: &str, openid: &str) -> wxlogin_user::entity::user::Model {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use wxlogin_user::entity::user;
@@ -559,7 +559,12 @@ async fn row_of(app: &TestApp, appid: &str, openid: &str) -> wxlogin_user::entit
         .expect("read the user")
         .expect("the user exists");
     drop(db.close().await);
-    row
+    wxlogin_user::personal::Sealer::new(
+        wxlogin_testkit::credential::data_keys(),
+        wxlogin_testkit::credential::index_key(),
+    )
+    .reveal(row)
+    .expect("the row opens")
 }
 
 #[tokio::test]

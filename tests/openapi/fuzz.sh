@@ -61,6 +61,9 @@ sim_port=$(free_port)
 export GATEWAY_ADDR="127.0.0.1:$gateway_port" SIM_ADDR="127.0.0.1:$sim_port"
 export DATABASE_URL=${WXLOGIN_FUZZ_DATABASE_URL:-"sqlite://$work/wxlogin.sqlite3"}
 export REDIS_URL=$redis_url REDIS_KEY_PREFIX=$prefix
+# Test keys (on SQLite the binary would make its own; on MySQL it needs them).
+export DATA_ENCRYPTION_KEYS=fuzz:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
+export DATA_INDEX_KEY=ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=
 export RUST_LOG=${RUST_LOG:-warn}
 "$bin" >"$work/wxlogin.log" 2>&1 &
 pid=$!

@@ -21,7 +21,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter, prelude::*};
 use wxlogin_testkit::{
     Proxy, TestDatabase, TestRedisPrefix,
-    credential::{INTERNAL_SECRET, INTERNAL_USER_SECRET},
+    credential::{DATA_ENCRYPTION_KEYS, DATA_INDEX_KEY, INTERNAL_SECRET, INTERNAL_USER_SECRET},
 };
 
 use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
@@ -145,7 +145,7 @@ impl TestSqlite {
 
 impl Drop for TestSqlite {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", ".keys"] {
             let mut path = self.path.clone().into_os_string();
             path.push(suffix);
             drop(std::fs::remove_file(path));
@@ -632,6 +632,8 @@ fn user_config(
         ("REDIS_KEY_PREFIX", redis_prefix.to_owned()),
         ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+        ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
+        ("DATA_INDEX_KEY", DATA_INDEX_KEY.to_owned()),
     ])))
     .expect("user config")
 }
@@ -695,6 +697,7 @@ fn gateway_config(
         ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
         ("PROXY_ROUTES", options.proxy_routes.clone()),
         ("PROXY_TIMEOUT_MS", options.proxy_timeout_ms.to_string()),
+        ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
     ])))
     .expect("gateway config")
 }

@@ -206,6 +206,10 @@ async function startService() {
       REDIS_URL: redis,
       RUST_LOG: 'warn',
       PROXY_ROUTES: `/api/=${upstream.url}`,
+      // Test keys (on SQLite the binary would make its own; on MySQL it
+      // needs them).
+      DATA_ENCRYPTION_KEYS: 'client:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=',
+      DATA_INDEX_KEY: 'ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=',
     };
     if (redisPrefix) env.REDIS_KEY_PREFIX = redisPrefix;
     child = spawn(bin, [], { cwd: tempDir, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -216,7 +216,7 @@ async fn a_login_brings_the_users_copy_and_journals_the_logins_it_answers() {
         (&with, Some("u-1"), true),
         (&with, None, true),
     ] {
-        let bytes = user_copy::encode(copy);
+        let bytes = user_copy::encode(&wxlogin_testkit::credential::data_keys(), copy).unwrap();
         redis(redis::cmd("SET").arg(&key).arg(&bytes)).await;
         assert_eq!(
             user_copy::answers_login(copy, DEFAULT_APPID, &openid, unionid),

@@ -458,6 +458,10 @@ pub struct Stack {
 /// deployment on loopback).
 const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789abcdef";
 const INTERNAL_USER_SECRET: &str = "bench-user-secret-0123456789abcdef0123";
+/// The data keys of the benchmark's user service and gateway (personal
+/// data is sealed as in production, so the benchmark counts its cost).
+const DATA_ENCRYPTION_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const DATA_INDEX_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 /// Starts the simulator, auth, user and gateway on free loopback ports,
 /// against `database_url` and the environment's Redis prefix, and waits
@@ -528,6 +532,8 @@ pub async fn start_services(
             ("REDIS_KEY_PREFIX", env.redis_prefix().to_owned()),
             ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
             ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
+            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
+            ("DATA_INDEX_KEY", DATA_INDEX_KEY.to_owned()),
         ],
     )?;
     env.spawn(
@@ -540,6 +546,7 @@ pub async fn start_services(
             ("AUTH_URL", auth),
             ("USER_URL", user),
             ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
+            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
         ],
     )?;
     let readyz = format!("{gateway}/readyz");

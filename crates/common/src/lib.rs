@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod data_crypto;
 pub mod grpc;
 pub mod metrics;
 pub mod redis_guard;

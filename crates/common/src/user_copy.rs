@@ -7,8 +7,14 @@
 //! bytes; the gateway turns it into the JSON it answers.
 //!
 //! A copy is one version byte, one flags byte, then the protobuf encoding
-//! of `wxlogin.user.v1.User`. The flags let the session script (Lua, inside
-//! Redis) apply [`answers_login`] without decoding the protobuf.
+//! of `wxlogin.user.v1.User` sealed under the data keys
+//! ([`crate::data_crypto`]; additional data: the version, the flags, the
+//! appid and the openid), so Redis holds no personal data in the clear and
+//! a copy moved under another user's key does not open. The version and
+//! the flags stay in the clear: they let the session script (Lua, inside
+//! Redis) apply [`answers_login`] without the keys. Whoever reads a copy
+//! (the gateway, the user service) needs `DATA_ENCRYPTION_KEYS`; the auth
+//! service only carries the bytes.
 //!
 //! The journal is a Redis stream: an entry per login that a copy answered
 //! (appid, openid, Unix milliseconds), appended in the same atomic script
@@ -21,11 +27,14 @@ use std::time::Duration;
 use prost::Message;
 use wxlogin_proto::user::v1::User;
 
+use crate::data_crypto::{DataKeys, SealError};
+
 /// How long a copy lives after its last write.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The format of the copies this build writes and reads.
-const VERSION: u8 = 1;
+/// The format of the copies this build writes and reads (1 was the
+/// protobuf in the clear).
+const VERSION: u8 = 2;
 /// Flag: the user has a unionid, so no login can backfill one.
 const HAS_UNIONID: u8 = 1;
 /// Flag: the user is blocked, so the copy answers no login (the user
@@ -113,8 +122,13 @@ pub fn check_key_prefix(prefix: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `user` as its copy is stored.
-pub fn encode(user: &User) -> Vec<u8> {
+/// What binds a copy's sealed body to its header and its user.
+fn aad<'a>(header: &'a [u8; 2], appid: &'a str, openid: &'a str) -> [&'a [u8]; 4] {
+    [b"user copy", header, appid.as_bytes(), openid.as_bytes()]
+}
+
+/// `user` as its copy is stored: the header, then the sealed protobuf.
+pub fn encode(keys: &DataKeys, user: &User) -> Result<Vec<u8>, SealError> {
     let mut flags = 0;
     if user.unionid.is_some() {
         flags |= HAS_UNIONID;
@@ -122,18 +136,27 @@ pub fn encode(user: &User) -> Vec<u8> {
     if user.blocked {
         flags |= BLOCKED;
     }
-    let mut bytes = Vec::with_capacity(2 + user.encoded_len());
-    bytes.extend_from_slice(&[VERSION, flags]);
-    // Writing into a Vec cannot run out of room.
-    let _ = user.encode(&mut bytes);
-    bytes
+    let header = [VERSION, flags];
+    let len = user.encoded_len();
+    let mut bytes = Vec::with_capacity(2 + crate::data_crypto::sealed_len_max(len));
+    bytes.extend_from_slice(&header);
+    keys.seal_into(
+        &aad(&header, &user.appid, &user.openid),
+        &mut bytes,
+        |body| {
+            // Writing into a Vec cannot run out of room.
+            let _ = user.encode(body);
+        },
+    )?;
+    Ok(bytes)
 }
 
-/// The user a stored copy holds; `None` (logged) when it is not a copy this
-/// build can read, which callers treat as no copy.
-pub fn decode(copy: &[u8]) -> Option<User> {
-    let body = match copy {
-        [VERSION, _, body @ ..] => body,
+/// The user a copy stored under the key of (appid, openid) holds, opened
+/// in place (the bytes are overwritten); `None` (logged) when it is not a
+/// copy this build can read, which callers treat as no copy.
+pub fn decode(keys: &DataKeys, copy: &mut [u8], appid: &str, openid: &str) -> Option<User> {
+    let (header, sealed) = match copy {
+        [VERSION, flags, sealed @ ..] => ([VERSION, *flags], sealed),
         // Written by an earlier build (during an upgrade): the user's next
         // login or write replaces it, or it expires.
         _ => {
@@ -141,6 +164,10 @@ pub fn decode(copy: &[u8]) -> Option<User> {
             return None;
         }
     };
+    let body = keys
+        .open(&aad(&header, appid, openid), sealed)
+        .inspect_err(|error| tracing::warn!(%error, "the cached user does not open; ignoring it"))
+        .ok()?;
     User::decode(body)
         .inspect_err(|error| tracing::warn!(%error, "the cached user does not decode; ignoring it"))
         .ok()
@@ -164,7 +191,7 @@ pub fn answers_login(user: &User, appid: &str, openid: &str, unionid: Option<&st
 /// when the login has none.
 pub const ANSWERS_LOGIN_LUA: &str = r"
 local function answers_login(copy, unionid)
-  if string.byte(copy, 1) ~= 1 then return false end
+  if string.byte(copy, 1) ~= 2 then return false end
   local flags = string.byte(copy, 2) or 0
   if math.floor(flags / 2) % 2 == 1 then return false end
   return unionid == '' or flags % 2 == 1
@@ -189,7 +216,21 @@ pub mod journal_field {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    fn keys() -> DataKeys {
+        DataKeys::parse("k:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+    }
+
+    fn encode(user: &User) -> Vec<u8> {
+        super::encode(&keys(), user).unwrap()
+    }
+
+    fn decode(copy: &[u8]) -> Option<User> {
+        super::decode(&keys(), &mut copy.to_vec(), "wxapp", "o-1")
+    }
 
     fn user(unionid: Option<&str>) -> User {
         User {
@@ -221,6 +262,80 @@ mod tests {
             let user = user(unionid);
             assert_eq!(decode(&encode(&user)), Some(user));
         }
+    }
+
+    #[test]
+    fn the_session_script_checks_this_builds_version() {
+        assert!(ANSWERS_LOGIN_LUA.contains(&format!("string.byte(copy, 1) ~= {VERSION} then")));
+    }
+
+    #[test]
+    fn a_copy_holds_nothing_in_the_clear_and_opens_only_as_its_user() {
+        let copy = encode(&User {
+            nickname: Some("Nick-Of-Test".into()),
+            ..user(Some("u-1"))
+        });
+
+        assert_eq!(copy[..2], [VERSION, HAS_UNIONID]);
+        for clear in [&b"Nick-Of-Test"[..], b"wxapp", b"o-1", b"u-1"] {
+            assert!(!copy.windows(clear.len()).any(|w| w == clear));
+        }
+        assert!(super::decode(&keys(), &mut copy.clone(), "wxapp", "o-2").is_none());
+        let mut flags_cleared = copy.clone();
+        flags_cleared[1] = 0;
+        assert_eq!(decode(&flags_cleared), None);
+        let other_keys = DataKeys::parse("k:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=").unwrap();
+        assert!(super::decode(&other_keys, &mut copy.clone(), "wxapp", "o-1").is_none());
+    }
+
+    /// The cost `GET /v1/me` pays for a sealed copy: `cargo test --release
+    /// -p wxlogin-common cost_of_opening -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_of_opening_a_copy() {
+        let user = User {
+            nickname: Some("微信用户 Nickname".into()),
+            avatar_url: Some(format!(
+                "https://thirdwx.qlogo.cn/mmopen/vi_32/{}/132",
+                "x".repeat(90)
+            )),
+            city: Some("Guangzhou".into()),
+            province: Some("Guangdong".into()),
+            country: Some("CN".into()),
+            language: Some("zh_CN".into()),
+            phone_number: Some("+86 13800138000".into()),
+            pure_phone_number: Some("13800138000".into()),
+            phone_country_code: Some("86".into()),
+            created_at: Some(prost_types::Timestamp::default()),
+            updated_at: Some(prost_types::Timestamp::default()),
+            ..user(Some("oUnion_0123456789abcdef"))
+        };
+        let keys = keys();
+        let copy = super::encode(&keys, &user).unwrap();
+        let plain = user.encode_to_vec();
+        const N: u32 = 200_000;
+        let mut buffer = copy.clone();
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            buffer.copy_from_slice(&copy);
+            assert!(super::decode(&keys, &mut buffer, "wxapp", "o-1").is_some());
+        }
+        let sealed = started.elapsed() / N;
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            assert!(User::decode(std::hint::black_box(&plain[..])).is_ok());
+        }
+        let clear = started.elapsed() / N;
+        let started = std::time::Instant::now();
+        for _ in 0..N / 10 {
+            assert!(super::encode(&keys, &user).is_ok());
+        }
+        let sealing = started.elapsed() / (N / 10);
+        println!(
+            "a copy of {} bytes ({} of protobuf): open + decode {sealed:?}, decode alone {clear:?}; seal {sealing:?}",
+            copy.len(),
+            plain.len()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use wxlogin_common::{
     SecretString,
     config::{ConfigError, Env, Source, optional, parsed},
+    data_crypto::DataKeys,
     grpc,
 };
 
@@ -34,6 +35,9 @@ pub struct Config {
     /// `PROXY_TIMEOUT_MS`: how long a proxied request may take, answer
     /// included.
     pub proxy_timeout: Duration,
+    /// `DATA_ENCRYPTION_KEYS`: the keys that open the user copies sessions
+    /// come with (required; the user service's).
+    pub data_keys: DataKeys,
 }
 
 impl Config {
@@ -75,6 +79,7 @@ impl Config {
                 .map_err(|message: String| ConfigError::invalid("PROXY_ROUTES", message))?
                 .unwrap_or_default(),
             proxy_timeout: Duration::from_millis(parsed(source, "PROXY_TIMEOUT_MS", 30_000)?),
+            data_keys: DataKeys::required(source)?,
         };
         if config.proxy_timeout.is_zero() {
             return Err(ConfigError::invalid("PROXY_TIMEOUT_MS", "must be above 0"));
@@ -98,10 +103,16 @@ mod tests {
 
     /// `pairs` over a configuration that has the internal secret.
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut all = vec![(
-            grpc::INTERNAL_SECRET,
-            "internal-secret-0123456789abcdef0123",
-        )];
+        let mut all = vec![
+            (
+                grpc::INTERNAL_SECRET,
+                "internal-secret-0123456789abcdef0123",
+            ),
+            (
+                wxlogin_common::data_crypto::KEYS_VAR,
+                "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+        ];
         all.extend_from_slice(pairs);
         Config::from_source(&wxlogin_common::config::Map::new(&all))
     }
@@ -129,6 +140,8 @@ mod tests {
             (grpc::INTERNAL_SECRET, "too-short"),
             (grpc::INTERNAL_SECRET, ""),
             ("TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
+            (wxlogin_common::data_crypto::KEYS_VAR, ""),
+            (wxlogin_common::data_crypto::KEYS_VAR, "k1"),
         ] {
             let error = config(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{error}");

@@ -66,6 +66,8 @@ pub struct AppState {
     trusted_proxies: Arc<client_ip::TrustedProxies>,
     /// Proxy mode, when `PROXY_ROUTES` names any route.
     proxy: Option<Arc<proxy::Proxy>>,
+    /// What the user copies that come with sessions are sealed with.
+    keys: wxlogin_common::data_crypto::DataKeys,
 }
 
 /// The result of one readiness check, as `/readyz` shows it.
@@ -173,6 +175,7 @@ impl Application {
             auth: upstream("AUTH_URL", "auth", &config.auth_url, &config)?,
             user: upstream("USER_URL", "user", &config.user_url, &config)?,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            keys: config.data_keys.clone(),
             proxy: match config.proxy_routes.is_empty() {
                 true => None,
                 false => Some(Arc::new(

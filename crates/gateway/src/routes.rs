@@ -247,12 +247,12 @@ async fn log_in(
     if let Some(client) = client {
         wxlogin_common::grpc::set_client_ip(&mut request, client);
     }
-    let login = state.auth().login(request).await?.into_inner();
+    let mut login = state.auth().login(request).await?.into_inner();
     // A returning user whom the login changes in nothing stored: the copy
     // auth read with the session is the answer, and auth journaled the
     // login for the user service to record.
     if login.login_recorded
-        && let Some(user) = user_copy::decode(&login.user_copy)
+        && let Some(user) = state.open_copy(&mut login.user_copy, login.session.as_ref())
     {
         audit_login(&request_id, &user, false);
         return Ok(Json(LoginOutput {
@@ -309,12 +309,6 @@ fn audit_login(request_id: &RequestId, user: &user::User, created: bool) {
         created,
         request_id = request_id.as_str()
     );
-}
-
-/// The id of a validated session's user, when the session came with the
-/// user's copy (for audit events; `None` otherwise).
-fn user_id_of(validated: &wxlogin_proto::auth::v1::ValidateSessionResponse) -> Option<u64> {
-    user_copy::decode(&validated.user_copy).map(|user| user.id)
 }
 
 /// Delete the user's account: every session (this one too), the stored
@@ -460,17 +454,39 @@ impl AppState {
         Ok(headers)
     }
 
+    /// The user in the copy that came with `session` (opened in place);
+    /// `None` when there is none this build can open.
+    fn open_copy(
+        &self,
+        copy: &mut [u8],
+        session: Option<&wxlogin_proto::auth::v1::Session>,
+    ) -> Option<user::User> {
+        let session = session?;
+        user_copy::decode(&self.keys, copy, &session.appid, &session.openid)
+    }
+
+    /// The id of a validated session's user, when the session came with the
+    /// user's copy (for audit events; `None` otherwise). Opens the copy in
+    /// place.
+    fn user_id_of(
+        &self,
+        validated: &mut wxlogin_proto::auth::v1::ValidateSessionResponse,
+    ) -> Option<u64> {
+        self.open_copy(&mut validated.user_copy, validated.session.as_ref())
+            .map(|user| user.id)
+    }
+
     /// The user of a validated session: the copy that came with it, else
     /// the user service's row.
     async fn user_of(
         &self,
         request_id: &RequestId,
-        validated: wxlogin_proto::auth::v1::ValidateSessionResponse,
+        mut validated: wxlogin_proto::auth::v1::ValidateSessionResponse,
     ) -> Result<user::User, ApiError> {
         // The session usually comes with the user service's copy of its
         // user: then neither the user service nor MySQL is asked.
         if !validated.user_copy.is_empty()
-            && let Some(user) = user_copy::decode(&validated.user_copy)
+            && let Some(user) = self.open_copy(&mut validated.user_copy, validated.session.as_ref())
         {
             return Ok(user);
         }
@@ -533,8 +549,8 @@ pub(crate) async fn logout(
     BearerToken(token): BearerToken,
     input: Option<Body<LogoutInput>>,
 ) -> Result<StatusCode, ApiError> {
-    let validated = state.validated(&request_id, token.clone()).await?;
-    let user_id = user_id_of(&validated);
+    let mut validated = state.validated(&request_id, token.clone()).await?;
+    let user_id = state.user_id_of(&mut validated);
     if input.is_some_and(|Body(input)| input.all) {
         let session = validated.session.ok_or_else(|| missing("session"))?;
         let request = RevokeSessionsRequest {
@@ -663,8 +679,8 @@ pub(crate) async fn end_session(
     BearerToken(token): BearerToken,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let validated = state.validated(&request_id, token).await?;
-    let user_id = user_id_of(&validated);
+    let mut validated = state.validated(&request_id, token).await?;
+    let user_id = state.user_id_of(&mut validated);
     let session = validated.session.ok_or_else(|| missing("session"))?;
     let request = RevokeSessionsRequest {
         appid: session.appid,

@@ -12,6 +12,25 @@ pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789abcdef";
 /// `INTERNAL_USER_SECRET` of every test deployment.
 pub const INTERNAL_USER_SECRET: &str = "test-user-secret-0123456789abcdef0123";
 
+/// `DATA_ENCRYPTION_KEYS` of every test deployment: two keys, so that every
+/// test runs with a key to rotate from (`test-b` seals).
+pub const DATA_ENCRYPTION_KEYS: &str = "test-b:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=,\
+     test-a:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// `DATA_INDEX_KEY` of every test deployment.
+pub const DATA_INDEX_KEY: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
+
+/// [`DATA_ENCRYPTION_KEYS`], parsed.
+pub fn data_keys() -> wxlogin_common::data_crypto::DataKeys {
+    wxlogin_common::data_crypto::DataKeys::parse(DATA_ENCRYPTION_KEYS)
+        .unwrap_or_else(|error| panic!("the test keys: {error}"))
+}
+
+/// [`DATA_INDEX_KEY`], parsed.
+pub fn index_key() -> wxlogin_common::data_crypto::IndexKey {
+    wxlogin_common::data_crypto::IndexKey::parse(DATA_INDEX_KEY)
+        .unwrap_or_else(|error| panic!("the test index key: {error}"))
+}
+
 /// Presents a credential on every call.
 #[derive(Clone)]
 pub struct Credential(AsciiMetadataValue);

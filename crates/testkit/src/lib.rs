@@ -181,6 +181,15 @@ impl TestRedisPrefix {
         out
     }
 
+    /// The raw bytes of one string key (under the prefix or not).
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let redis = connect(&self.url).await;
+        redis
+            .run(async |conn| redis::cmd("GET").arg(key).query_async(conn).await)
+            .await
+            .expect("GET")
+    }
+
     /// Deletes one key (under the prefix or not).
     pub async fn delete(&self, key: &str) {
         let redis = connect(&self.url).await;

@@ -22,6 +22,7 @@ use std::{
 };
 
 use wxlogin_common::{
+    data_crypto::DataKeys,
     redis_guard::{RedisGuard, WeakRedisGuard},
     user_copy::{self, TTL},
 };
@@ -37,6 +38,8 @@ use wxlogin_common::user_copy::key;
 pub struct UserCache {
     redis: RedisGuard,
     prefix: String,
+    /// What the copies are sealed with (see `wxlogin_common::user_copy`).
+    keys: DataKeys,
     /// Keys of copies a write could not replace while Redis was down.
     stale: Arc<Mutex<HashSet<String>>>,
 }
@@ -54,7 +57,11 @@ impl UserCache {
     /// while Redis is down.
     /// Must be called inside a tokio runtime (it starts the task that
     /// deletes stale copies when Redis is back).
-    pub fn connect(url: &str, prefix: String) -> Result<UserCache, redis::RedisError> {
+    pub fn connect(
+        url: &str,
+        prefix: String,
+        keys: DataKeys,
+    ) -> Result<UserCache, redis::RedisError> {
         let redis = RedisGuard::connect_lazy(url)?;
         let stale = Arc::new(Mutex::new(HashSet::new()));
         tokio::spawn(delete_stale_on_recovery(
@@ -65,6 +72,7 @@ impl UserCache {
         Ok(UserCache {
             redis,
             prefix,
+            keys,
             stale,
         })
     }
@@ -74,13 +82,19 @@ impl UserCache {
         &self.redis
     }
 
-    /// Writes `user`'s copy (only if there is none when `only_new`), unless
-    /// the user was deleted: `Ok(1)` written, `Ok(0)` there was one
-    /// (`only_new`), `Ok(-1)` deleted (see [`user_copy::WRITE_COPY_LUA`]).
-    async fn write(&self, key: &str, user: &User, only_new: bool) -> redis::RedisResult<i64> {
+    /// Writes `body`, the copy of `user`, at `key` (only if there is none
+    /// when `only_new`), unless the user was deleted: `Ok(1)` written,
+    /// `Ok(0)` there was one (`only_new`), `Ok(-1)` deleted (see
+    /// [`user_copy::WRITE_COPY_LUA`]).
+    async fn write(
+        &self,
+        key: &str,
+        user: &User,
+        body: &[u8],
+        only_new: bool,
+    ) -> redis::RedisResult<i64> {
         static WRITE: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(user_copy::WRITE_COPY_LUA));
-        let body = user_copy::encode(user);
         let tombstone = user_copy::tombstone_key(&self.prefix, &user.appid, &user.openid);
         self.redis
             .run(async |conn| {
@@ -88,7 +102,7 @@ impl UserCache {
                     .key(key)
                     .key(&tombstone)
                     .arg(user.id)
-                    .arg(&body)
+                    .arg(body)
                     .arg(TTL.as_secs())
                     .arg(if only_new { "1" } else { "0" })
                     .invoke_async(conn)
@@ -101,7 +115,15 @@ impl UserCache {
     /// user was deleted meanwhile (no copy is written then).
     pub async fn written(&self, user: &User) -> Written {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        let error = match self.write(&key, user, false).await {
+        let body = match user_copy::encode(&self.keys, user) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not seal the cached user; dropping the copy");
+                self.drop_copy(key).await;
+                return Written::Kept;
+            }
+        };
+        let error = match self.write(&key, user, &body, false).await {
             Ok(-1) => return Written::Deleted,
             Ok(_) => return Written::Kept,
             Err(error) => error,
@@ -113,6 +135,12 @@ impl UserCache {
             return Written::Kept;
         }
         tracing::warn!(%error, "could not write the cached user; dropping the copy");
+        self.drop_copy(key).await;
+        Written::Kept
+    }
+
+    /// Deletes the copy at `key`, or remembers it to delete later.
+    async fn drop_copy(&self, key: String) {
         let deleted: redis::RedisResult<()> = self
             .redis
             .run(async |conn| redis::cmd("DEL").arg(&key).query_async(conn).await)
@@ -120,7 +148,6 @@ impl UserCache {
         if deleted.is_err() {
             self.remember_stale(key);
         }
-        Written::Kept
     }
 
     fn remember_stale(&self, key: String) {
@@ -140,7 +167,11 @@ impl UserCache {
     /// none (and the user was not deleted).
     pub async fn looked_up(&self, user: &User) {
         let key = key(&self.prefix, &user.appid, &user.openid);
-        if let Err(error) = self.write(&key, user, true).await {
+        let Ok(body) = user_copy::encode(&self.keys, user) else {
+            // The next write or lookup adds it.
+            return;
+        };
+        if let Err(error) = self.write(&key, user, &body, true).await {
             tracing::debug!(%error, "could not add the cached user");
         }
     }

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use wxlogin_common::{
     SecretString,
     config::{self, ConfigError, Source},
+    data_crypto::{DataKeys, IndexKey},
     grpc,
 };
 
@@ -55,6 +56,12 @@ pub struct Config {
     pub internal_user_secret: SecretString,
     /// `UPSTREAM_CONNECTIONS`: HTTP/2 connections to auth.
     pub upstream_connections: usize,
+    /// `DATA_ENCRYPTION_KEYS`: the keys personal data and the user copies
+    /// are sealed with (required).
+    pub data_keys: DataKeys,
+    /// `DATA_INDEX_KEY`: the key of the phone numbers' blind index
+    /// (required).
+    pub index_key: IndexKey,
 }
 
 impl Config {
@@ -141,7 +148,15 @@ impl Config {
             internal_secret: grpc::secret(source, grpc::INTERNAL_SECRET)?,
             internal_user_secret: grpc::secret(source, grpc::INTERNAL_USER_SECRET)?,
             upstream_connections: grpc::connections(source)?,
+            data_keys: DataKeys::required(source)?,
+            index_key: IndexKey::required(source)?,
         })
+    }
+
+    /// What `wxlogin-user encrypt-existing` and `rewrap` need: the database
+    /// and the keys.
+    pub fn keys(source: &dyn Source) -> Result<(DataKeys, IndexKey), ConfigError> {
+        Ok((DataKeys::required(source)?, IndexKey::required(source)?))
     }
 }
 
@@ -150,9 +165,18 @@ mod tests {
     use super::*;
     use wxlogin_common::ExposeSecret;
 
-    /// `pairs` over an environment that has the internal secrets.
+    /// `pairs` over an environment that has the internal secrets and the
+    /// data keys.
     fn source(pairs: &[(&str, &str)]) -> wxlogin_common::config::Map {
         let mut all = vec![
+            (
+                wxlogin_common::data_crypto::KEYS_VAR,
+                "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            (
+                wxlogin_common::data_crypto::INDEX_KEY_VAR,
+                "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
+            ),
             (
                 grpc::INTERNAL_SECRET,
                 "internal-secret-0123456789abcdef0123",
@@ -206,6 +230,9 @@ mod tests {
             ("DB_CONNECT_TIMEOUT_SECS", "0"),
             (grpc::INTERNAL_SECRET, "short"),
             (grpc::INTERNAL_USER_SECRET, ""),
+            (wxlogin_common::data_crypto::KEYS_VAR, ""),
+            (wxlogin_common::data_crypto::KEYS_VAR, "k1:short"),
+            (wxlogin_common::data_crypto::INDEX_KEY_VAR, ""),
         ] {
             let error = Config::from_source(&source(&[(name, value)])).unwrap_err();
 
@@ -223,5 +250,6 @@ mod tests {
         let config = Config::from_source(&env).unwrap();
 
         assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{config:?}").contains("AAECAwQF"));
     }
 }

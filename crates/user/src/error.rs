@@ -56,6 +56,16 @@ pub enum Error {
     InvalidAuthUrl,
     #[error("REDIS_URL is not a valid Redis URL")]
     InvalidRedisUrl,
+    /// A sealed value of `users` does not open: a key missing from
+    /// `DATA_ENCRYPTION_KEYS`, or a value tampered with or moved.
+    #[error("cannot open users.{column}")]
+    Open {
+        column: &'static str,
+        #[source]
+        source: wxlogin_common::data_crypto::OpenError,
+    },
+    #[error("cannot seal personal data")]
+    Seal(#[source] wxlogin_common::data_crypto::SealError),
 }
 
 impl Error {
@@ -173,7 +183,9 @@ impl From<Error> for Status {
             | Error::Bind { .. }
             | Error::Serve(_)
             | Error::InvalidAuthUrl
-            | Error::InvalidRedisUrl => {
+            | Error::InvalidRedisUrl
+            | Error::Open { .. }
+            | Error::Seal(_) => {
                 tracing::error!(error = %report(&error), "request failed");
                 Reason::Internal.status("internal error")
             }

@@ -34,7 +34,9 @@ pub mod error;
 pub mod fields;
 pub mod journal;
 pub mod migration;
+pub mod personal;
 pub mod repo;
+pub mod reseal;
 pub mod service;
 
 pub use config::Config;
@@ -59,6 +61,7 @@ pub struct Application {
     watermark_max_age: Option<Duration>,
     cache: Option<cache::UserCache>,
     redis_key_prefix: String,
+    sealer: personal::Sealer,
 }
 
 /// How long stopping waits for the login journal's reader to store the
@@ -114,12 +117,17 @@ impl Application {
             watermark_max_age: config.watermark_max_age,
             cache: match &config.redis_url {
                 Some(url) => Some(
-                    cache::UserCache::connect(url.expose_secret(), config.redis_key_prefix.clone())
-                        .map_err(|_| Error::InvalidRedisUrl)?,
+                    cache::UserCache::connect(
+                        url.expose_secret(),
+                        config.redis_key_prefix.clone(),
+                        config.data_keys.clone(),
+                    )
+                    .map_err(|_| Error::InvalidRedisUrl)?,
                 ),
                 None => None,
             },
             redis_key_prefix: config.redis_key_prefix,
+            sealer: personal::Sealer::new(config.data_keys, config.index_key),
         })
     }
 
@@ -136,7 +144,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let repo = UserRepo::new(self.db.clone(), self.availability.clone());
+        let repo = UserRepo::new(
+            self.db.clone(),
+            self.availability.clone(),
+            self.sealer.clone(),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         let readiness = tokio::spawn(report_readiness(health, self.availability.watch()));
         let probe = tokio::spawn(availability::probe(
@@ -144,6 +156,12 @@ impl Application {
             self.availability.clone(),
         ));
         let pool_sampler = tokio::spawn(availability::sample_pool(self.db.clone()));
+        // Rows written before encryption are sealed while the service
+        // serves; a restart resumes where this stopped.
+        let sealing = tokio::spawn(reseal::encrypt_existing_in_background(
+            self.db.clone(),
+            self.sealer.clone(),
+        ));
 
         // Small messages: answering without Nagle's delay matters more than
         // packet count.
@@ -155,7 +173,13 @@ impl Application {
                 journal::Journal::new(cache.guard().clone(), &self.redis_key_prefix, repo.clone());
             tokio::spawn(journal.run(journal_stopped))
         });
-        let api = UserApi::new(repo, self.auth, self.watermark_max_age, self.cache);
+        let api = UserApi::new(
+            repo,
+            self.auth,
+            self.watermark_max_age,
+            self.cache,
+            self.sealer.keys().clone(),
+        );
         let served = wxlogin_common::grpc::server()
             .layer(wxlogin_common::metrics::grpc_server_layer("user"))
             .layer(wxlogin_common::request_id::grpc_trace_layer("user"))
@@ -175,6 +199,7 @@ impl Application {
             );
         }
         readiness.abort();
+        sealing.abort();
         probe.abort();
         pool_sampler.abort();
         if self.probe_db.get_database_backend() != sea_orm::DbBackend::Sqlite
@@ -201,6 +226,39 @@ pub async fn migrate(database_url: &SecretString, connect_timeout: Duration) -> 
         tracing::warn!(error = %error::report(&error), "closing the database connection failed");
     }
     migrated
+}
+
+/// Which of the commands that seal stored rows to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reseal {
+    /// `wxlogin-user encrypt-existing`: seal rows written before encryption.
+    EncryptExisting,
+    /// `wxlogin-user rewrap`: seal again under the newest key.
+    Rewrap,
+}
+
+/// Brings the schema up to date, then runs `command` to the end; what
+/// `wxlogin-user encrypt-existing` and `wxlogin-user rewrap` run.
+pub async fn reseal(
+    command: Reseal,
+    database_url: &SecretString,
+    connect_timeout: Duration,
+    sealer: personal::Sealer,
+) -> Result<reseal::Report, Error> {
+    let db = connect(database_url, 1, connect_timeout, &Availability::new()).await?;
+    let done = async {
+        Migrator::up(&db, None).await.map_err(Error::Migrate)?;
+        let limit = reseal::Limit::default();
+        match command {
+            Reseal::EncryptExisting => reseal::encrypt_existing(&db, &sealer, limit).await,
+            Reseal::Rewrap => reseal::rewrap(&db, &sealer, limit).await,
+        }
+    }
+    .await;
+    if let Err(error) = db.close().await {
+        tracing::warn!(error = %error::report(&error), "closing the database connection failed");
+    }
+    done
 }
 
 /// A pool of `max_connections` to the database at `url`.

@@ -1,9 +1,13 @@
 //! `wxlogin-user [serve]` migrates the database and serves (and its metrics
-//! at `METRICS_ADDR`) until SIGTERM or Ctrl-C; `wxlogin-user migrate` only migrates.
+//! at `METRICS_ADDR`) until SIGTERM or Ctrl-C; `wxlogin-user migrate` only
+//! migrates; `wxlogin-user encrypt-existing` seals the personal data of rows
+//! written before encryption (the service also does it at start-up) and
+//! `wxlogin-user rewrap` seals again under the newest key of
+//! `DATA_ENCRYPTION_KEYS`; both migrate first and print what they did.
 
 use std::process::ExitCode;
 
-use wxlogin_user::{Application, Config, error::report};
+use wxlogin_user::{Application, Config, Reseal, error::report};
 
 // The services' allocator: why, beside `mimalloc` in the workspace Cargo.toml.
 #[global_allocator]
@@ -30,9 +34,27 @@ async fn main() -> ExitCode {
             Ok((url, timeout)) => wxlogin_user::migrate(&url, timeout).await,
             Err(error) => return config_error(&error),
         },
+        Some(name @ ("encrypt-existing" | "rewrap")) => {
+            let command = if name == "rewrap" {
+                Reseal::Rewrap
+            } else {
+                Reseal::EncryptExisting
+            };
+            let env = wxlogin_common::config::Env;
+            let ((url, timeout), (keys, index)) =
+                match Config::database(&env).and_then(|db| Ok((db, Config::keys(&env)?))) {
+                    Ok(settings) => settings,
+                    Err(error) => return config_error(&error),
+                };
+            let sealer = wxlogin_user::personal::Sealer::new(keys, index);
+            wxlogin_user::reseal(command, &url, timeout, sealer)
+                .await
+                .map(|report| println!("wxlogin-user {name}: {report}"))
+        }
         Some(other) => {
             eprintln!(
-                "wxlogin-user: unknown command {other:?}; usage: wxlogin-user [serve|migrate]"
+                "wxlogin-user: unknown command {other:?}; \
+                 usage: wxlogin-user [serve|migrate|encrypt-existing|rewrap]"
             );
             return ExitCode::from(2);
         }

@@ -23,6 +23,7 @@ use crate::{
     entity::user,
     error::{Error, mysql_error_number},
     fields::Validated,
+    personal::{Personal, Sealer},
 };
 
 /// How many times the upsert is tried when InnoDB gives up on a lock.
@@ -38,6 +39,9 @@ const LOCK_CONFLICTS: [u16; 2] = [1205, 1213];
 pub struct UserRepo {
     db: DatabaseConnection,
     availability: Availability,
+    /// Seals personal columns on the way in, opens them on the way out:
+    /// every row the repository returns reads in the clear.
+    sealer: Sealer,
     /// Gathers concurrent upserts into multi-row statements (MySQL only).
     gatherer: Option<mpsc::UnboundedSender<Waiting>>,
 }
@@ -68,10 +72,11 @@ impl UserRepo {
     /// The repository on `db`. On MySQL it starts the task that gathers
     /// concurrent upserts (so it must be called inside a tokio runtime);
     /// the task ends with the last clone.
-    pub fn new(db: DatabaseConnection, availability: Availability) -> Self {
+    pub fn new(db: DatabaseConnection, availability: Availability, sealer: Sealer) -> Self {
         let mut repo = UserRepo {
             db,
             availability,
+            sealer,
             gatherer: None,
         };
         if repo.db.get_database_backend() == DbBackend::MySql {
@@ -144,7 +149,7 @@ impl UserRepo {
                     .ok_or(Error::Vanished)?;
                 let created = row.created_at == now;
                 Ok(Upserted::Row {
-                    user: Box::new(row),
+                    user: Box::new(self.sealer.reveal(row)?),
                     created,
                 })
             })
@@ -202,6 +207,16 @@ impl UserRepo {
                     pure_phone_number: None,
                     phone_country_code: None,
                     blocked_at: None,
+                    nickname_enc: None,
+                    avatar_url_enc: None,
+                    country_enc: None,
+                    province_enc: None,
+                    city_enc: None,
+                    phone_number_enc: None,
+                    pure_phone_number_enc: None,
+                    phone_country_code_enc: None,
+                    data_key_id: None,
+                    phone_index: None,
                 }),
                 created: true,
             });
@@ -300,7 +315,11 @@ impl UserRepo {
     }
 
     async fn get_by_id_now(&self, id: i64) -> Result<Option<user::Model>, Error> {
-        Ok(user::Entity::find_by_id(id).one(&self.db).await?)
+        self.revealed(user::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    fn revealed(&self, row: Option<user::Model>) -> Result<Option<user::Model>, Error> {
+        row.map(|row| self.sealer.reveal(row)).transpose()
     }
 
     pub async fn get_by_openid(
@@ -318,11 +337,13 @@ impl UserRepo {
         appid: &str,
         openid: &str,
     ) -> Result<Option<user::Model>, Error> {
-        Ok(user::Entity::find()
-            .filter(user::Column::Appid.eq(appid))
-            .filter(user::Column::Openid.eq(openid))
-            .one(&self.db)
-            .await?)
+        self.revealed(
+            user::Entity::find()
+                .filter(user::Column::Appid.eq(appid))
+                .filter(user::Column::Openid.eq(openid))
+                .one(&self.db)
+                .await?,
+        )
     }
 
     /// Every user with this unionid, oldest first.
@@ -333,11 +354,41 @@ impl UserRepo {
     }
 
     async fn list_by_unionid_now(&self, unionid: &str) -> Result<Vec<user::Model>, Error> {
-        Ok(user::Entity::find()
+        user::Entity::find()
             .filter(user::Column::Unionid.eq(unionid))
             .order_by_asc(user::Column::Id)
             .all(&self.db)
-            .await?)
+            .await?
+            .into_iter()
+            .map(|row| self.sealer.reveal(row))
+            .collect()
+    }
+
+    /// Every user with this phone number, oldest first: found by the
+    /// number's blind index, then checked against the opened number.
+    pub async fn list_by_phone(
+        &self,
+        country_code: &str,
+        pure_number: &str,
+    ) -> Result<Vec<user::Model>, Error> {
+        self.availability
+            .guard(async {
+                let index = self.sealer.phone_index(country_code, pure_number);
+                let rows = user::Entity::find()
+                    .filter(user::Column::PhoneIndex.eq(index))
+                    .order_by_asc(user::Column::Id)
+                    .all(&self.db)
+                    .await?;
+                let mut found = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let row = self.sealer.reveal(row)?;
+                    if self.sealer.holds_phone(&row, country_code, pure_number) {
+                        found.push(row);
+                    }
+                }
+                Ok(found)
+            })
+            .await
     }
 
     /// Stores the fields of `update` that are set, in one statement; a
@@ -365,21 +416,30 @@ impl UserRepo {
             .filter(Column::Appid.eq(appid))
             .filter(Column::Openid.eq(openid))
             .col_expr(Column::UpdatedAt, Expr::value(now()));
-        let texts = [
-            (Column::Nickname, &update.nickname),
-            (Column::AvatarUrl, &update.avatar_url),
-            (Column::Country, &update.country),
-            (Column::Province, &update.province),
-            (Column::City, &update.city),
-            (Column::Language, &update.language),
-            (Column::PhoneNumber, &update.phone_number),
-            (Column::PurePhoneNumber, &update.pure_phone_number),
-            (Column::PhoneCountryCode, &update.phone_country_code),
-        ];
-        for (column, value) in texts {
-            if let Some(value) = value {
-                statement = statement.col_expr(column, Expr::value(value.clone()));
+        // Personal values are stored sealed, and their plaintext column
+        // (of rows written before encryption) emptied.
+        let mut sealed_any = false;
+        for which in Personal::ALL {
+            if let Some(value) = which.in_update(update) {
+                let sealed = self.sealer.seal(appid, openid, which, value)?;
+                statement = statement
+                    .col_expr(which.sealed(), Expr::value(sealed))
+                    .col_expr(which.plain(), Expr::value(Option::<String>::None));
+                sealed_any = true;
             }
+        }
+        if sealed_any {
+            statement = statement.col_expr(Column::DataKeyId, self.sealer.key_id_after_write());
+        }
+        if let (Some(code), Some(number)) = (&update.phone_country_code, &update.pure_phone_number)
+        {
+            statement = statement.col_expr(
+                Column::PhoneIndex,
+                Expr::value(self.sealer.phone_index(code, number)),
+            );
+        }
+        if let Some(language) = &update.language {
+            statement = statement.col_expr(Column::Language, Expr::value(language.clone()));
         }
         if let Some(gender) = update.gender {
             statement = statement.col_expr(Column::Gender, Expr::value(gender));

@@ -8,6 +8,7 @@ use tracing::field::Empty;
 use wxlogin_common::{
     audit,
     audit::Event,
+    data_crypto::DataKeys,
     grpc::{self, Upstream, UpstreamChannel},
     user_copy,
 };
@@ -19,11 +20,11 @@ use wxlogin_proto::{
     reason::{self, Reason},
     user::v1::{
         BlockUserRequest, BlockUserResponse, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
-        GetUserResponse, ListUsersByUnionidRequest, ListUsersByUnionidResponse, OpenId,
-        UnblockUserRequest, UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest,
-        UpdateProfileFromEncryptedRequest, UpdateProfileRequest, UpdateUserResponse,
-        UpsertUserRequest, UpsertUserResponse, User, UserKey, get_user_request, user_key::Key,
-        user_service_server::UserService,
+        GetUserResponse, ListUsersByPhoneRequest, ListUsersByPhoneResponse,
+        ListUsersByUnionidRequest, ListUsersByUnionidResponse, OpenId, UnblockUserRequest,
+        UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest, UpdateProfileFromEncryptedRequest,
+        UpdateProfileRequest, UpdateUserResponse, UpsertUserRequest, UpsertUserResponse, User,
+        UserKey, get_user_request, user_key::Key, user_service_server::UserService,
     },
 };
 
@@ -49,6 +50,8 @@ pub struct UserApi {
     auth: Upstream,
     watermark_max_age: Option<Duration>,
     cache: Option<UserCache>,
+    /// What the callers' copies of users are sealed with.
+    keys: DataKeys,
 }
 
 /// Decrypted data and whose it is (the session's user, never the data's
@@ -73,12 +76,14 @@ impl UserApi {
         auth: Upstream,
         watermark_max_age: Option<Duration>,
         cache: Option<UserCache>,
+        keys: DataKeys,
     ) -> Self {
         UserApi {
             repo,
             auth,
             watermark_max_age,
             cache,
+            keys,
         }
     }
 
@@ -90,9 +95,13 @@ impl UserApi {
     /// the row (and the copy gets it). The caller's copy is the cache's
     /// content as auth read it in this very login, so reading the cache
     /// again could only find the same.
-    async fn returning(&self, login: Returning<'_>, copy: &[u8]) -> Result<(User, Written), Error> {
-        match login.login.copy(copy).filter(|user| login.holds(user)) {
-            Some(user) => Ok((user, Written::Kept)),
+    async fn returning(
+        &self,
+        login: Returning,
+        cached: Option<&User>,
+    ) -> Result<(User, Written), Error> {
+        match cached.filter(|user| login.holds(user)) {
+            Some(user) => Ok((user.clone(), Written::Kept)),
             None => Ok(self.written_checked(self.repo.row(login.id).await?).await),
         }
     }
@@ -328,7 +337,7 @@ impl UserApi {
     async fn register(
         &self,
         login: Login<'_>,
-        copy: &[u8],
+        cached: Option<&User>,
     ) -> Result<(User, Written, bool), Error> {
         Ok(
             match self
@@ -341,14 +350,14 @@ impl UserApi {
                     (user, written, created)
                 }
                 Upserted::Existing { id } => {
-                    let (user, written) = self.returning(Returning { id, login }, copy).await?;
+                    let (user, written) = self.returning(Returning { id }, cached).await?;
                     (user, written, false)
                 }
             },
         )
     }
 
-    async fn upsert(&self, request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
+    async fn upsert(&self, mut request: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
         let appid = Field::Appid.required("appid", &request.appid)?;
         let openid = Field::Openid.required("openid", &request.openid)?;
         let unionid = Field::Unionid.optional("unionid", request.unionid.as_deref())?;
@@ -360,8 +369,10 @@ impl UserApi {
             openid,
             unionid,
         };
+        // The caller's copy, opened once (in place).
+        let cached = login.copy(&self.keys, &mut request.cached_copy);
         let mut attempt = 1;
-        let mut copy = request.cached_copy.as_slice();
+        let mut copy = cached.as_ref();
         let (user, written, created) = loop {
             match self.register(login, copy).await {
                 Ok(registered) => break registered,
@@ -369,7 +380,7 @@ impl UserApi {
                 // which registers the user anew.
                 Err(Error::Vanished) if attempt < REGISTER_ATTEMPTS => {
                     attempt += 1;
-                    copy = &[];
+                    copy = None;
                 }
                 // The database cannot record this login, but a returning
                 // user's copy is all the answer needs: their login depends
@@ -377,7 +388,7 @@ impl UserApi {
                 // login itself (`last_login_at`, `login_count`), which no
                 // answer shows.
                 Err(error @ (Error::DatabaseDown | Error::DatabaseUnavailable(_))) => {
-                    let Some(user) = login.copy(&request.cached_copy) else {
+                    let Some(user) = cached.clone() else {
                         return Err(error);
                     };
                     span.record("degraded", true);
@@ -406,7 +417,7 @@ impl UserApi {
                     appid,
                     completed_by = "login"
                 );
-                let (user, _, created) = self.register(login, &[]).await?;
+                let (user, _, created) = self.register(login, None).await?;
                 (user, created)
             }
         };
@@ -469,6 +480,21 @@ impl UserService for UserApi {
         let unionid = Field::Unionid.required("unionid", &request.get_ref().unionid)?;
         let users = self.repo.list_by_unionid(unionid).await?;
         Ok(Response::new(ListUsersByUnionidResponse {
+            users: users.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_users_by_phone(
+        &self,
+        request: Request<ListUsersByPhoneRequest>,
+    ) -> Result<Response<ListUsersByPhoneResponse>, Status> {
+        let request = request.get_ref();
+        let code = Field::PhoneCountryCode.required("country_code", &request.country_code)?;
+        let number =
+            Field::PurePhoneNumber.required("pure_phone_number", &request.pure_phone_number)?;
+        let users = self.repo.list_by_phone(code, number).await?;
+        Ok(Response::new(ListUsersByPhoneResponse {
             users: users.into_iter().map(to_proto).collect(),
         }))
     }
@@ -750,24 +776,23 @@ struct Login<'a> {
 }
 
 impl Login<'_> {
-    /// The user in the caller's copy (empty when it has none), if the copy
-    /// is this user as this login leaves them.
-    fn copy(&self, copy: &[u8]) -> Option<User> {
+    /// The user in the caller's copy (empty when it has none; opened in
+    /// place), if the copy is this user as this login leaves them.
+    fn copy(&self, keys: &DataKeys, copy: &mut [u8]) -> Option<User> {
         if copy.is_empty() {
             return None;
         }
-        user_copy::decode(copy)
+        user_copy::decode(keys, copy, self.appid, self.openid)
             .filter(|user| user_copy::answers_login(user, self.appid, self.openid, self.unionid))
     }
 }
 
 /// A login of a user who was already registered, as its upsert left the row.
-struct Returning<'a> {
+struct Returning {
     id: i64,
-    login: Login<'a>,
 }
 
-impl Returning<'_> {
+impl Returning {
     /// Whether a copy that answers the login is of this row.
     fn holds(&self, user: &User) -> bool {
         u64::try_from(self.id).is_ok_and(|id| id == user.id)

@@ -203,7 +203,7 @@ async fn a_returning_login_answers_the_callers_copy_only_when_it_is_current() {
         appid: APPID.into(),
         openid: "o-copy".into(),
         unionid: unionid.map(str::to_owned),
-        cached_copy: user_copy::encode(&cached),
+        cached_copy: user_copy::encode(&wxlogin_testkit::credential::data_keys(), &cached).unwrap(),
     };
     let cases = [
         ("current copy", login(None, copy(&|_| {})), true),
@@ -585,7 +585,12 @@ async fn while_mysql_is_down_new_users_fail_fast_returning_users_log_in_from_the
         appid: APPID.into(),
         openid: "o-returning".into(),
         unionid: None,
-        cached_copy: cached.as_ref().map(user_copy::encode).unwrap_or_default(),
+        cached_copy: cached
+            .as_ref()
+            .map(|cached| {
+                user_copy::encode(&wxlogin_testkit::credential::data_keys(), cached).unwrap()
+            })
+            .unwrap_or_default(),
     };
     let mut health = app.health().await;
 

@@ -1,8 +1,11 @@
 //! Schema migrations, through the library and the `migrate` subcommand.
 
-use std::{process::Command, time::Duration};
+mod support;
+
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use support::run_binary;
 use wxlogin_common::SecretString;
 use wxlogin_testkit::TestDatabase;
 use wxlogin_user::fields::Field;
@@ -49,7 +52,7 @@ async fn scalar(database: &TestDatabase, sql: &str) -> i64 {
 }
 
 /// How many migrations the service has.
-const MIGRATIONS: i64 = 2;
+const MIGRATIONS: i64 = 4;
 
 #[tokio::test]
 async fn migrating_twice_is_a_no_op() {
@@ -103,6 +106,17 @@ async fn the_users_table_has_the_documented_schema() {
         ("phone_number", "varchar(32)", "YES"),
         ("pure_phone_number", "varchar(32)", "YES"),
         ("phone_country_code", "varchar(8)", "YES"),
+        ("blocked_at", "datetime(6)", "YES"),
+        ("nickname_enc", "varbinary(558)", "YES"),
+        ("avatar_url_enc", "varbinary(4142)", "YES"),
+        ("country_enc", "varbinary(302)", "YES"),
+        ("province_enc", "varbinary(302)", "YES"),
+        ("city_enc", "varbinary(302)", "YES"),
+        ("phone_number_enc", "varbinary(174)", "YES"),
+        ("pure_phone_number_enc", "varbinary(174)", "YES"),
+        ("phone_country_code_enc", "varbinary(78)", "YES"),
+        ("data_key_id", "varchar(16)", "YES"),
+        ("phone_index", "binary(32)", "YES"),
     ];
     let columns: Vec<(&str, &str, &str)> = columns
         .iter()
@@ -123,17 +137,17 @@ async fn the_users_table_has_the_documented_schema() {
     )
     .await;
     assert_eq!(unionid_index, 1);
-}
-
-fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wxlogin-user"))
-        .args(args)
-        .env_remove("USER_ADDR")
-        .env_remove("DB_MAX_CONNECTIONS")
-        .env_remove("DB_CONNECT_TIMEOUT_SECS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run wxlogin-user")
+    for index in ["idx_users_phone_index", "idx_users_data_key_id"] {
+        let columns = scalar(
+            &database,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME = 'users' AND INDEX_NAME = '{index}' AND NON_UNIQUE = 1"
+            ),
+        )
+        .await;
+        assert_eq!(columns, 1, "{index}");
+    }
 }
 
 #[tokio::test]
@@ -224,5 +238,17 @@ async fn every_text_column_is_as_wide_as_its_field_says() {
             .find(|(name, _, _)| name == field.column())
             .map(|(_, column_type, _)| column_type.as_str());
         assert_eq!(found, Some(expected.as_str()), "{field:?}");
+    }
+    for which in wxlogin_user::personal::Personal::ALL {
+        let expected = format!(
+            "varbinary({})",
+            wxlogin_user::personal::sealed_width(which.field())
+        );
+        let name = format!("{}_enc", which.field().column());
+        let found = columns
+            .iter()
+            .find(|(column, _, _)| *column == name)
+            .map(|(_, column_type, _)| column_type.as_str());
+        assert_eq!(found, Some(expected.as_str()), "{name}");
     }
 }

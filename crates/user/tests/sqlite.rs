@@ -27,6 +27,8 @@ async fn upserts_on_sqlite_keep_their_guarantees() {
         internal_secret: SecretString::from(INTERNAL_SECRET),
         internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
         upstream_connections: 1,
+        data_keys: wxlogin_testkit::credential::data_keys(),
+        index_key: wxlogin_testkit::credential::index_key(),
     };
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();

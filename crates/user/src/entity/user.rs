@@ -80,6 +80,63 @@ pub struct Model {
     pub phone_country_code: Option<String>,
     /// When the team blocked the user; `None` while they are not blocked.
     pub blocked_at: Option<DateTimeUtc>,
+    // The sealed personal columns (see `crate::personal`): each holds the
+    // value of the plaintext column of the same name, sealed. The plaintext
+    // columns are kept, NULL once their row is sealed, until a later
+    // release drops them.
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::Nickname)))",
+        nullable
+    )]
+    pub nickname_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::AvatarUrl)))",
+        nullable
+    )]
+    pub avatar_url_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::Country)))",
+        nullable
+    )]
+    pub country_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::Province)))",
+        nullable
+    )]
+    pub province_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::City)))",
+        nullable
+    )]
+    pub city_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::PhoneNumber)))",
+        nullable
+    )]
+    pub phone_number_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::PurePhoneNumber)))",
+        nullable
+    )]
+    pub pure_phone_number_enc: Option<Vec<u8>>,
+    #[sea_orm(
+        column_type = "VarBinary(StringLen::N(crate::personal::sealed_width(crate::fields::Field::PhoneCountryCode)))",
+        nullable
+    )]
+    pub phone_country_code_enc: Option<Vec<u8>>,
+    /// The key the row's sealed values are under; NULL while none is
+    /// sealed, and [`crate::personal::MIXED_KEYS`] when some may be under
+    /// another: `rewrap` selects by it.
+    #[sea_orm(
+        column_type = "String(StringLen::N(wxlogin_common::data_crypto::KEY_ID_MAX as u32))",
+        nullable,
+        indexed
+    )]
+    pub data_key_id: Option<String>,
+    /// The blind index of the phone number (HMAC-SHA-256 under
+    /// `DATA_INDEX_KEY`), for lookups by phone.
+    #[sea_orm(column_type = "Binary(32)", nullable, indexed)]
+    pub phone_index: Option<Vec<u8>>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

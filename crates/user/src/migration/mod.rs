@@ -11,6 +11,7 @@ use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_users;
 mod m20261125_000002_profile_and_phone;
 mod m20261130_000003_block_and_delete;
+mod m20261130_000004_personal_data_encrypted;
 
 /// Every migration of the user service, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_users::Migration),
             Box::new(m20261125_000002_profile_and_phone::Migration),
             Box::new(m20261130_000003_block_and_delete::Migration),
+            Box::new(m20261130_000004_personal_data_encrypted::Migration),
         ]
     }
 }

@@ -54,6 +54,8 @@ impl TestApp {
             internal_secret: SecretString::from(INTERNAL_SECRET),
             internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
             upstream_connections: 1,
+            data_keys: wxlogin_testkit::credential::data_keys(),
+            index_key: wxlogin_testkit::credential::index_key(),
         };
         let app = Application::build(config)
             .await
@@ -166,4 +168,19 @@ impl TestApp {
         drop(db.close().await);
         n
     }
+}
+
+/// Runs the `wxlogin-user` binary with `args`, in an environment without
+/// the settings tests give (`env` adds its own).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wxlogin-user"))
+        .args(args)
+        .env_remove("USER_ADDR")
+        .env_remove("DB_MAX_CONNECTIONS")
+        .env_remove("DB_CONNECT_TIMEOUT_SECS")
+        .env_remove("DATA_ENCRYPTION_KEYS")
+        .env_remove("DATA_INDEX_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wxlogin-user")
 }
