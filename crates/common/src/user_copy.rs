@@ -14,7 +14,12 @@
 //! the flags stay in the clear: they let the session script (Lua, inside
 //! Redis) apply [`answers_login`] without the keys. Whoever reads a copy
 //! (the gateway, the user service) needs `DATA_ENCRYPTION_KEYS`; the auth
-//! service only carries the bytes.
+//! service only carries the bytes. The flags say whether the user has a
+//! unionid and whether the team blocked them (a blocked user's copy answers
+//! no login).
+//!
+//! A deleted user's tombstone ([`tombstone_key`]) sits beside the copy: no
+//! copy of the id it names is written while it lasts ([`WRITE_COPY_LUA`]).
 //!
 //! The journal is a Redis stream: an entry per login that a copy answered
 //! (appid, openid, Unix milliseconds), appended in the same atomic script
