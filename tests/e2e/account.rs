@@ -248,6 +248,31 @@ async fn a_deletion_cut_short_leaves_nobody_logged_in_and_repeating_it_completes
 }
 
 #[tokio::test]
+async fn a_deletion_whose_caller_goes_away_still_completes() {
+    let app = TestApp::spawn().await;
+    let openid = app.mint().openid;
+    let login = login_as(&app, &openid).await;
+    let mut request = tonic::Request::new(DeleteUserRequest {
+        user: by_openid(&openid),
+    });
+    // The caller gives up almost at once: the server cancels the call.
+    request.set_timeout(std::time::Duration::from_millis(1));
+
+    let _ = users(&app).delete_user(request).await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !rows_of(&app, &openid).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion stopped half-way"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_logged_out(&app, &[&token(&login)]).await;
+    assert_eq!(redis_keys_of(&app, &openid).await, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn the_back_office_completes_a_deletion_cut_short() {
     let app = TestApp::spawn().await;
     let openid = app.mint().openid;

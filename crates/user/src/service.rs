@@ -95,14 +95,10 @@ impl UserApi {
     /// the row (and the copy gets it). The caller's copy is the cache's
     /// content as auth read it in this very login, so reading the cache
     /// again could only find the same.
-    async fn returning(
-        &self,
-        login: Returning,
-        cached: Option<&User>,
-    ) -> Result<(User, Written), Error> {
-        match cached.filter(|user| login.holds(user)) {
+    async fn returning(&self, id: i64, cached: Option<&User>) -> Result<(User, Written), Error> {
+        match cached.filter(|user| i64::try_from(user.id) == Ok(id)) {
             Some(user) => Ok((user.clone(), Written::Kept)),
-            None => Ok(self.written_checked(self.repo.row(login.id).await?).await),
+            None => Ok(self.written_checked(self.repo.row(id).await?).await),
         }
     }
 
@@ -120,10 +116,6 @@ impl UserApi {
             None => Written::Kept,
         };
         (user, written)
-    }
-
-    fn auth_call<T>(&self, message: T, request_id: Option<&str>) -> Request<T> {
-        self.auth.call(message, request_id)
     }
 
     /// The row `key` names, if there is one.
@@ -177,7 +169,7 @@ impl UserApi {
         };
         Ok(self
             .auth_client()
-            .revoke_sessions(self.auth_call(request, request_id))
+            .revoke_sessions(self.auth.call(request, request_id))
             .await
             .map_err(from_auth)?
             .into_inner()
@@ -211,7 +203,7 @@ impl UserApi {
         };
         let mut ended = self
             .auth_client()
-            .forget_user(self.auth_call(forget, request_id))
+            .forget_user(self.auth.call(forget, request_id))
             .await
             .map_err(from_auth)?
             .into_inner()
@@ -350,7 +342,7 @@ impl UserApi {
                     (user, written, created)
                 }
                 Upserted::Existing { id } => {
-                    let (user, written) = self.returning(Returning { id }, cached).await?;
+                    let (user, written) = self.returning(id, cached).await?;
                     (user, written, false)
                 }
             },
@@ -640,17 +632,20 @@ impl UserService for UserApi {
         // The row first: from then on the user's logins are refused. Then
         // the copy, which answers no login once it says blocked, and last
         // the sessions, so that none opened meanwhile outlives the block.
-        let user = self
-            .set_blocked(request.into_inner().user, Some(crate::repo::now()))
-            .await?;
-        let ended = self
-            .end_sessions(&user.appid, &user.openid, request_id.as_deref())
-            .await?;
-        audit!(Event::UserBlocked, user_id = user.id, appid = %user.appid, ended, request_id = request_id.as_deref());
-        Ok(Response::new(BlockUserResponse {
-            user: Some(user),
-            sessions_ended: ended,
-        }))
+        let key = request.into_inner().user;
+        let this = self.clone();
+        to_completion(async move {
+            let user = this.set_blocked(key, Some(crate::repo::now())).await?;
+            let ended = this
+                .end_sessions(&user.appid, &user.openid, request_id.as_deref())
+                .await?;
+            audit!(Event::UserBlocked, user_id = user.id, appid = %user.appid, ended, request_id = request_id.as_deref());
+            Ok(Response::new(BlockUserResponse {
+                user: Some(user),
+                sessions_ended: ended,
+            }))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
@@ -671,30 +666,50 @@ impl UserService for UserApi {
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let request_id = grpc::request_id_of(&request);
         let key = user_key(request.into_inner().user);
-        let row = self.find(key.clone()).await?;
-        let (appid, openid, id) = match (row, key) {
-            (Some(row), _) => (row.appid, row.openid, Some(row.id)),
-            // The row is gone: a deletion repeated, which still ends what
-            // logins racing it may have opened.
-            (None, Some(Key::Openid(OpenId { appid, openid }))) => (appid, openid, None),
-            (None, _) => return Err(Error::UserNotFound.into()),
-        };
-        if let Some(id) = id {
-            tracing::Span::current().record("user_id", id);
-        }
-        let deleted = self
-            .delete(&appid, &openid, id, request_id.as_deref())
-            .await?;
-        audit!(
-            Event::AccountDeleted,
-            user_id = id,
-            appid = %appid,
-            ended = deleted.sessions_ended,
-            row_deleted = deleted.deleted,
-            request_id = request_id.as_deref()
-        );
+        let this = self.clone();
+        let deleted = to_completion(async move {
+            let row = this.find(key.clone()).await?;
+            let (appid, openid, id) = match (row, key) {
+                (Some(row), _) => (row.appid, row.openid, Some(row.id)),
+                // The row is gone: a deletion repeated, which still ends
+                // what logins racing it may have opened.
+                (None, Some(Key::Openid(OpenId { appid, openid }))) => (appid, openid, None),
+                (None, _) => return Err(Error::UserNotFound.into()),
+            };
+            if let Some(id) = id {
+                tracing::Span::current().record("user_id", id);
+            }
+            let deleted = this
+                .delete(&appid, &openid, id, request_id.as_deref())
+                .await?;
+            audit!(
+                Event::AccountDeleted,
+                user_id = id,
+                appid = %appid,
+                ended = deleted.sessions_ended,
+                row_deleted = deleted.deleted,
+                request_id = request_id.as_deref()
+            );
+            Ok(deleted)
+        })
+        .await?;
         Ok(Response::new(deleted))
     }
+}
+
+/// Runs `work` in a task of its own, in the caller's span, so that it
+/// finishes even when the caller goes away (a client that hangs up must not
+/// leave a deletion or a block half done).
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    use tracing::Instrument as _;
+    tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "a task that had to finish did not");
+            Err(Reason::Internal.status("internal error"))
+        })
 }
 
 /// The key of a request that names a user.
@@ -784,18 +799,6 @@ impl Login<'_> {
         }
         user_copy::decode(keys, copy, self.appid, self.openid)
             .filter(|user| user_copy::answers_login(user, self.appid, self.openid, self.unionid))
-    }
-}
-
-/// A login of a user who was already registered, as its upsert left the row.
-struct Returning {
-    id: i64,
-}
-
-impl Returning {
-    /// Whether a copy that answers the login is of this row.
-    fn holds(&self, user: &User) -> bool {
-        u64::try_from(self.id).is_ok_and(|id| id == user.id)
     }
 }
 
