@@ -398,7 +398,9 @@ impl Auth {
             .create(&token, &record, &session.session_key, outcome)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
-        tracing::info!(appid = %record.appid, openid = %record.openid, "session opened");
+        // DEBUG: the login's INFO line is the gateway's audit event, which
+        // knows the user's id.
+        tracing::debug!(appid = %record.appid, openid = %record.openid, "session opened");
         Ok(Arc::new(LoginOutcome {
             token,
             record,
