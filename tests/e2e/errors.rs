@@ -93,9 +93,8 @@ async fn a_slow_wechat_is_502_and_a_dead_one_too() {
     assert_error(app.login(&app.mint().code).await, 502, "wechat_unavailable").await;
 
     // Nothing listens on this port.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_held, closed) = wxlogin_testkit::refusing_addr();
+    let dead = format!("http://{closed}");
     let app = TestApp::spawn_with(Options {
         wechat_base: Some(dead),
         ..Options::default()

@@ -115,9 +115,8 @@ async fn nginx_answers_503_not_500_when_wxlogin_is_down() {
     let app = TestApp::spawn().await;
     let upstream = wxlogin_tests::echo_upstream!().await;
     // A gateway address where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nowhere = closed.local_addr().unwrap().to_string();
-    drop(closed);
+    let (_held, closed) = wxlogin_testkit::refusing_addr();
+    let nowhere = closed.to_string();
     let nginx = nginx_in_front(&nowhere, upstream.addr());
 
     let response = orders(&app, &nginx, &"x".repeat(43)).await;

@@ -87,9 +87,7 @@ async fn the_gateway_forwards_signed_in_calls_with_their_identity_and_passes_ans
 #[tokio::test]
 async fn an_upstream_that_is_down_or_slow_is_a_502_or_504() {
     let upstream = wxlogin_tests::echo_upstream!().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nowhere = closed.local_addr().unwrap();
-    drop(closed);
+    let (_held, nowhere) = wxlogin_testkit::refusing_addr();
     let app = TestApp::spawn_with(Options {
         proxy_routes: format!("/api/=http://{},/gone/=http://{nowhere}", upstream.addr()),
         proxy_timeout_ms: 500,

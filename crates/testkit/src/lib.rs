@@ -627,6 +627,19 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A loopback address that refuses connections for as long as the returned
+/// socket lives: the socket holds the port (bound, not listening), so no
+/// server of another test can take it meanwhile, as it could a port merely
+/// found free.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("a loopback port");
+    let addr = socket.local_addr().expect("the socket's address");
+    (socket, addr)
+}
+
 /// A fresh directory in the temp dir, named after `name`.
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique_name(name));
