@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -18,6 +18,7 @@ use std::{
 use wxlogin_testkit::{
     TestDatabase, TestRedisPrefix,
     credential::{DATA_ENCRYPTION_KEYS, DATA_INDEX_KEY, INTERNAL_SECRET, INTERNAL_USER_SECRET},
+    free_port,
 };
 use wxlogin_tests::{DEFAULT_APPID, DEFAULT_SECRET, TestApp};
 use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
@@ -176,14 +177,6 @@ fn connections_to(port: u16) -> BTreeSet<String> {
         .lines()
         .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
         .collect()
-}
-
-/// A free TCP port on loopback.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap()
 }
 
 /// One of our service binaries, run as its own process.

@@ -619,12 +619,19 @@ fn port_and_dir(name: &str) -> (u16, std::path::PathBuf) {
     (free_port(), temp_dir(name))
 }
 
-/// A loopback port nothing is bound to now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+/// A loopback port nothing is bound to now, for a server another process
+/// will bind. It is below Linux's ephemeral range (32768 and up), as
+/// tests/run.sh picks its servers' ports: there the kernel hands ports to
+/// other tests' `:0` binds and outgoing connections, which could take it
+/// before the server binds it.
+pub fn free_port() -> u16 {
+    loop {
+        let [a, b, ..] = *uuid::Uuid::new_v4().as_bytes();
+        let port = 10_000 + u16::from_le_bytes([a, b]) % 22_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A loopback address that refuses connections for as long as the returned
