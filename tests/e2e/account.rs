@@ -350,13 +350,10 @@ async fn a_deletion_racing_logins_of_the_same_user_leaves_no_orphan_and_no_copy(
         }
         // No copy of the deleted user came back.
         if let Some(redis) = &app.redis {
-            let copy = wxlogin_common::user_copy::key(
-                redis.prefix(),
-                wxlogin_tests::DEFAULT_APPID,
-                &openid,
-            );
+            let copy = wxlogin_redis::Keyspace::new(redis.prefix())
+                .user_copy(wxlogin_tests::DEFAULT_APPID, &openid);
             if let Some(mut copy) = redis.get(&copy).await {
-                let user = wxlogin_common::user_copy::decode(
+                let user = wxlogin_userdata::copy::decode(
                     &wxlogin_testkit::credential::data_keys(),
                     &mut copy,
                     wxlogin_tests::DEFAULT_APPID,

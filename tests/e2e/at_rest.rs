@@ -118,7 +118,8 @@ async fn personal_data_is_stored_sealed_and_still_answered() {
     }
     // and not in Redis (the user copy, nor any other key).
     if let Some(redis) = &app.redis {
-        let key = wxlogin_common::user_copy::key(redis.prefix(), &minted.appid, &minted.openid);
+        let key =
+            wxlogin_redis::Keyspace::new(redis.prefix()).user_copy(&minted.appid, &minted.openid);
         let copy = redis
             .get(&key)
             .await

@@ -161,18 +161,14 @@ async fn a_claim_left_by_a_crashed_instance_delays_a_login_but_never_blocks_it()
         return;
     };
     // Whatever the topology (the suite also runs on a Redis Cluster).
-    let conn = wxlogin_common::redis_guard::RedisGuard::connect(redis.url())
+    let conn = wxlogin_redis::guard::RedisGuard::connect(redis.url())
         .await
         .unwrap();
     let slot_key = |code: &str| {
         let secrets =
             wxlogin_auth::sealed_outcome::CodeSecrets::derive(wxlogin_tests::DEFAULT_APPID, code);
-        format!(
-            "{}login:{}:{}",
-            redis.prefix(),
-            wxlogin_auth::store::app_tag(wxlogin_tests::DEFAULT_APPID),
-            secrets.slot()
-        )
+        wxlogin_redis::Keyspace::new(redis.prefix())
+            .login_slot(wxlogin_tests::DEFAULT_APPID, secrets.slot())
     };
     let before = app.simulator().code2session_calls();
 

@@ -245,8 +245,8 @@ async fn me_is_fresh_and_with_redis_needs_neither_the_user_service_nor_mysql() {
         Some(redis) => {
             // The copy lives beside the session; without it, the user service
             // answers and puts it back.
-            let copy =
-                wxlogin_common::user_copy::key(redis.prefix(), &minted.appid, &minted.openid);
+            let copy = wxlogin_redis::Keyspace::new(redis.prefix())
+                .user_copy(&minted.appid, &minted.openid);
             let has_copy =
                 |keys: Vec<(String, Option<String>)>| keys.iter().any(|(key, _)| *key == copy);
             let keys = redis.dump().await;

@@ -21,9 +21,11 @@ use std::{
 
 use wxlogin_wechat::{AccessToken, AppCredentials, Client as Wechat};
 
+use wxlogin_common::clock::Clock;
+
 use crate::{
     error::AuthError,
-    store::{CachedToken, SessionStore, now_unix_ms},
+    store::{AccessTokenCache, CachedToken},
 };
 
 /// Refresh this long before WeChat's expiry.
@@ -35,7 +37,8 @@ const POLL: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
 pub struct AccessTokens {
-    store: SessionStore,
+    store: Arc<dyn AccessTokenCache>,
+    clock: Clock,
     wechat: Wechat,
     /// One fetch at a time per app within this instance.
     local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -48,9 +51,15 @@ fn lock_name(appid: &str) -> String {
 }
 
 impl AccessTokens {
-    pub fn new(store: SessionStore, wechat: Wechat, wechat_timeout: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn AccessTokenCache>,
+        wechat: Wechat,
+        wechat_timeout: Duration,
+        clock: Clock,
+    ) -> Self {
         AccessTokens {
             store,
+            clock,
             wechat,
             local: Arc::default(),
             wait: wechat_timeout + LOCK_TTL,
@@ -59,8 +68,8 @@ impl AccessTokens {
 
     /// A token WeChat should accept now.
     pub async fn get(&self, app: &AppCredentials) -> Result<AccessToken, AuthError> {
-        let now = now_unix_ms();
-        if let Some(cached) = self.store.access_token(&app.appid).await? {
+        let now = self.clock.unix_ms();
+        if let Some(cached) = self.store.get(&app.appid).await? {
             if now >= cached.refresh_at_ms && now < cached.expires_at_ms {
                 self.refresh_in_background(app);
             }
@@ -78,9 +87,7 @@ impl AccessTokens {
         refused: &AccessToken,
     ) -> Result<AccessToken, AuthError> {
         tracing::warn!(appid = %app.appid, "WeChat refused the cached access_token: renewing it");
-        self.store
-            .drop_access_token(&app.appid, refused.expose())
-            .await?;
+        self.store.drop_if(&app.appid, refused.expose()).await?;
         self.fetch(app, Some(refused.expose())).await
     }
 
@@ -114,14 +121,14 @@ impl AccessTokens {
         tokio::spawn(async move {
             let _one_at_a_time = one_at_a_time;
             let name = lock_name(&app.appid);
-            let Ok(Some(holder)) = this.store.try_lock(&name, LOCK_TTL).await else {
+            let Ok(Some(holder)) = this.try_lock(&name).await else {
                 return; // another instance is at it
             };
             // Another instance may have refreshed the token (and let go of
             // the lock) between this caller's read and its lock: refresh
             // only what is still due.
-            let due = match this.store.access_token(&app.appid).await {
-                Ok(Some(cached)) => now_unix_ms() >= cached.refresh_at_ms,
+            let due = match this.store.get(&app.appid).await {
+                Ok(Some(cached)) => this.clock.unix_ms() >= cached.refresh_at_ms,
                 Ok(None) => true,
                 Err(_) => false,
             };
@@ -130,6 +137,14 @@ impl AccessTokens {
             }
             drop(this.store.unlock(&name, &holder).await);
         });
+    }
+
+    /// Takes the refresh lock `name` for [`LOCK_TTL`]: the holder's value
+    /// that unlocks it, or `None` when someone holds it.
+    async fn try_lock(&self, name: &str) -> Result<Option<String>, AuthError> {
+        let holder = format!("{:016x}", rand::random::<u64>());
+        let taken = self.store.try_lock(name, &holder, LOCK_TTL).await?;
+        Ok(taken.then_some(holder))
     }
 
     /// What lets one fetch at a time per app run in this instance.
@@ -149,13 +164,13 @@ impl AccessTokens {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             // Someone may have filled the cache while this caller waited.
-            if let Some(cached) = self.store.access_token(&app.appid).await?
-                && now_unix_ms() < cached.expires_at_ms
+            if let Some(cached) = self.store.get(&app.appid).await?
+                && self.clock.unix_ms() < cached.expires_at_ms
                 && refused != Some(cached.token.as_str())
             {
                 return Ok(AccessToken::new(cached.token));
             }
-            if let Some(holder) = self.store.try_lock(&name, LOCK_TTL).await? {
+            if let Some(holder) = self.try_lock(&name).await? {
                 let fetched = self.fetch_and_cache(app, refused).await;
                 drop(self.store.unlock(&name, &holder).await);
                 return fetched;
@@ -198,7 +213,7 @@ impl AccessTokens {
             // so only here).
             issued = self.wechat.stable_token(app, true).await?;
         }
-        let now = now_unix_ms();
+        let now = self.clock.unix_ms();
         let lifetime = u64::try_from(issued.expires_in.as_millis()).unwrap_or(u64::MAX);
         let ahead = u64::try_from(REFRESH_AHEAD.as_millis()).unwrap_or(0);
         let cached = CachedToken {
@@ -208,7 +223,7 @@ impl AccessTokens {
             // back a token that is already close to it.
             refresh_at_ms: now.saturating_add(lifetime.saturating_sub(ahead).max(lifetime / 2)),
         };
-        self.store.put_access_token(&app.appid, &cached).await?;
+        self.store.put(&app.appid, &cached).await?;
         tracing::info!(appid = %app.appid, expires_in = issued.expires_in.as_secs(), "access_token fetched");
         Ok(issued.token)
     }

@@ -9,27 +9,10 @@ use wxlogin_common::{
 };
 use wxlogin_wechat::{AppCredentials, ClientConfig};
 
-use crate::limit::{Budget, Budgets};
-
-/// How long sessions live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionPolicy {
-    /// A session unused for this long ends (`SESSION_TTL_SECS`); every use
-    /// starts the period again.
-    pub idle_ttl: Duration,
-    /// No session lives longer than this after login, however often it is
-    /// used (`SESSION_MAX_LIFETIME_SECS`).
-    pub max_lifetime: Duration,
-}
-
-impl Default for SessionPolicy {
-    fn default() -> Self {
-        SessionPolicy {
-            idle_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_lifetime: Duration::from_secs(30 * 24 * 3600),
-        }
-    }
-}
+use crate::{
+    limit::{Budget, Budgets},
+    store::{MEMORY_URL, SessionPolicy},
+};
 
 /// The mini-programs this deployment serves: appid → credentials.
 #[derive(Debug, Clone)]
@@ -127,10 +110,10 @@ impl Config {
         )?;
         let redis_url =
             optional(source, "REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        if redis_url != crate::store::MEMORY_URL {
-            wxlogin_common::config::check_redis_url(&redis_url)?;
+        if redis_url != MEMORY_URL {
+            wxlogin_redis::config::check_url(&redis_url)?;
         }
-        let redis_key_prefix = wxlogin_common::config::redis_key_prefix(source)?;
+        let redis_key_prefix = wxlogin_redis::config::key_prefix(source)?;
         let defaults = ClientConfig::default();
         let wechat = ClientConfig {
             base_url: optional(source, "WECHAT_API_BASE").unwrap_or(defaults.base_url),

@@ -129,7 +129,7 @@ impl From<&AuthError> for Status {
                 }
             },
             // The outage itself is logged once, when Redis goes down (see
-            // `wxlogin_common::redis_guard`), not once per request.
+            // `wxlogin_redis::guard`), not once per request.
             AuthError::Store(store) if store.is_unavailable() => {
                 // Per request, so DEBUG: the breaker logged the outage once
                 // when it began, and readiness reports it.

@@ -19,12 +19,13 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use wxlogin_common::grpc::{Authenticator, Caller};
 use wxlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
+use wxlogin_proto::caller::{Authenticator, Caller};
 
 pub use config::Config;
 use service::Auth;
-use store::{SessionStore, StoreError};
+use store::{StoreError, Stores};
+use wxlogin_common::clock::Clock;
 
 /// How often readiness re-checks Redis when nothing else told it Redis's
 /// state changed: bounds how long `/readyz` misses an outage no request saw.
@@ -56,10 +57,12 @@ impl Application {
     /// Connects to Redis, builds the WeChat client and binds the listener
     /// (port 0 picks a free one; see [`Application::local_addr`]).
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let store = SessionStore::connect(
+        let clock = Clock::system();
+        let stores = Stores::connect(
             &config.redis_url,
-            config.redis_key_prefix.clone(),
+            &config.redis_key_prefix,
             config.sessions,
+            clock.clone(),
         )
         .await?;
         let wechat = wxlogin_wechat::Client::new(config.wechat.clone())?;
@@ -80,9 +83,10 @@ impl Application {
             auth: Auth::new(
                 config.apps,
                 wechat,
-                limit::Limiter::new(&store, config.limits),
-                store,
+                limit::Limiter::new(stores.budgets.clone(), config.limits, clock.clone()),
+                stores,
                 config.wechat.timeout,
+                clock,
             ),
             callers: Authenticator::new(&[
                 (&config.internal_secret, Caller::Internal),
@@ -104,7 +108,7 @@ impl Application {
     ) -> Result<(), StartError> {
         let addr = self.local_addr();
         let (reporter, health) = tonic_health::server::health_reporter();
-        let store = self.auth.store().clone();
+        let store = self.auth.stores().clone();
         let probe = tokio::spawn(async move {
             let mut serving = None;
             // Redis's breaker tells at once when commands start or stop

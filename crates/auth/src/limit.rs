@@ -9,11 +9,11 @@
 //! Unlike a fixed window it never allows `2n` across a window's edge, and
 //! it needs one key per budget, not one per window.
 //!
-//! With Redis, every auth instance shares the budgets: one Lua script checks
-//! every budget a request is charged to and charges them only if all have
-//! room (a request refused by one budget costs the others nothing), in one
-//! atomic round trip, on Redis's clock (instances' clocks may disagree).
-//! With the in-process store, the same arithmetic runs under a mutex.
+//! The budgets are kept in a [`BudgetStore`]: with Redis, every auth
+//! instance shares them (one Lua script checks every budget a request is
+//! charged to and charges them only if all have room, in one atomic round
+//! trip, on Redis's clock); in process, the same arithmetic runs under a
+//! mutex. A request refused by one budget costs the others nothing.
 //!
 //! When Redis does not answer, a charge fails like every other Redis call
 //! (`DEPENDENCY_UNAVAILABLE`, 503), not open: each charged path needs Redis
@@ -23,18 +23,19 @@
 //! spending quota while Redis flaps.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use wxlogin_common::redis_guard::RedisGuard;
+use tokio::time::Instant;
+use wxlogin_common::clock::Clock;
+use wxlogin_redis::keys::budget;
 
-use crate::store::{SessionStore, StoreError};
+use crate::store::{BudgetStore, BudgetSubject, Charge, ChargeMode, StoreError};
 
 /// The period every budget is counted over: the settings say "per minute".
 pub const PERIOD: Duration = Duration::from_secs(60);
@@ -42,10 +43,6 @@ pub const PERIOD: Duration = Duration::from_secs(60);
 /// The bucket of calls that do not say which client they serve and whose
 /// peer address is unknown.
 const INTERNAL: &str = "internal";
-
-/// How often charging also sweeps out the in-process budgets that are full
-/// again (and so need no entry).
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// At most `limit` calls per `period`, in a burst or spread out; a limit of
 /// 0 turns the budget off.
@@ -74,6 +71,15 @@ impl Budget {
     /// The time one call takes out of the budget.
     fn emission_us(self) -> u64 {
         (self.period_us() / u64::from(self.limit.max(1))).max(1)
+    }
+
+    /// This budget for `subject`.
+    fn charge(self, subject: BudgetSubject<'_>) -> Charge<'_> {
+        Charge {
+            subject,
+            emission_us: self.emission_us(),
+            period_us: self.period_us(),
+        }
     }
 }
 
@@ -157,10 +163,10 @@ impl Kind {
     /// The budget's name in its Redis key and in logs.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::LoginPerIp => "login_ip",
-            Kind::LoginPerApp => "login_app",
-            Kind::CheckSessionPerUser => "check_session",
-            Kind::PhonePerUser => "phone",
+            Kind::LoginPerIp => budget::LOGIN_PER_IP,
+            Kind::LoginPerApp => budget::LOGIN_PER_APP,
+            Kind::CheckSessionPerUser => budget::CHECK_SESSION,
+            Kind::PhonePerUser => budget::PHONE,
         }
     }
 }
@@ -177,7 +183,8 @@ pub enum LimitError {
 #[derive(Clone)]
 pub struct Limiter {
     budgets: Budgets,
-    backend: Backend,
+    store: Arc<dyn BudgetStore>,
+    clock: Clock,
     /// When this process last warned that the per-app budget refuses
     /// logins (µs since `started`; 0: never).
     warned_app_us: Arc<AtomicU64>,
@@ -192,108 +199,48 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-/// What a call to the budgets does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Charge every budget if all have room, else none.
-    Charge,
-    /// Only say whether all have room.
-    Check,
-    /// Charge every budget, room or not: for what already happened.
-    Force,
+/// The login budgets of one login that its code's claim checks in the
+/// round trip that claims it (see [`Limiter::login_budgets`]).
+#[derive(Debug, Clone)]
+pub struct LoginBudgets {
+    appid: String,
+    client: String,
+    /// Which budgets, in the order the claim checks them.
+    kinds: Vec<Kind>,
+    budgets: Budgets,
 }
 
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Charge => "charge",
-            Mode::Check => "check",
-            Mode::Force => "force",
-        }
+impl LoginBudgets {
+    /// The budgets to check, in order.
+    pub fn charges(&self) -> Vec<Charge<'_>> {
+        self.kinds
+            .iter()
+            .map(|kind| login_charge(&self.budgets, *kind, &self.appid, &self.client))
+            .collect()
     }
 }
 
-#[derive(Clone)]
-enum Backend {
-    Redis { redis: RedisGuard, prefix: String },
-    Memory(Arc<Mutex<Memory>>),
-}
-
-struct Memory {
-    /// Budget key → its theoretical arrival time (µs on [`Memory::epoch`]).
-    tats: HashMap<String, u64>,
-    epoch: Instant,
-    last_sweep: u64,
-}
-
-/// GCRA in Lua, one key per budget: `gcra(keys, args, mode)` checks every
-/// key's timestamp (`args` holds each budget's emission interval and
-/// period, in µs, in turn) and charges all of them only if none refuses;
-/// answers `{0, 0}`, or the microseconds until the budget that refuses
-/// longest has room and that budget's position. `mode` is the [`Mode`]:
-/// `check` charges nothing, `force` charges whatever the budgets say. Used
-/// by [`CHARGE`] and by the claim of a login's code, which checks the login
-/// budgets in its own round trip (see [`Limiter::login`]).
-pub(crate) const GCRA_LUA: &str = r"
-local function gcra(keys, args, mode)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local wait, refusing = 0, 0
-  local tats = {}
-  for i, key in ipairs(keys) do
-    local emission = tonumber(args[2 * i - 1])
-    local period = tonumber(args[2 * i])
-    local tat = tonumber(redis.call('GET', key)) or now
-    if tat < now then tat = now end
-    local allow_at = tat + emission - period
-    if allow_at - now > wait then wait, refusing = allow_at - now, i end
-    tats[i] = tat + emission
-  end
-  if mode == 'force' then wait = 0 end
-  if wait > 0 or mode == 'check' then return {wait, refusing} end
-  for i, key in ipairs(keys) do
-    redis.call('SET', key, string.format('%d', tats[i]), 'PX',
-      math.ceil((tats[i] - now) / 1000))
-  end
-  return {0, 0}
-end
-";
-
-/// [`GCRA_LUA`] on every key; the last argument is the mode.
-static CHARGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(&format!("{GCRA_LUA}\nreturn gcra(KEYS, ARGV, ARGV[#ARGV])"))
-});
-
-/// The login budgets of one login, to check in Redis in the round trip that
-/// claims its code (see [`Limiter::login`]): their keys, and each one's
-/// emission interval and period in µs, in turn.
-#[derive(Debug, Clone, Default)]
-pub struct BudgetCheck {
-    pub keys: Vec<String>,
-    pub args: Vec<u64>,
-    kinds: Vec<Kind>,
+/// A login budget of `appid` for `client`.
+fn login_charge<'a>(budgets: &Budgets, kind: Kind, appid: &'a str, client: &'a str) -> Charge<'a> {
+    match kind {
+        Kind::LoginPerApp => budgets
+            .login_per_app
+            .charge(BudgetSubject::LoginApp { appid }),
+        _ => budgets
+            .login_per_ip
+            .charge(BudgetSubject::LoginClient { appid, client }),
+    }
 }
 
 impl Limiter {
-    /// Budgets kept where `store` keeps sessions: in Redis, shared by every
-    /// instance, or in this process.
-    pub fn new(store: &SessionStore, budgets: Budgets) -> Limiter {
-        let backend = match store {
-            SessionStore::Redis(redis) => Backend::Redis {
-                redis: redis.guard().clone(),
-                prefix: redis.prefix().to_owned(),
-            },
-            SessionStore::Memory(_) => Backend::Memory(Arc::new(Mutex::new(Memory {
-                tats: HashMap::new(),
-                epoch: Instant::now(),
-                last_sweep: 0,
-            }))),
-        };
+    /// Budgets kept in `store`.
+    pub fn new(store: Arc<dyn BudgetStore>, budgets: Budgets, clock: Clock) -> Limiter {
         Limiter {
             budgets,
-            backend,
+            store,
             warned_app_us: Arc::new(AtomicU64::new(0)),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
         }
     }
 
@@ -309,67 +256,57 @@ impl Limiter {
     /// A login checks its budgets with [`Limiter::login_budgets`], in the
     /// round trip that claims its code; this checks them on their own.
     pub async fn login(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        let charges = self.login_charges(client, appid);
-        self.call(Mode::Check, &charges.each_ref().map(borrowed))
+        let budgets = self.login_kinds(client, appid);
+        self.call(ChargeMode::Check, &budgets.charges(), &budgets.kinds)
             .await
     }
 
-    /// The login budgets and whom each one counts. Both subjects carry the
-    /// app's hash tag ([`crate::store::app_tag`]), as its codes' slots do,
-    /// so that the script that claims a code checks them in the same Redis
-    /// Cluster hash slot.
-    fn login_charges(&self, client: &Client, appid: &str) -> [(Kind, Budget, String); 2] {
-        let app = crate::store::app_tag(appid);
-        [
-            (
-                Kind::LoginPerIp,
-                self.budgets.login_per_ip,
-                format!("{app}:{}", client.0),
-            ),
-            (Kind::LoginPerApp, self.budgets.login_per_app, app),
+    /// The login budgets that are on. Both carry the app's hash tag, as
+    /// its codes' slots do, so that the script that claims a code checks
+    /// them in the same Redis Cluster hash slot.
+    fn login_kinds(&self, client: &Client, appid: &str) -> LoginBudgets {
+        let kinds = [
+            (Kind::LoginPerIp, self.budgets.login_per_ip),
+            (Kind::LoginPerApp, self.budgets.login_per_app),
         ]
+        .into_iter()
+        .filter(|(_, budget)| !budget.is_off())
+        .map(|(kind, _)| kind)
+        .collect();
+        LoginBudgets {
+            appid: appid.to_owned(),
+            client: client.0.clone(),
+            kinds,
+            budgets: self.budgets,
+        }
     }
 
-    /// [`Limiter::login`] for a login about to claim its code. In-process
-    /// budgets are checked here (`Ok(None)`). Redis budgets are checked in
-    /// the round trip that claims the code: this answers what to check
-    /// there, and [`Limiter::refusal`] turns the script's verdict into the
-    /// error.
+    /// [`Limiter::login`] for a login about to claim its code. Where the
+    /// store checks budgets in the claim's round trip (Redis), this answers
+    /// what to check there, and [`Limiter::refusal`] turns the claim's
+    /// verdict into the error; elsewhere it checks them now (`Ok(None)`).
     pub async fn login_budgets(
         &self,
         client: &Client,
         appid: &str,
-    ) -> Result<Option<BudgetCheck>, LimitError> {
-        match &self.backend {
-            Backend::Redis { prefix, .. } => {
-                let mut check = BudgetCheck::default();
-                for (kind, budget, subject) in self.login_charges(client, appid) {
-                    if budget.is_off() {
-                        continue;
-                    }
-                    check.keys.push(format!("{prefix}{}", key(kind, &subject)));
-                    check
-                        .args
-                        .extend([budget.emission_us(), budget.period_us()]);
-                    check.kinds.push(kind);
-                }
-                Ok((!check.keys.is_empty()).then_some(check))
-            }
-            Backend::Memory(_) => self.login(client, appid).await.map(|()| None),
+    ) -> Result<Option<LoginBudgets>, LimitError> {
+        if !self.store.checked_at_claim() {
+            return self.login(client, appid).await.map(|()| None);
         }
+        let budgets = self.login_kinds(client, appid);
+        Ok((!budgets.kinds.is_empty()).then_some(budgets))
     }
 
-    /// The error for a login whose `check` refused: the budget at
-    /// `position` (from 1, as the script counts) has room again in
-    /// `wait_us`.
+    /// The error for a login whose claim refused: the budget at `position`
+    /// (from 1, as the script counts) has room again in `wait_us`.
     pub fn refusal(
         &self,
-        check: Option<&BudgetCheck>,
+        budgets: Option<&LoginBudgets>,
         position: usize,
         wait_us: u64,
     ) -> LimitError {
-        let kind = check
-            .and_then(|check| check.kinds.get(position.saturating_sub(1)))
+        let kind = budgets
+            .and_then(|budgets| budgets.kinds.get(position.saturating_sub(1)))
             .copied()
             .unwrap_or(Kind::LoginPerIp);
         self.exhausted(kind, wait_us)
@@ -377,64 +314,55 @@ impl Limiter {
 
     /// Counts a code of `appid` from `client` that WeChat refused.
     pub async fn login_refused(&self, client: &Client, appid: &str) -> Result<(), LimitError> {
-        let charges = self.login_charges(client, appid);
-        self.call(Mode::Force, &charges.each_ref().map(borrowed))
+        let budgets = self.login_kinds(client, appid);
+        self.call(ChargeMode::Force, &budgets.charges(), &budgets.kinds)
             .await
     }
 
     /// Charges a WeChat `checksession` call for the user.
     pub async fn check_session(&self, appid: &str, openid: &str) -> Result<(), LimitError> {
-        let user = format!("{appid}:{openid}");
-        let budget = self.budgets.check_session_per_user;
-        self.call(Mode::Charge, &[(Kind::CheckSessionPerUser, budget, &user)])
+        self.charge_user(Kind::CheckSessionPerUser, appid, openid)
             .await
     }
 
     /// Charges a WeChat `getuserphonenumber` call for the user.
     pub async fn phone(&self, appid: &str, openid: &str) -> Result<(), LimitError> {
-        let user = format!("{appid}:{openid}");
-        let budget = self.budgets.phone_per_user;
-        self.call(Mode::Charge, &[(Kind::PhonePerUser, budget, &user)])
-            .await
+        self.charge_user(Kind::PhonePerUser, appid, openid).await
     }
 
-    async fn call(&self, mode: Mode, charges: &[(Kind, Budget, &str)]) -> Result<(), LimitError> {
-        let charges: Vec<_> = charges
-            .iter()
-            .filter(|(_, budget, _)| !budget.is_off())
-            .collect();
+    async fn charge_user(&self, kind: Kind, appid: &str, openid: &str) -> Result<(), LimitError> {
+        let budget = match kind {
+            Kind::PhonePerUser => self.budgets.phone_per_user,
+            _ => self.budgets.check_session_per_user,
+        };
+        if budget.is_off() {
+            return Ok(());
+        }
+        let charge = budget.charge(BudgetSubject::User {
+            budget: kind.name(),
+            appid,
+            openid,
+        });
+        self.call(ChargeMode::Charge, &[charge], &[kind]).await
+    }
+
+    async fn call(
+        &self,
+        mode: ChargeMode,
+        charges: &[Charge<'_>],
+        kinds: &[Kind],
+    ) -> Result<(), LimitError> {
         if charges.is_empty() {
             return Ok(());
         }
-        let refused = match &self.backend {
-            Backend::Redis { redis, prefix } => {
-                let mut invocation = CHARGE.prepare_invoke();
-                for (kind, budget, subject) in &charges {
-                    invocation
-                        .key(format!("{prefix}{}", key(*kind, subject)))
-                        .arg(budget.emission_us())
-                        .arg(budget.period_us());
-                }
-                invocation.arg(mode.as_str());
-                let (wait, index): (u64, usize) = redis
-                    .run(async |conn| invocation.invoke_async(conn).await)
-                    .await
-                    .map_err(StoreError::from)?;
-                // Lua counts from 1.
-                (wait > 0).then(|| (index.saturating_sub(1), wait))
-            }
-            Backend::Memory(memory) => {
-                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                memory.charge(mode, &charges)
-            }
-        };
-        let Some((index, wait_us)) = refused else {
+        let Some(refused) = self.store.charge(mode, charges).await? else {
             return Ok(());
         };
-        let kind = charges
-            .get(index)
-            .map_or(Kind::LoginPerIp, |(kind, _, _)| *kind);
-        Err(self.exhausted(kind, wait_us))
+        let kind = kinds
+            .get(refused.index)
+            .copied()
+            .unwrap_or(Kind::LoginPerIp);
+        Err(self.exhausted(kind, refused.wait_us))
     }
 
     fn exhausted(&self, kind: Kind, wait_us: u64) -> LimitError {
@@ -454,7 +382,7 @@ impl Limiter {
     /// (an attack, or a budget too small for the app), but once a period,
     /// not once per refused login.
     fn warn_app_budget_spent(&self) {
-        let now = u64::try_from(self.started.elapsed().as_micros())
+        let now = u64::try_from((self.clock.now() - self.started).as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
         let last = self.warned_app_us.load(Ordering::Relaxed);
@@ -473,110 +401,23 @@ impl Limiter {
     }
 }
 
-impl Memory {
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// As the Redis script: the refusing budget's index and the wait.
-    fn charge(&mut self, mode: Mode, charges: &[&(Kind, Budget, &str)]) -> Option<(usize, u64)> {
-        let now = self.now_us();
-        if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY.as_micros() as u64 {
-            // A budget whose timestamp is past is full again: the same as no
-            // entry.
-            self.tats.retain(|_, tat| *tat > now);
-            self.last_sweep = now;
-        }
-        let keys: Vec<String> = charges
-            .iter()
-            .map(|(kind, _, subject)| key(*kind, subject))
-            .collect();
-        let mut refused: Option<(usize, u64)> = None;
-        let mut tats = Vec::with_capacity(charges.len());
-        for (index, ((_, budget, _), key)) in charges.iter().zip(&keys).enumerate() {
-            let tat = self.tats.get(key).copied();
-            if mode == Mode::Force {
-                tats.push(
-                    tat.unwrap_or(now)
-                        .max(now)
-                        .saturating_add(budget.emission_us()),
-                );
-                continue;
-            }
-            match gcra(tat, now, *budget) {
-                Ok(tat) => tats.push(tat),
-                Err(wait) if refused.is_none_or(|(_, longest)| wait > longest) => {
-                    refused = Some((index, wait));
-                }
-                Err(_) => {}
-            }
-        }
-        if refused.is_none() && mode != Mode::Check {
-            for (key, tat) in keys.into_iter().zip(tats) {
-                self.tats.insert(key, tat);
-            }
-        }
-        refused
-    }
-}
-
-fn borrowed((kind, budget, subject): &(Kind, Budget, String)) -> (Kind, Budget, &str) {
-    (*kind, *budget, subject.as_str())
-}
-
-/// Where a budget's timestamp is kept (under the Redis prefix):
-/// `limit:<budget>:<{a:appid}:client address | {a:appid} | appid:openid>`.
-fn key(kind: Kind, subject: &str) -> String {
-    format!("limit:{}:{subject}", kind.name())
-}
-
-/// One GCRA step at `now` (µs) for a budget whose theoretical arrival time
-/// is `tat`: the new one if the call fits, else how long until it would.
-/// (The Redis script does the same arithmetic.)
-fn gcra(tat: Option<u64>, now: u64, budget: Budget) -> Result<u64, u64> {
-    let tat = tat.unwrap_or(now).max(now);
-    let next = tat.saturating_add(budget.emission_us());
-    let allow_at = next.saturating_sub(budget.period_us());
-    if allow_at > now {
-        Err(allow_at - now)
-    } else {
-        Ok(next)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    const SECOND: u64 = 1_000_000;
-
-    #[test]
-    fn gcra_allows_a_burst_then_one_per_emission_interval() {
-        let budget = Budget::per_minute(3);
-        let mut tat = None;
-        for _ in 0..3 {
-            tat = Some(gcra(tat, 0, budget).unwrap());
-        }
-        // Full: the next call fits when one interval (20 s) has passed.
-        assert_eq!(gcra(tat, 0, budget), Err(20 * SECOND));
-        assert_eq!(gcra(tat, 15 * SECOND, budget), Err(5 * SECOND));
-        let after = gcra(tat, 20 * SECOND, budget).unwrap();
-        assert_eq!(gcra(Some(after), 20 * SECOND, budget), Err(20 * SECOND));
-        // A budget left alone long enough is full again.
-        assert!(gcra(tat, 10 * 60 * SECOND, budget).is_ok());
-    }
+    use crate::store::{SessionPolicy, Stores};
 
     /// The same promises from either backend.
-    async fn budgets_hold(store: SessionStore) {
+    async fn budgets_hold(stores: Stores) {
         let limiter = Limiter::new(
-            &store,
+            stores.budgets,
             Budgets {
                 login_per_ip: Budget::per_minute(3),
                 login_per_app: Budget::per_minute(5),
                 check_session_per_user: Budget::per_minute(2),
                 phone_per_user: Budget::per_minute(0),
             },
+            Clock::system(),
         );
         let from = |ip: &str| Client::address(ip.parse().unwrap());
         let refused = |result: Result<(), LimitError>| match result {
@@ -635,26 +476,24 @@ mod tests {
     #[tokio::test]
     async fn budgets_hold_in_redis() {
         let redis = wxlogin_testkit::TestRedisPrefix::new();
-        let store = SessionStore::connect(
+        let stores = Stores::connect(
             &redis.url().to_owned().into(),
-            redis.prefix().to_owned(),
-            crate::config::SessionPolicy::default(),
+            redis.prefix(),
+            SessionPolicy::default(),
+            Clock::system(),
         )
         .await
         .unwrap();
-        budgets_hold(store).await;
+        budgets_hold(stores).await;
     }
 
     #[tokio::test]
     async fn budgets_hold_in_process() {
-        let store = SessionStore::connect(
-            &crate::store::MEMORY_URL.to_owned().into(),
-            String::new(),
-            crate::config::SessionPolicy::default(),
-        )
-        .await
-        .unwrap();
-        budgets_hold(store).await;
+        budgets_hold(crate::store::memory::stores(
+            SessionPolicy::default(),
+            Clock::system(),
+        ))
+        .await;
     }
 
     #[test]

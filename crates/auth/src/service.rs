@@ -3,16 +3,13 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tonic::{Request, Response, Status};
-use wxlogin_common::{
-    grpc::{self, Caller},
-    metrics::name,
-    user_copy,
-};
+use wxlogin_common::{clock::Clock, grpc, metrics::name};
+use wxlogin_proto::caller::{self, Caller};
 use wxlogin_proto::{
     auth::v1::{
         CheckSessionRequest, CheckSessionResponse, ForgetUserRequest, ForgetUserResponse,
@@ -30,11 +27,11 @@ use crate::{
     access_token::AccessTokens,
     config::Apps,
     error::AuthError,
-    limit::{BudgetCheck, Client, Limiter},
+    limit::{Client, Limiter, LoginBudgets},
     sealed_outcome::{CodeSecrets, Recorded, Refusal},
     store::{
-        Claim, ExchangeSlot, LiveSession, Opened, SealedOutcome, SessionRecord, SessionStore,
-        SessionSummary, is_session_id, key_fingerprint, now_unix_ms,
+        Claim, ExchangeSlot, LiveSession, Opened, SealedOutcome, SessionRecord, SessionSummary,
+        Stores, is_session_id, key_fingerprint, live_sessions,
     },
     token::Token,
 };
@@ -80,7 +77,8 @@ pub struct Auth {
 struct Inner {
     apps: Apps,
     wechat: Wechat,
-    store: SessionStore,
+    stores: Stores,
+    clock: Clock,
     access_tokens: AccessTokens,
     limiter: Limiter,
     /// Code exchanges under way in this process, by (appid, code): a second
@@ -98,16 +96,23 @@ impl Auth {
         apps: Apps,
         wechat: Wechat,
         limiter: Limiter,
-        store: SessionStore,
+        stores: Stores,
         wechat_timeout: Duration,
+        clock: Clock,
     ) -> Self {
         Auth {
             inner: Arc::new(Inner {
-                access_tokens: AccessTokens::new(store.clone(), wechat.clone(), wechat_timeout),
+                access_tokens: AccessTokens::new(
+                    stores.access_tokens.clone(),
+                    wechat.clone(),
+                    wechat_timeout,
+                    clock.clone(),
+                ),
                 limiter,
                 apps,
                 wechat,
-                store,
+                stores,
+                clock,
                 in_flight: Mutex::new(HashMap::new()),
                 claim_ttl: wechat_timeout
                     .saturating_mul(2)
@@ -116,8 +121,8 @@ impl Auth {
         }
     }
 
-    pub fn store(&self) -> &SessionStore {
-        &self.inner.store
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
     }
 
     /// The login of `code`: joins its exchange under way in this process,
@@ -127,7 +132,7 @@ impl Auth {
         &self,
         appid: &str,
         code: &str,
-        budgets: Option<BudgetCheck>,
+        budgets: Option<LoginBudgets>,
         client: SessionClient,
     ) -> Outcome {
         let app = self
@@ -189,22 +194,27 @@ impl Auth {
         &self,
         appid: &str,
         code: &str,
-        budgets: Option<BudgetCheck>,
+        budgets: Option<LoginBudgets>,
         client: SessionClient,
     ) -> Outcome {
-        let store = &self.inner.store;
+        let stores = &self.inner.stores;
         let secrets = CodeSecrets::derive(appid, code);
         let marker = ExchangeSlot::marker(&format!("{:016x}", rand::random::<u64>()));
-        let deadline = Instant::now() + self.inner.claim_ttl + Duration::from_secs(1);
+        let deadline = self.inner.clock.now() + self.inner.claim_ttl + Duration::from_secs(1);
         let store_error = |error| Arc::new(AuthError::from(error));
+        let charges = budgets
+            .as_ref()
+            .map(LoginBudgets::charges)
+            .unwrap_or_default();
         loop {
-            let claim = store
-                .claim_exchange(
+            let claim = stores
+                .exchanges
+                .claim(
                     appid,
                     secrets.slot(),
                     &marker,
                     self.inner.claim_ttl,
-                    budgets.as_ref(),
+                    &charges,
                 )
                 .await
                 .map_err(store_error)?;
@@ -230,12 +240,13 @@ impl Auth {
                 Claim::Held(sealed) => Some(sealed),
             };
             while let Some(ExchangeSlot::Pending) = held {
-                if Instant::now() >= deadline {
+                if self.inner.clock.now() >= deadline {
                     return Err(Arc::new(AuthError::ExchangeWait));
                 }
                 tokio::time::sleep(POLL_EVERY).await;
-                held = store
-                    .exchange_slot(appid, secrets.slot())
+                held = stores
+                    .exchanges
+                    .slot(appid, secrets.slot())
                     .await
                     .map_err(store_error)?;
             }
@@ -245,7 +256,8 @@ impl Auth {
                 // A replay after the code's session ended (a logout, an
                 // expiry): the code is spent and its token dead, so the
                 // answer is WeChat's for a used code, not a dead token.
-                if store
+                if stores
+                    .sessions
                     .touch(&outcome.token)
                     .await
                     .map_err(store_error)?
@@ -271,7 +283,7 @@ impl Auth {
         marker: &str,
         client: SessionClient,
     ) -> Outcome {
-        let store = &self.inner.store;
+        let exchanges = &self.inner.stores.exchanges;
         let outcome = self.exchange(appid, code, secrets, client).await;
         let counted = match &outcome {
             Ok(_) => "ok",
@@ -294,7 +306,7 @@ impl Auth {
             _ => None,
         };
         let Some(error) = refusal else {
-            if let Err(error) = store.release_exchange(appid, secrets.slot(), marker).await {
+            if let Err(error) = exchanges.release(appid, secrets.slot(), marker).await {
                 tracing::warn!(%error, "could not give up the claim on a code; it is free again when the claim expires");
             }
             return outcome;
@@ -306,7 +318,7 @@ impl Auth {
                 return outcome;
             }
         };
-        match store
+        match exchanges
             .record_refusal(appid, secrets.slot(), &sealed, CODE_LIFETIME)
             .await
         {
@@ -362,10 +374,10 @@ impl Auth {
             .code2session(app, code)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
-        let token = Token::for_shard(user_copy::shard(&app.appid, &session.openid))
+        let token = Token::for_shard(wxlogin_redis::keys::shard(&app.appid, &session.openid))
             .map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
-        let policy = self.inner.store.policy();
-        let now = now_unix_ms();
+        let policy = self.inner.stores.sessions.policy();
+        let now = self.inner.clock.unix_ms();
         let record = SessionRecord {
             appid: app.appid.clone(),
             openid: session.openid,
@@ -394,8 +406,9 @@ impl Auth {
         });
         let user = self
             .inner
-            .store
-            .create(&token, &record, &session.session_key, outcome)
+            .stores
+            .sessions
+            .open(&token, &record, &session.session_key, outcome)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
         // DEBUG: the login's INFO line is the gateway's audit event, which
@@ -414,18 +427,18 @@ impl Auth {
     /// Checks a login against its client's and its app's budgets, before
     /// the code can reach WeChat (they count refused codes; see
     /// [`Limiter::login`]): in-process budgets now, Redis budgets in the
-    /// round trip that claims the code (the answer's [`BudgetCheck`]).
+    /// round trip that claims the code (the answer's [`LoginBudgets`]).
     /// Answers the app to count a refusal against too. What never reaches
     /// WeChat costs nothing: an unknown app or a malformed code is refused
     /// first (which also keeps the per-app keys to configured apps), and a
     /// second submission of a code joins the exchange under way (two that
     /// arrive together may both be checked).
-    async fn charge_login(
+    async fn check_login_budgets(
         &self,
         client: &Client,
         appid: &str,
         code: &str,
-    ) -> Result<Option<(String, Option<BudgetCheck>)>, AuthError> {
+    ) -> Result<Option<(String, Option<LoginBudgets>)>, AuthError> {
         let app = self.inner.apps.get(appid).ok_or(AuthError::UnknownApp)?;
         validate_code(code)?;
         let joins = self
@@ -449,7 +462,8 @@ impl Auth {
     /// again.
     async fn live(&self, token: &Token) -> Result<LiveSession, AuthError> {
         self.inner
-            .store
+            .stores
+            .sessions
             .touch(token)
             .await?
             .ok_or(AuthError::InvalidToken)
@@ -464,7 +478,8 @@ impl Auth {
         let record = &live.record;
         let key = self
             .inner
-            .store
+            .stores
+            .sessions
             .session_key(&record.appid, &record.openid)
             .await?
             .ok_or(AuthError::SessionKeyStale)?;
@@ -577,7 +592,7 @@ impl AuthService for Auth {
             user_agent: fields::user_agent(&user_agent),
             address_prefix,
         };
-        let (charged, budgets) = match self.charge_login(&client, &appid, &code).await? {
+        let (charged, budgets) = match self.check_login_budgets(&client, &appid, &code).await? {
             Some((charged, budgets)) => (Some(charged), budgets),
             None => (None, None),
         };
@@ -650,7 +665,8 @@ impl AuthService for Auth {
         let ended = match Token::parse(&request.get_ref().token) {
             Some(token) => self
                 .inner
-                .store
+                .stores
+                .sessions
                 .remove(&token)
                 .await
                 .map_err(AuthError::from)?,
@@ -666,12 +682,14 @@ impl AuthService for Auth {
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let ListSessionsRequest { appid, openid } = request.into_inner();
         let appid = self.user_app(&appid, &openid)?;
-        let sessions = self
-            .inner
-            .store
-            .list(&appid, &openid)
-            .await
-            .map_err(AuthError::from)?;
+        let sessions = live_sessions(
+            &*self.inner.stores.sessions,
+            &appid,
+            &openid,
+            self.inner.clock.unix_ms(),
+        )
+        .await
+        .map_err(AuthError::from)?;
         Ok(Response::new(ListSessionsResponse {
             sessions: sessions.into_iter().map(session_view).collect(),
         }))
@@ -695,7 +713,8 @@ impl AuthService for Auth {
         }
         let ended = self
             .inner
-            .store
+            .stores
+            .sessions
             .revoke(&appid, &openid, session_id.as_deref())
             .await
             .map_err(AuthError::from)?;
@@ -712,7 +731,7 @@ impl AuthService for Auth {
         request: Request<ForgetUserRequest>,
     ) -> Result<Response<ForgetUserResponse>, Status> {
         // It deletes the user service's copy: the user service alone asks.
-        grpc::require_caller(&request, Caller::UserService)?;
+        caller::require_caller(&request, Caller::UserService)?;
         let ForgetUserRequest {
             appid,
             openid,
@@ -721,7 +740,8 @@ impl AuthService for Auth {
         let appid = self.user_app(&appid, &openid)?;
         let ended = self
             .inner
-            .store
+            .stores
+            .sessions
             .forget(&appid, &openid, user_id)
             .await
             .map_err(AuthError::from)?;
@@ -734,7 +754,7 @@ impl AuthService for Auth {
         request: Request<GetSessionKeyRequest>,
     ) -> Result<Response<GetSessionKeyResponse>, Status> {
         // The key decrypts the user's data: only the user service gets it.
-        grpc::require_caller(&request, Caller::UserService)?;
+        caller::require_caller(&request, Caller::UserService)?;
         let live = self.live_session(&request.get_ref().token).await?;
         let key = self.current_session_key(&live).await?;
         Ok(Response::new(GetSessionKeyResponse {

@@ -1,6 +1,6 @@
 //! Session tokens: 32 bytes, base64url without padding: 30 from the OS
 //! CSPRNG (240 bits a guesser must find), then the user's shard (see
-//! `wxlogin_common::user_copy::shard`), big-endian, which names the Redis
+//! `wxlogin_redis::keys::shard`), big-endian, which names the Redis
 //! Cluster hash slot of the session's key.
 //!
 //! Only the SHA-256 of a token is ever stored or used as a key; the token
@@ -47,7 +47,7 @@ impl Token {
         // A parsed token always decodes to TOKEN_BYTES.
         let _ = URL_SAFE_NO_PAD.decode_slice(self.0.as_bytes(), &mut bytes);
         u16::from_be_bytes([bytes[RANDOM_BYTES], bytes[RANDOM_BYTES + 1]])
-            % wxlogin_common::user_copy::SHARDS
+            % wxlogin_redis::keys::SHARDS
     }
 
     /// Accepts what a client sent if it has the shape of one of our tokens.
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_token_carries_its_shard() {
-        for shard in [0, 1, 0x1234, wxlogin_common::user_copy::SHARDS - 1] {
+        for shard in [0, 1, 0x1234, wxlogin_redis::keys::SHARDS - 1] {
             let token = Token::for_shard(shard).unwrap();
             assert_eq!(Token::parse(token.expose()).unwrap().shard(), shard);
         }

@@ -7,7 +7,6 @@ use std::{collections::HashMap, net::SocketAddr};
 use prost::Message;
 use tonic::Code;
 use wxlogin_auth::{Application, Config};
-use wxlogin_common::user_copy;
 use wxlogin_proto::{
     auth::v1::{
         GetPhoneNumberRequest, GetSessionKeyRequest, LoginRequest, LogoutRequest,
@@ -20,6 +19,7 @@ use wxlogin_testkit::{
     PrivateRedis, TestRedisPrefix,
     credential::{Authed, Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel},
 };
+use wxlogin_userdata::copy as user_copy;
 use wxlogin_wechat_sim::{
     DEFAULT_APPID, DEFAULT_SECRET, MintCode, MintPhoneCode, RunningSimulator, SimConfig, Simulator,
 };
@@ -178,8 +178,8 @@ async fn a_login_brings_the_users_copy_and_journals_the_logins_it_answers() {
             (login.user_copy, login.login_recorded)
         }
     };
-    let key = user_copy::key(h._redis.prefix(), DEFAULT_APPID, &openid);
-    let journal = user_copy::journal_key(h._redis.prefix());
+    let key = wxlogin_redis::Keyspace::new(h._redis.prefix()).user_copy(DEFAULT_APPID, &openid);
+    let journal = wxlogin_redis::Keyspace::new(h._redis.prefix()).journal();
     let mut conn = redis::Client::open(h._redis.url())
         .unwrap()
         .get_multiplexed_async_connection()

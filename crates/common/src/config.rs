@@ -91,32 +91,6 @@ where
     }
 }
 
-/// `REDIS_KEY_PREFIX`: the start of every Redis key of wxlogin's services
-/// (default `wxlogin:`).
-pub fn redis_key_prefix(source: &dyn Source) -> Result<String, ConfigError> {
-    let prefix = optional(source, "REDIS_KEY_PREFIX").unwrap_or_else(|| "wxlogin:".into());
-    crate::user_copy::check_key_prefix(&prefix)
-        .map_err(|message| ConfigError::invalid("REDIS_KEY_PREFIX", message))?;
-    Ok(prefix)
-}
-
-/// Checks that a `REDIS_URL` names one Redis, a Cluster or a Sentinel
-/// setup (see [`crate::redis_guard::Topology`]).
-pub fn check_redis_url(url: &str) -> Result<(), ConfigError> {
-    crate::redis_guard::Topology::parse(url)
-        .map(drop)
-        .map_err(|error| {
-            ConfigError::invalid(
-                "REDIS_URL",
-                format!(
-                    "{} (redis://host:port/db, redis+cluster://host:port,host:port or \
-                     redis+sentinel://host:port,host:port/service)",
-                    error.detail().unwrap_or("not a Redis URL")
-                ),
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

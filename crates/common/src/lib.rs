@@ -1,21 +1,21 @@
 //! What every wxlogin binary shares: typed configuration from the
-//! environment, telemetry set up once, Prometheus metrics, the request id that follows a request
-//! from HTTP into gRPC, graceful shutdown, and the Redis connection with its
-//! circuit breaker.
+//! environment, telemetry set up once, Prometheus metrics, gRPC plumbing
+//! (connections, servers, credentials), the request id that follows a
+//! request from HTTP into gRPC, the circuit breaker's state, a clock, and
+//! graceful shutdown.
 //!
-//! It must stay small and free of business logic: no WeChat, no storage.
+//! It must stay small and free of business logic: no WeChat, no storage
+//! (it depends on neither Redis nor the gRPC contracts), no users.
 
-pub mod audit;
+pub mod breaker;
+pub mod clock;
 pub mod config;
-pub mod data_crypto;
 pub mod grpc;
 pub mod metrics;
-pub mod redis_guard;
 pub mod request_id;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
-pub mod user_copy;
 
 pub use secrecy::{ExposeSecret, SecretString};
 

@@ -5,9 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use wxlogin_common::{
     SecretString,
     config::{ConfigError, Env, Source, optional, parsed},
-    data_crypto::DataKeys,
     grpc,
 };
+use wxlogin_userdata::sealing::DataKeys;
 
 use crate::{client_ip::TrustedProxies, proxy::ProxyRoutes};
 
@@ -109,7 +109,7 @@ mod tests {
                 "internal-secret-0123456789abcdef0123",
             ),
             (
-                wxlogin_common::data_crypto::KEYS_VAR,
+                wxlogin_userdata::sealing::KEYS_VAR,
                 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
             ),
         ];
@@ -140,8 +140,8 @@ mod tests {
             (grpc::INTERNAL_SECRET, "too-short"),
             (grpc::INTERNAL_SECRET, ""),
             ("TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
-            (wxlogin_common::data_crypto::KEYS_VAR, ""),
-            (wxlogin_common::data_crypto::KEYS_VAR, "k1"),
+            (wxlogin_userdata::sealing::KEYS_VAR, ""),
+            (wxlogin_userdata::sealing::KEYS_VAR, "k1"),
         ] {
             let error = config(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{error}");

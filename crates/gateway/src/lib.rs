@@ -67,7 +67,7 @@ pub struct AppState {
     /// Proxy mode, when `PROXY_ROUTES` names any route.
     proxy: Option<Arc<proxy::Proxy>>,
     /// What the user copies that come with sessions are sealed with.
-    keys: wxlogin_common::data_crypto::DataKeys,
+    keys: wxlogin_userdata::sealing::DataKeys,
 }
 
 /// The result of one readiness check, as `/readyz` shows it.

@@ -23,7 +23,8 @@ use wxlogin_proto::{
     },
 };
 
-use wxlogin_common::{audit, audit::Event, user_copy};
+use wxlogin_proto::{audit, audit::Event};
+use wxlogin_userdata::copy as user_copy;
 
 use crate::{
     AppState,

@@ -19,9 +19,9 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 use tokio::sync::watch;
 use wxlogin_common::{
     config::{ConfigError, Env, Source, optional},
-    data_crypto::{INDEX_KEY_VAR, KEYS_VAR, Zeroizing, generate_key},
     grpc,
 };
+use wxlogin_userdata::sealing::{INDEX_KEY_VAR, KEYS_VAR, Zeroizing, generate_key};
 
 /// Where the embedded database lives when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://wxlogin.sqlite3";
@@ -270,7 +270,7 @@ fn local_keys(env: &dyn Source) -> Result<Option<LocalKeys>, Error> {
     let Some(path) = sqlite_path(&url) else {
         return Ok(None);
     };
-    let random = |error: wxlogin_common::data_crypto::SealError| Error::Random(error.to_string());
+    let random = |error: wxlogin_userdata::sealing::SealError| Error::Random(error.to_string());
     let Some(path) = path else {
         // An in-memory database lives as long as the process: so do its keys.
         let values = vec![

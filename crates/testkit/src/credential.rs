@@ -20,14 +20,14 @@ pub const DATA_ENCRYPTION_KEYS: &str = "test-b:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3O
 pub const DATA_INDEX_KEY: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
 
 /// [`DATA_ENCRYPTION_KEYS`], parsed.
-pub fn data_keys() -> wxlogin_common::data_crypto::DataKeys {
-    wxlogin_common::data_crypto::DataKeys::parse(DATA_ENCRYPTION_KEYS)
+pub fn data_keys() -> wxlogin_userdata::sealing::DataKeys {
+    wxlogin_userdata::sealing::DataKeys::parse(DATA_ENCRYPTION_KEYS)
         .unwrap_or_else(|error| panic!("the test keys: {error}"))
 }
 
 /// [`DATA_INDEX_KEY`], parsed.
-pub fn index_key() -> wxlogin_common::data_crypto::IndexKey {
-    wxlogin_common::data_crypto::IndexKey::parse(DATA_INDEX_KEY)
+pub fn index_key() -> wxlogin_userdata::sealing::IndexKey {
+    wxlogin_userdata::sealing::IndexKey::parse(DATA_INDEX_KEY)
         .unwrap_or_else(|error| panic!("the test index key: {error}"))
 }
 

@@ -12,7 +12,7 @@
 //! machine's server is shared by every test.
 
 use sea_orm::{ConnectionTrait, Database};
-use wxlogin_common::redis_guard::RedisGuard;
+use wxlogin_redis::guard::RedisGuard;
 
 pub mod credential;
 mod proxy;

@@ -15,19 +15,14 @@
 //! cannot hand out a connection in time does not wake the probe: that is
 //! also what overload looks like.
 
-use std::{
-    fmt::Display,
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{fmt::Display, future::Future, time::Duration};
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::{Notify, watch};
-use wxlogin_common::metrics::name;
+use tokio::sync::watch;
+use wxlogin_common::{
+    breaker::{Breaker, Messages},
+    metrics::name,
+};
 
 use crate::error::{self, Error};
 
@@ -40,22 +35,11 @@ pub const PROBE_EVERY_DOWN: Duration = Duration::from_millis(250);
 /// a local MySQL answers in well under a millisecond.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The shared state. Cheap to clone.
+/// The database's breaker state ([`Breaker`]), and how statements go
+/// through it. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Availability {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    /// `true` while the database is known to be down.
-    down: watch::Sender<bool>,
-    /// Wakes the probe when a statement's connection failed.
-    suspected: Notify,
-    /// When the database was last seen down, in milliseconds after `epoch`
-    /// plus one (0: never).
-    last_seen_down: AtomicU64,
-    epoch: Instant,
+    breaker: Breaker,
 }
 
 impl Default for Availability {
@@ -68,65 +52,45 @@ impl Availability {
     /// Up, until something says otherwise.
     pub fn new() -> Availability {
         Availability {
-            inner: Arc::new(Inner {
-                down: watch::Sender::new(false),
-                suspected: Notify::new(),
-                last_seen_down: AtomicU64::new(0),
-                epoch: Instant::now(),
+            breaker: Breaker::new(Messages {
+                down: "the database is down: requests that need it fail at once until it answers",
+                up: "the database answers again",
+                gauge: None,
             }),
         }
     }
 
     pub fn is_down(&self) -> bool {
-        *self.inner.down.borrow()
+        !self.breaker.is_up()
     }
 
     /// The database failed to answer; the first failure after it answered
     /// is logged, the others are not.
     pub fn mark_down(&self, why: &dyn Display) {
-        self.seen_down();
-        if !self.inner.down.send_replace(true) {
-            tracing::warn!(error = %why, "the database is down: requests that need it fail at once until it answers");
-        }
+        self.breaker.mark_down(why);
     }
 
     /// A statement's connection failed: pooled connections idle since now
     /// are suspect, and the probe checks the database at once.
     pub fn suspect(&self) {
-        self.seen_down();
-        self.inner.suspected.notify_one();
-    }
-
-    fn seen_down(&self) {
-        let since_epoch = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.inner
-            .last_seen_down
-            .store(since_epoch.saturating_add(1), Ordering::Relaxed);
+        self.breaker.suspect();
     }
 
     /// The database answered.
     pub fn mark_up(&self) {
-        if self.inner.down.send_replace(false) {
-            tracing::info!("the database answers again");
-        }
+        self.breaker.mark_up();
     }
 
-    /// Changes of the state (`true`: down), for the health service.
+    /// Changes of the state (`true`: up), for the health service.
     pub fn watch(&self) -> watch::Receiver<bool> {
-        self.inner.down.subscribe()
+        self.breaker.watch()
     }
 
     /// Whether a pooled connection idle for `idle_for` has been idle since
     /// before the database was last seen down: it may have been cut, and
     /// is worth a ping before it carries a request.
     pub fn idle_across_an_outage(&self, idle_for: Duration) -> bool {
-        match self.inner.last_seen_down.load(Ordering::Relaxed) {
-            0 => false,
-            seen_plus_one => {
-                let seen = Duration::from_millis(seen_plus_one - 1);
-                self.inner.epoch.elapsed().saturating_sub(seen) <= idle_for
-            }
-        }
+        self.breaker.idle_across_an_outage(idle_for)
     }
 
     /// Runs `statement`, unless the database is known down; gives up on it
@@ -138,13 +102,13 @@ impl Availability {
         &self,
         statement: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let mut down = self.watch();
-        if *down.borrow_and_update() {
+        let mut up = self.watch();
+        if !*up.borrow_and_update() {
             return Err(refused());
         }
         let result = tokio::select! {
             result = statement => result,
-            _ = down.wait_for(|down| *down) => return Err(refused()),
+            _ = up.wait_for(|up| !*up) => return Err(refused()),
         };
         if let Err(error) = &result {
             count(error);
@@ -236,7 +200,7 @@ pub async fn probe(db: DatabaseConnection, availability: Availability) {
         };
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = availability.inner.suspected.notified() => {}
+            () = availability.breaker.suspected() => {}
         }
     }
 }
@@ -288,11 +252,8 @@ mod tests {
         assert!(matches!(result, Err(Error::DatabaseUnavailable(_))));
         assert!(!availability.is_down(), "only the probe decides");
         assert!(availability.idle_across_an_outage(Duration::from_secs(60)));
-        let woken = tokio::time::timeout(
-            Duration::from_secs(1),
-            availability.inner.suspected.notified(),
-        )
-        .await;
+        let woken =
+            tokio::time::timeout(Duration::from_secs(1), availability.breaker.suspected()).await;
         assert!(woken.is_ok());
     }
 
@@ -331,18 +292,5 @@ mod tests {
         let (result, ()) = tokio::join!(waiting, async move { other.mark_down(&"probe") });
 
         assert!(matches!(result, Err(Error::DatabaseDown)));
-    }
-
-    #[test]
-    fn connections_idle_since_before_an_outage_are_suspect() {
-        let availability = Availability::new();
-        assert!(!availability.idle_across_an_outage(Duration::from_secs(3600)));
-
-        availability.mark_down(&"test");
-        availability.mark_up();
-        std::thread::sleep(Duration::from_millis(20));
-
-        assert!(availability.idle_across_an_outage(Duration::from_secs(3600)));
-        assert!(!availability.idle_across_an_outage(Duration::ZERO));
     }
 }

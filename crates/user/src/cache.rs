@@ -11,7 +11,7 @@
 //! back to MySQL rather than see stale data; copies also expire. Without
 //! `REDIS_URL` (the single-process setup) there is no cache.
 //!
-//! While Redis is down (see `wxlogin_common::redis_guard`) the cache costs
+//! While Redis is down (see `wxlogin_redis::guard`) the cache costs
 //! requests nothing: writes fail at once, and the copies they could not
 //! replace are remembered and deleted as soon as Redis answers again, before
 //! anyone can read them stale.
@@ -21,24 +21,21 @@ use std::{
     sync::{Arc, Mutex, PoisonError, Weak},
 };
 
-use wxlogin_common::{
-    data_crypto::DataKeys,
-    redis_guard::{RedisGuard, WeakRedisGuard},
-    user_copy::{self, TTL},
-};
 use wxlogin_proto::user::v1::User;
+use wxlogin_redis::{
+    Keyspace, RedisGuard, WeakRedisGuard, keys::USER_COPY_TTL as TTL, scripts::WRITE_COPY,
+};
+use wxlogin_userdata::{copy as user_copy, sealing::DataKeys};
 
 /// How many copies an outage may leave stale that are deleted when Redis
 /// is back; past that, the rest stay until they expire (logged once).
 const MAX_STALE: usize = 100_000;
 
-use wxlogin_common::user_copy::key;
-
 #[derive(Clone)]
 pub struct UserCache {
     redis: RedisGuard,
-    prefix: String,
-    /// What the copies are sealed with (see `wxlogin_common::user_copy`).
+    keyspace: Keyspace,
+    /// What the copies are sealed with (see `wxlogin_userdata::copy`).
     keys: DataKeys,
     /// Keys of copies a write could not replace while Redis was down.
     stale: Arc<Mutex<HashSet<String>>>,
@@ -47,7 +44,7 @@ pub struct UserCache {
 impl std::fmt::Debug for UserCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserCache")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keyspace.prefix())
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +68,7 @@ impl UserCache {
         ));
         Ok(UserCache {
             redis,
-            prefix,
+            keyspace: Keyspace::new(&prefix),
             keys,
             stale,
         })
@@ -85,7 +82,7 @@ impl UserCache {
     /// Writes `body`, the copy of `user`, at `key` (only if there is none
     /// when `only_new`), unless the user was deleted: `Ok(1)` written,
     /// `Ok(0)` there was one (`only_new`), `Ok(-1)` deleted (see
-    /// [`user_copy::WRITE_COPY_LUA`]).
+    /// [`WRITE_COPY`]).
     async fn write(
         &self,
         key: &str,
@@ -93,12 +90,10 @@ impl UserCache {
         body: &[u8],
         only_new: bool,
     ) -> redis::RedisResult<i64> {
-        static WRITE: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| redis::Script::new(user_copy::WRITE_COPY_LUA));
-        let tombstone = user_copy::tombstone_key(&self.prefix, &user.appid, &user.openid);
+        let tombstone = self.keyspace.tombstone(&user.appid, &user.openid);
         self.redis
             .run(async |conn| {
-                WRITE
+                WRITE_COPY
                     .key(key)
                     .key(&tombstone)
                     .arg(user.id)
@@ -114,7 +109,7 @@ impl UserCache {
     /// After a write: the copy becomes `user`. [`Written::Deleted`] when the
     /// user was deleted meanwhile (no copy is written then).
     pub async fn written(&self, user: &User) -> Written {
-        let key = key(&self.prefix, &user.appid, &user.openid);
+        let key = self.keyspace.user_copy(&user.appid, &user.openid);
         let body = match user_copy::encode(&self.keys, user) {
             Ok(body) => body,
             Err(error) => {
@@ -128,7 +123,7 @@ impl UserCache {
             Ok(_) => return Written::Kept,
             Err(error) => error,
         };
-        if wxlogin_common::redis_guard::is_unavailable(&error) {
+        if wxlogin_redis::guard::is_unavailable(&error) {
             // Redis is down: the outage is logged once by the guard.
             tracing::debug!(%error, "could not write the cached user; deleting it once Redis is back");
             self.remember_stale(key);
@@ -166,7 +161,7 @@ impl UserCache {
     /// After a lookup that the cache may lack: adds the copy if there is
     /// none (and the user was not deleted).
     pub async fn looked_up(&self, user: &User) {
-        let key = key(&self.prefix, &user.appid, &user.openid);
+        let key = self.keyspace.user_copy(&user.appid, &user.openid);
         let Ok(body) = user_copy::encode(&self.keys, user) else {
             // The next write or lookup adds it.
             return;

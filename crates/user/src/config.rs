@@ -5,9 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use wxlogin_common::{
     SecretString,
     config::{self, ConfigError, Source},
-    data_crypto::{DataKeys, IndexKey},
     grpc,
 };
+use wxlogin_userdata::sealing::{DataKeys, IndexKey};
 
 /// Default gRPC listen address (`USER_ADDR`).
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50052";
@@ -133,11 +133,11 @@ impl Config {
 
         let redis_url = config::optional(source, "REDIS_URL").filter(|url| url != "memory://");
         if let Some(url) = &redis_url {
-            config::check_redis_url(url)?;
+            wxlogin_redis::config::check_url(url)?;
         }
         Ok(Config {
             redis_url: redis_url.map(SecretString::from),
-            redis_key_prefix: config::redis_key_prefix(source)?,
+            redis_key_prefix: wxlogin_redis::config::key_prefix(source)?,
             auth_url,
             watermark_max_age: (watermark_max_age > 0)
                 .then(|| Duration::from_secs(watermark_max_age)),
@@ -170,11 +170,11 @@ mod tests {
     fn source(pairs: &[(&str, &str)]) -> wxlogin_common::config::Map {
         let mut all = vec![
             (
-                wxlogin_common::data_crypto::KEYS_VAR,
+                wxlogin_userdata::sealing::KEYS_VAR,
                 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
             ),
             (
-                wxlogin_common::data_crypto::INDEX_KEY_VAR,
+                wxlogin_userdata::sealing::INDEX_KEY_VAR,
                 "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
             ),
             (
@@ -230,9 +230,9 @@ mod tests {
             ("DB_CONNECT_TIMEOUT_SECS", "0"),
             (grpc::INTERNAL_SECRET, "short"),
             (grpc::INTERNAL_USER_SECRET, ""),
-            (wxlogin_common::data_crypto::KEYS_VAR, ""),
-            (wxlogin_common::data_crypto::KEYS_VAR, "k1:short"),
-            (wxlogin_common::data_crypto::INDEX_KEY_VAR, ""),
+            (wxlogin_userdata::sealing::KEYS_VAR, ""),
+            (wxlogin_userdata::sealing::KEYS_VAR, "k1:short"),
+            (wxlogin_userdata::sealing::INDEX_KEY_VAR, ""),
         ] {
             let error = Config::from_source(&source(&[(name, value)])).unwrap_err();
 

@@ -62,10 +62,10 @@ pub enum Error {
     Open {
         column: &'static str,
         #[source]
-        source: wxlogin_common::data_crypto::OpenError,
+        source: wxlogin_userdata::sealing::OpenError,
     },
     #[error("cannot seal personal data")]
-    Seal(#[source] wxlogin_common::data_crypto::SealError),
+    Seal(#[source] wxlogin_userdata::sealing::SealError),
 }
 
 impl Error {

@@ -1,5 +1,5 @@
 //! Records the logins that auth answered from a user's copy without asking
-//! this service (see `wxlogin_common::user_copy`): auth appends each to a
+//! this service (see `wxlogin_userdata::copy`): auth appends each to a
 //! Redis stream in the round trip that opens its session, and every user
 //! service instance reads the stream through one consumer group, tallies a
 //! batch by user and stores it in one statement
@@ -20,9 +20,9 @@ use redis::{
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
 use tokio::sync::watch;
-use wxlogin_common::{
-    redis_guard::RedisGuard,
-    user_copy::{JOURNAL_GROUP, journal_field, journal_key},
+use wxlogin_redis::{
+    RedisGuard,
+    keys::{JOURNAL_GROUP, Keyspace, journal_field},
 };
 
 use crate::repo::{LoginTally, UserRepo};
@@ -51,7 +51,7 @@ impl Journal {
     pub fn new(redis: RedisGuard, prefix: &str, repo: UserRepo) -> Journal {
         Journal {
             redis,
-            key: journal_key(prefix),
+            key: Keyspace::new(prefix).journal(),
             consumer: format!("user-{:016x}", rand::random::<u64>()),
             repo,
         }

@@ -19,10 +19,8 @@ use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
-use wxlogin_common::{
-    ExposeSecret, SecretString,
-    grpc::{Authenticator, Caller, Upstream},
-};
+use wxlogin_common::{ExposeSecret, SecretString, grpc::Upstream};
+use wxlogin_proto::caller::{Authenticator, Caller};
 use wxlogin_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
 
 pub mod availability;
@@ -369,15 +367,15 @@ async fn connect_sqlite(
 /// period. Only the named service follows the database: the server as a
 /// whole ("") stays SERVING, because the service still answers what needs
 /// no database (a returning login from its cached copy).
-async fn report_readiness(health: HealthReporter, mut down: tokio::sync::watch::Receiver<bool>) {
+async fn report_readiness(health: HealthReporter, mut up: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let status = if *down.borrow_and_update() {
-            ServingStatus::NotServing
-        } else {
+        let status = if *up.borrow_and_update() {
             ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
         };
         health.set_service_status(SERVICE_NAME, status).await;
-        if down.changed().await.is_err() {
+        if up.changed().await.is_err() {
             return;
         }
     }

@@ -2,7 +2,7 @@
 //! of which columns are encrypted at rest.
 //!
 //! Each personal value is stored in `<column>_enc`, sealed by
-//! [`wxlogin_common::data_crypto`] under the current data key and bound to
+//! [`wxlogin_userdata::sealing`] under the current data key and bound to
 //! its row and column (additional data: appid, openid, column name), so a
 //! sealed value copied into another row or column does not open. The
 //! plaintext column of the same name is kept for rows written before
@@ -20,7 +20,7 @@
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use subtle::ConstantTimeEq;
-use wxlogin_common::data_crypto::{self, DataKeys, IndexKey};
+use wxlogin_userdata::sealing::{self, DataKeys, IndexKey};
 
 use crate::{
     entity::user::{self, Column},
@@ -117,7 +117,7 @@ impl Personal {
 /// The width of a sealed column: its field's widest value (4 bytes a
 /// character in UTF-8), sealed.
 pub const fn sealed_width(field: Field) -> u32 {
-    data_crypto::sealed_len_max(field.max_chars() as usize * 4) as u32
+    sealing::sealed_len_max(field.max_chars() as usize * 4) as u32
 }
 
 /// One personal column of a row: its plaintext and its sealed value.
@@ -210,7 +210,7 @@ impl Sealer {
             .keys
             .open_to_vec(&aad(appid, openid, which), sealed)
             .map_err(opened)?;
-        String::from_utf8(plain).map_err(|_| opened(data_crypto::OpenError::Malformed))
+        String::from_utf8(plain).map_err(|_| opened(sealing::OpenError::Malformed))
     }
 
     /// Fills the plaintext fields of `row` from its sealed values, so that
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_mixed_marker_is_no_key_id() {
-        assert!(!data_crypto::is_key_id(MIXED_KEYS));
+        assert!(!sealing::is_key_id(MIXED_KEYS));
     }
 
     #[test]

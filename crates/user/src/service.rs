@@ -5,13 +5,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
-use wxlogin_common::{
-    audit,
-    audit::Event,
-    data_crypto::DataKeys,
-    grpc::{self, Upstream, UpstreamChannel},
-    user_copy,
-};
+use wxlogin_common::grpc::{self, Upstream, UpstreamChannel};
+use wxlogin_proto::{audit, audit::Event};
 use wxlogin_proto::{
     auth::v1::{
         CheckSessionRequest, ForgetUserRequest, GetSessionKeyRequest, RevokeSessionsRequest,
@@ -27,6 +22,7 @@ use wxlogin_proto::{
         UserKey, get_user_request, user_key::Key, user_service_server::UserService,
     },
 };
+use wxlogin_userdata::{copy as user_copy, sealing::DataKeys};
 
 use crate::{
     cache::{UserCache, Written},

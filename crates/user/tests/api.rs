@@ -13,7 +13,6 @@ use tonic::{Code, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use wxlogin_common::user_copy;
 use wxlogin_proto::{
     reason::{self, Reason},
     user::v1::{
@@ -22,6 +21,7 @@ use wxlogin_proto::{
     },
 };
 use wxlogin_testkit::credential::{Credential, channel};
+use wxlogin_userdata::copy as user_copy;
 
 #[tokio::test]
 async fn the_first_upsert_registers_the_user() {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder, Statement};
 use sea_orm_migration::MigratorTrait;
 use support::{TestApp, run_binary};
-use wxlogin_common::data_crypto::{DataKeys, IndexKey};
 use wxlogin_proto::user::v1::{GetUserRequest, ListUsersByPhoneRequest, get_user_request::Key};
 use wxlogin_testkit::TestDatabase;
 use wxlogin_user::{
@@ -21,6 +20,7 @@ use wxlogin_user::{
     personal::Sealer,
     reseal::{self, Limit, Report},
 };
+use wxlogin_userdata::sealing::{DataKeys, IndexKey};
 
 const KEY_A: &str = "a:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const KEY_B: &str = "b:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";

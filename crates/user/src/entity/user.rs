@@ -128,7 +128,7 @@ pub struct Model {
     /// sealed, and [`crate::personal::MIXED_KEYS`] when some may be under
     /// another: `rewrap` selects by it.
     #[sea_orm(
-        column_type = "String(StringLen::N(wxlogin_common::data_crypto::KEY_ID_MAX as u32))",
+        column_type = "String(StringLen::N(wxlogin_userdata::sealing::KEY_ID_MAX as u32))",
         nullable,
         indexed
     )]

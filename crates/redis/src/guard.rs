@@ -1,5 +1,6 @@
-//! The one Redis connection of a process, behind a circuit breaker, shared
-//! by the auth service's session store and the user service's user copies.
+//! The one Redis connection of a process, behind a circuit breaker
+//! ([`wxlogin_common::breaker`]), shared by everything a service keeps in
+//! Redis.
 //!
 //! `REDIS_URL` names one of three topologies ([`Topology`]): one Redis
 //! (`redis://…`), a Redis Cluster (`redis+cluster://host:port,host:port`,
@@ -24,16 +25,19 @@ use std::{
 };
 
 use redis::{
-    Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    ServerErrorKind, Value,
+    Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    sentinel::{SentinelClient, SentinelServerType},
 };
 use tokio::sync::watch;
+use wxlogin_common::{
+    breaker::{Breaker, Messages},
+    metrics::name,
+};
 
-use crate::metrics::name;
+use crate::topology::Topology;
 
 /// How long a new connection may take: Redis sits next to the services, so
 /// anything slower is an outage, and a request should not wait it out.
@@ -47,11 +51,6 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(200);
 /// How long one probe waits for its PONG (and, under Sentinel, for the
 /// sentinels to name the primary).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The `REDIS_URL` scheme of a Redis Cluster.
-pub const CLUSTER_SCHEME: &str = "redis+cluster";
-/// The `REDIS_URL` scheme of a Sentinel-managed primary.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel";
 
 /// Whether `error` means Redis could not be reached or cannot serve now (as
 /// opposed to Redis refusing or misreading a command): the errors that trip
@@ -77,103 +76,6 @@ pub fn is_unavailable(error: &RedisError) -> bool {
                         | ServerErrorKind::Ask
                 )
         )
-}
-
-/// Where Redis is, as `REDIS_URL` says.
-#[derive(Clone)]
-pub enum Topology {
-    /// One server: `redis://`, `redis+unix://` or `unix://`.
-    Single(String),
-    /// A Redis Cluster: `redis://` URLs of the nodes to discover it from.
-    Cluster(Vec<String>),
-    /// The primary the sentinels know as `service`.
-    Sentinel {
-        sentinels: Vec<String>,
-        service: String,
-        /// Credentials and database of the primary.
-        primary: SentinelNodeConnectionInfo,
-    },
-}
-
-impl std::fmt::Debug for Topology {
-    // URLs may hold a password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Topology::Single(_) => "Topology::Single",
-            Topology::Cluster(_) => "Topology::Cluster",
-            Topology::Sentinel { .. } => "Topology::Sentinel",
-        })
-    }
-}
-
-impl Topology {
-    /// Reads a `REDIS_URL`. Under `redis+cluster://` and `redis+sentinel://`
-    /// the authority is a comma-separated list of `host:port`, after
-    /// optional `user:password@` (the data servers' credentials; the
-    /// sentinels are asked without). A cluster has no database number; a
-    /// Sentinel URL's path is the service name, then optionally the
-    /// database.
-    pub fn parse(url: &str) -> RedisResult<Topology> {
-        let invalid = |what: &'static str| RedisError::from((ErrorKind::InvalidClientConfig, what));
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Ok(Topology::Single(url.to_owned()));
-        };
-        if scheme != CLUSTER_SCHEME && scheme != SENTINEL_SCHEME {
-            url.into_connection_info()?;
-            return Ok(Topology::Single(url.to_owned()));
-        }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (credentials, hosts) = match authority.rsplit_once('@') {
-            Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
-            None => (String::new(), authority),
-        };
-        let hosts: Vec<&str> = hosts.split(',').filter(|host| !host.is_empty()).collect();
-        if hosts.is_empty() {
-            return Err(invalid(
-                "a Redis Cluster or Sentinel URL names no host:port",
-            ));
-        }
-        if scheme == CLUSTER_SCHEME {
-            if !path.is_empty() && path != "0" {
-                return Err(invalid("a Redis Cluster has only database 0"));
-            }
-            let nodes: Vec<String> = hosts
-                .iter()
-                .map(|host| format!("redis://{credentials}{host}/"))
-                .collect();
-            for node in &nodes {
-                node.as_str().into_connection_info()?;
-            }
-            return Ok(Topology::Cluster(nodes));
-        }
-        let (service, db) = path.split_once('/').unwrap_or((path, ""));
-        if service.is_empty() {
-            return Err(invalid(
-                "a Redis Sentinel URL names no service: redis+sentinel://host:port,…/<service>",
-            ));
-        }
-        let sentinels: Vec<String> = hosts
-            .iter()
-            .map(|host| format!("redis://{host}/"))
-            .collect();
-        for sentinel in &sentinels {
-            sentinel.as_str().into_connection_info()?;
-        }
-        // The primary's credentials and database, read as redis-rs reads a
-        // URL.
-        let primary = format!("redis://{credentials}{}/{db}", hosts[0]).into_connection_info()?;
-        Ok(Topology::Sentinel {
-            sentinels,
-            service: service.to_owned(),
-            primary: SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(primary.redis_settings().clone()),
-        })
-    }
-
-    /// Whether keys are spread over the hash slots of a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Topology::Cluster(_))
-    }
 }
 
 /// The connection settings of every wxlogin Redis client: short timeouts and
@@ -259,8 +161,15 @@ struct Inner {
     sentinel: Option<tokio::sync::Mutex<Sentinel>>,
     cluster: bool,
     /// Whether Redis answered the last command (or probe).
-    up: watch::Sender<bool>,
+    breaker: Breaker,
 }
+
+/// What the breaker says of Redis.
+const MESSAGES: Messages = Messages {
+    down: "Redis unavailable: failing fast until it answers again",
+    up: "Redis answers again",
+    gauge: Some(name::REDIS_UP),
+};
 
 struct Sentinel {
     client: SentinelClient,
@@ -320,7 +229,7 @@ impl RedisGuard {
             topology @ Topology::Sentinel { .. } => {
                 // Down until the probe has asked the sentinels.
                 let guard = RedisGuard::new(None, Some(Sentinel::new(&topology)?), false);
-                guard.inner.up.send_replace(false);
+                guard.inner.breaker.start_down();
                 tokio::spawn(probe(Arc::downgrade(&guard.inner)));
                 Ok(guard)
             }
@@ -333,7 +242,7 @@ impl RedisGuard {
                 conn: RwLock::new(conn),
                 sentinel: sentinel.map(tokio::sync::Mutex::new),
                 cluster,
-                up: watch::Sender::new(true),
+                breaker: Breaker::new(MESSAGES),
             }),
         }
     }
@@ -374,13 +283,13 @@ impl RedisGuard {
 
     /// Whether Redis answered the last command or probe.
     pub fn is_up(&self) -> bool {
-        *self.inner.up.borrow()
+        self.inner.breaker.is_up()
     }
 
     /// Follows the up/down state, for health reporting and for work to do
     /// once Redis is back.
     pub fn watch(&self) -> watch::Receiver<bool> {
-        self.inner.up.subscribe()
+        self.inner.breaker.watch()
     }
 
     /// A handle that does not keep the connection open, for background
@@ -396,21 +305,15 @@ impl RedisGuard {
     }
 
     fn trip(&self, error: &RedisError) {
-        let tripped = self
-            .inner
-            .up
-            .send_if_modified(|up| std::mem::replace(up, false));
-        if !tripped {
+        if !self.inner.breaker.mark_down(error) {
             return;
         }
-        tracing::warn!(%error, "Redis unavailable: failing fast until it answers again");
-        metrics::gauge!(name::REDIS_UP).set(0.0);
         let inner = Arc::downgrade(&self.inner);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(probe(inner))),
             // Not reachable from async code; without a runtime nothing
             // could probe, so stay up and let the next command find out.
-            Err(_) => drop(self.inner.up.send_replace(true)),
+            Err(_) => drop(self.inner.breaker.mark_up()),
         }
     }
 }
@@ -513,9 +416,7 @@ async fn probe(inner: Weak<Inner>) {
         })
         .await;
         if matches!(pong, Ok(Ok(()))) {
-            inner.up.send_replace(true);
-            tracing::info!("Redis answers again");
-            metrics::gauge!(name::REDIS_UP).set(1.0);
+            inner.breaker.mark_up();
             return;
         }
         drop(inner);

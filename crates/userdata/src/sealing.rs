@@ -31,7 +31,7 @@ use rand::{TryRng, rngs::SysRng};
 use sha2::Sha256;
 pub use zeroize::Zeroizing;
 
-use crate::config::{ConfigError, Source, optional};
+use wxlogin_common::config::{ConfigError, Source, optional};
 
 /// The data keys: `<key id>:<base64 of 32 bytes>`, comma-separated; the
 /// first seals, all open.
@@ -498,12 +498,16 @@ mod tests {
             assert!(error.starts_with(says), "{value}: {error}");
             assert!(!error.contains(KEY_A) && !error.contains(KEY_B), "{error}");
         }
-        let missing = DataKeys::required(&crate::config::Map::new(&[])).unwrap_err();
+        let missing = DataKeys::required(&wxlogin_common::config::Map::new(&[])).unwrap_err();
         assert!(missing.to_string().starts_with(KEYS_VAR), "{missing}");
-        let bad = DataKeys::required(&crate::config::Map::new(&[(KEYS_VAR, "x")])).unwrap_err();
+        let bad =
+            DataKeys::required(&wxlogin_common::config::Map::new(&[(KEYS_VAR, "x")])).unwrap_err();
         assert!(bad.to_string().starts_with(KEYS_VAR), "{bad}");
-        let bad = IndexKey::required(&crate::config::Map::new(&[(INDEX_KEY_VAR, "c2hvcnQ=")]))
-            .unwrap_err();
+        let bad = IndexKey::required(&wxlogin_common::config::Map::new(&[(
+            INDEX_KEY_VAR,
+            "c2hvcnQ=",
+        )]))
+        .unwrap_err();
         assert!(bad.to_string().starts_with(INDEX_KEY_VAR), "{bad}");
     }
 
