@@ -1,16 +1,21 @@
 // Type definitions for @wxlogin/miniprogram 0.1.0
 
+// BEGIN GENERATED from crates/gateway/openapi.json by generate-types.js: do not edit.
+
 /** One of the user's live sessions (`GET /v1/me/sessions`). */
 export interface Session {
-  /** The session's public id (32 hex digits); never the token. */
+  /**
+   * The session's public id (32 hex digits of a SHA-256 of its token,
+   * as `X-Wx-Session-Id`): never the token, and no way to it.
+   */
   id: string;
-  /** Whether it is this client's session. */
+  /** Whether this is the session of the token that asks. */
   current: boolean;
   /** RFC 3339, UTC. */
   created_at: string | null;
-  /** RFC 3339, UTC, to the minute. */
+  /** RFC 3339, UTC; recorded to the minute. */
   last_used_at: string | null;
-  /** The client's User-Agent at login, at most 256 characters. */
+  /** The client's `User-Agent` at login: its first 256 characters, control characters replaced by spaces. */
   user_agent: string | null;
   /** The client's network at login: IPv4 /24 or IPv6 /48. */
   address_prefix: string | null;
@@ -18,13 +23,14 @@ export interface Session {
 
 /** A user as wxlogin answers it (`GET /v1/me`, login, profile and phone calls). */
 export interface User {
+  /** wxlogin's id of the user, stable across logins. */
   id: number;
   appid: string;
   openid: string;
   unionid: string | null;
   nickname: string | null;
   avatar_url: string | null;
-  /** WeChat's: 0 unknown, 1 male, 2 female. */
+  /** WeChat's gender: 0 unknown, 1 male, 2 female. */
   gender: number;
   country: string | null;
   province: string | null;
@@ -33,33 +39,73 @@ export interface User {
   phone_number: string | null;
   pure_phone_number: string | null;
   phone_country_code: string | null;
-  /** RFC 3339. */
+  /** RFC 3339, UTC. */
   created_at: string | null;
-  /** RFC 3339. */
+  /** RFC 3339, UTC. */
   updated_at: string | null;
 }
 
-/** What `login()` resolves to. The token itself is not part of it: the
+/**
+ * What `login()` resolves to. The token itself is not part of it: the
  * client stores it (`wx.setStorageSync(storageKey, token)`) and sends it;
- * read it with `getToken()` when you need it. */
+ * read it with `getToken()` when you need it.
+ */
 export interface LoginResult {
-  /** Seconds until the session expires if unused. */
+  /** Seconds the session lives without use; each use restarts it. */
   expires_in: number;
   /** Whether this login registered the user. */
   created: boolean;
   user: User;
 }
 
+/** The stored phone number. */
 export interface Phone {
   phone_number: string | null;
   pure_phone_number: string | null;
   country_code: string | null;
 }
 
+/** What `bindPhone()` resolves to. */
 export interface BindPhoneResult {
   phone: Phone;
   user: User;
 }
+
+/**
+ * The `error.code`s wxlogin answers with (HTTP status in the comment): every one its
+ * OpenAPI document lists, and those it answers outside the documented operations (an
+ * unknown path or method; proxy mode's `upstream_*`).
+ */
+export type ServerErrorCode =
+  | 'invalid_phone_code' // 400
+  | 'invalid_request' // 400
+  | 'phone_code_used' // 400
+  | 'unknown_app' // 400
+  | 'code_used' // 401
+  | 'invalid_code' // 401
+  | 'invalid_token' // 401
+  | 'missing_token' // 401
+  | 'user_blocked' // 403
+  | 'not_found' // 404
+  | 'session_not_found' // 404
+  | 'user_not_found' // 404
+  | 'method_not_allowed' // 405
+  | 'session_key_stale' // 409
+  | 'payload_too_large' // 413
+  | 'unsupported_media_type' // 415
+  | 'invalid_encrypted_data' // 422
+  | 'invalid_signature' // 422
+  | 'rate_limited' // 429
+  | 'internal_error' // 500
+  | 'server_misconfigured' // 500
+  | 'upstream_unavailable' // 502
+  | 'wechat_unavailable' // 502
+  | 'not_ready' // 503
+  | 'service_unavailable' // 503
+  | 'wechat_busy' // 503
+  | 'upstream_timeout'; // 504
+
+// END GENERATED
 
 /** What `wx.getUserProfile` / `wx.getUserInfo` hand the mini-program. */
 export interface SealedProfile {
@@ -115,33 +161,7 @@ export interface Response<T = any> {
 /** The codes wxlogin answers with, plus this package's own. Any other string may come too
  * (`http_<status>`, codes of a newer server). */
 export type WxLoginErrorCode =
-  // wxlogin's (crates/proto/src/reason.rs)
-  | 'invalid_request'
-  | 'unknown_app'
-  | 'invalid_phone_code'
-  | 'phone_code_used'
-  | 'invalid_code'
-  | 'code_used'
-  | 'missing_token'
-  | 'invalid_token'
-  | 'user_blocked'
-  | 'not_found'
-  | 'user_not_found'
-  | 'method_not_allowed'
-  | 'session_key_stale'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
-  | 'invalid_encrypted_data'
-  | 'invalid_signature'
-  | 'rate_limited'
-  | 'server_misconfigured'
-  | 'internal_error'
-  | 'wechat_unavailable'
-  | 'upstream_unavailable'
-  | 'upstream_timeout'
-  | 'wechat_busy'
-  | 'service_unavailable'
-  | 'not_ready'
+  | ServerErrorCode
   // this package's
   | 'network_error'
   | 'wx_login_failed'

@@ -1,5 +1,5 @@
 //! Our WeChat simulator: a real HTTP server that speaks WeChat's server API
-//! contract (see `WECHAT.md`), for tests, benchmarks and local runs.
+//! contract (see `docs/wechat.md`), for tests, benchmarks and local runs.
 //!
 //! It owns the imitation of WeChat (login and phone codes, session keys,
 //! access_tokens, sealed user data, WeChat's errcodes, scripted faults and

@@ -3,7 +3,7 @@
 //! network.
 //!
 //! This module does not cache tokens: one cache shared by every instance,
-//! with a single-flight refresh, is the caller's job (see `WECHAT.md`).
+//! with a single-flight refresh, is the caller's job (see `docs/wechat.md`).
 
 use std::{fmt, time::Duration};
 

@@ -5,7 +5,7 @@
 //! (`POST /wxa/business/getuserphonenumber`) and checkSessionKey
 //! (`GET /wxa/checksession`).
 //!
-//! It owns the wire contract (see `WECHAT.md`): the URLs, WeChat's quirks
+//! It owns the wire contract (see `docs/wechat.md`): the URLs, WeChat's quirks
 //! (`text/plain` JSON bodies, absent errcodes, country codes as strings or
 //! numbers, the checkSession signature) and the mapping of errcodes to
 //! [`Error`] variants. It must not decide what those errors mean for the

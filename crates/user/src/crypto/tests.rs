@@ -22,7 +22,7 @@ const DEMO_IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
 const DEMO_OPENID: &str = "oGZUI0egBJY1zhBYw2KhdUfwVJJE";
 const DEMO_TIMESTAMP: i64 = 1_477_314_187;
 
-// The rawData signature vector from the same page (WECHAT.md).
+// The rawData signature vector from the same page (docs/wechat.md).
 const SIG_SESSION_KEY: &str = "HyVFkGl5F5OQWJZZaNzBBg==";
 const SIG_RAW_DATA: &str = r#"{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}"#;
 const SIG: &str = "75e81ceda165f4ffa64f4068af58c64b8f54b88c";
