@@ -1,4 +1,5 @@
-//! Which client a request comes from, for auth's per-address login budget.
+//! Which client a request comes from, for auth's per-address login budget
+//! and the `X-Forwarded-For` proxy mode sends on.
 //!
 //! It is the TCP peer, unless the peer is one of our own proxies
 //! (`TRUSTED_PROXIES`): then it is the right-most `X-Forwarded-For` entry

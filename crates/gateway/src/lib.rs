@@ -1,9 +1,12 @@
 //! The gateway: the HTTP API the mini-program calls (axum). It validates and
 //! translates requests, calls the auth and user services over gRPC and turns
-//! their answers into JSON.
+//! their answers into JSON; in proxy mode it also fronts the team's own
+//! services.
 //!
-//! It holds no secrets and no state of its own: no WeChat credentials, no
-//! database, no Redis. It never sees a `session_key`.
+//! Its secrets are the internal credential its gRPC calls carry and the
+//! data keys (`DATA_ENCRYPTION_KEYS`) that open the user copies sessions
+//! come with. It holds no state of its own: no WeChat credentials, no
+//! database, no Redis; it never sees a `session_key`.
 
 pub mod client_ip;
 pub mod config;
