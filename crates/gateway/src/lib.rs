@@ -73,6 +73,13 @@ pub struct AppState {
     keys: wxlogin_common::data_crypto::DataKeys,
 }
 
+/// For [`client_ip::ClientIp`], which reads only these.
+impl axum::extract::FromRef<AppState> for Arc<client_ip::TrustedProxies> {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
+    }
+}
+
 /// The result of one readiness check, as `/readyz` shows it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 enum Readiness {

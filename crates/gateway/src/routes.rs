@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{FromRequestParts, Path, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{MethodFilter, delete, get, on, post},
@@ -31,6 +31,7 @@ use crate::{
     error::ApiError,
     extract::{BearerToken, Body, RequestId, UserAgent},
     openapi,
+    proxy::{Proxy, ProxyRoute},
 };
 
 pub fn router() -> Router<AppState> {
@@ -990,9 +991,28 @@ async fn not_found(State(state): State<AppState>, request: axum::extract::Reques
     if let Some(proxy) = state.proxy.clone()
         && let Some(route) = proxy.route(request.uri().path())
     {
-        return crate::proxy::forward(state, &proxy, route, request).await;
+        return match proxied(&state, &proxy, route, request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
     }
     ApiError::new(Reason::NotFound, "no such endpoint").into_response()
+}
+
+/// A request under one of proxy mode's prefixes: its caller's identity, as
+/// `/v1/verify` would answer it, then the upstream's answer.
+async fn proxied(
+    state: &AppState,
+    proxy: &Proxy,
+    route: &ProxyRoute,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let BearerToken(token) = BearerToken::from_request_parts(&mut parts, state).await?;
+    let Ok(request_id) = RequestId::from_request_parts(&mut parts, state).await;
+    let Ok(ClientIp(client)) = ClientIp::from_request_parts(&mut parts, state).await;
+    let identity = state.identity(&request_id, token).await?;
+    proxy.forward(route, parts, body, identity, client).await
 }
 
 async fn method_not_allowed() -> ApiError {
