@@ -1,4 +1,5 @@
-//! Which client a request comes from, for auth's per-address login budget.
+//! Which client a request comes from, for auth's per-address login budget
+//! and the `X-Forwarded-For` proxy mode sends on.
 //!
 //! It is the TCP peer, unless the peer is one of our own proxies
 //! (`TRUSTED_PROXIES`): then it is the right-most `X-Forwarded-For` entry
@@ -11,15 +12,14 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     str::FromStr,
+    sync::Arc,
 };
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{HeaderMap, HeaderValue, request::Parts},
 };
 use ipnet::IpNet;
-
-use crate::AppState;
 
 /// The header proxies append the address they received a request from to.
 const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -99,16 +99,23 @@ fn forwarded_ip(entry: &str) -> Option<IpAddr> {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl FromRequestParts<AppState> for ClientIp {
+/// From any state that yields the trusted proxies (the gateway's
+/// `AppState` does).
+impl<S> FromRequestParts<S> for ClientIp
+where
+    S: Send + Sync,
+    Arc<TrustedProxies>: FromRef<S>,
+{
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
+        let trusted_proxies = Arc::<TrustedProxies>::from_ref(state);
         Ok(ClientIp(peer.map(|peer| {
-            state.trusted_proxies.client_ip(peer, &parts.headers)
+            trusted_proxies.client_ip(peer, &parts.headers)
         })))
     }
 }

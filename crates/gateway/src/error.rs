@@ -1,4 +1,5 @@
-//! `ApiError`: the one place where failures become HTTP answers.
+//! `ApiError`: the one place where failures become HTTP answers (gRPC
+//! statuses and upstream answers that lack a field included).
 //!
 //! Every error is `{"error": {"code", "message"}}`. Status and code come
 //! from the one table in `wxlogin_proto::reason`; nothing here or in a
@@ -78,6 +79,19 @@ impl ApiError {
     /// The JSON body of this error, for answers that add fields to it.
     pub fn body(&self) -> serde_json::Value {
         json!({ "error": { "code": self.code(), "message": self.message } })
+    }
+}
+
+/// An upstream answer without a field the gateway needs (a field proto3
+/// lets be absent, which the service always sets): the typed conversions
+/// of upstream answers fail with it, and it is answered as `internal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missing(pub &'static str);
+
+impl From<Missing> for ApiError {
+    fn from(Missing(what): Missing) -> Self {
+        tracing::error!(what, "an upstream answer lacks a required field");
+        ApiError::internal()
     }
 }
 
@@ -182,6 +196,14 @@ mod tests {
             assert_eq!(error.code(), "service_unavailable");
             assert!(!error.message.contains("hunter2"));
         }
+    }
+
+    #[test]
+    fn an_answer_without_a_required_field_is_internal() {
+        let error = ApiError::from(Missing("session"));
+        assert_eq!(error, ApiError::internal());
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.code(), Reason::Internal.public_code());
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! The gateway: the HTTP API the mini-program calls (axum). It validates and
 //! translates requests, calls the auth and user services over gRPC and turns
-//! their answers into JSON.
+//! their answers into JSON; in proxy mode it also fronts the team's own
+//! services.
 //!
-//! It holds no secrets and no state of its own: no WeChat credentials, no
-//! database, no Redis. It never sees a `session_key`.
+//! Its secrets are the internal credential its gRPC calls carry and the
+//! data keys (`DATA_ENCRYPTION_KEYS`) that open the user copies sessions
+//! come with. It holds no state of its own: no WeChat credentials, no
+//! database, no Redis; it never sees a `session_key`.
+//!
+//! This file binds and serves; the routes are in [`routes`], what they
+//! share (the upstreams and the one session resolver) in `state`.
 
 pub mod client_ip;
 pub mod config;
@@ -13,31 +19,24 @@ mod metrics;
 pub mod openapi;
 pub mod proxy;
 pub mod routes;
+mod state;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr};
 
 use axum::{Router, extract::DefaultBodyLimit};
 use tokio::net::TcpListener;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::{DefaultOnFailure, MakeSpan, TraceLayer},
 };
-use wxlogin_common::grpc::{Upstream, UpstreamChannel};
+use wxlogin_common::grpc::Upstream;
 use wxlogin_common::request_id::RequestSpan;
-use wxlogin_proto::{
-    auth::v1::{auth_service_client::AuthServiceClient, auth_service_server},
-    user::v1::{user_service_client::UserServiceClient, user_service_server},
-};
+
+use crate::state::AppState;
 
 pub use config::Config;
-
-/// How long `/readyz` waits for each service.
-const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -55,76 +54,6 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
     #[error("proxy mode's HTTP client: {0}")]
     Proxy(String),
-}
-
-/// What every handler shares. The upstreams hold multiplexed HTTP/2
-/// connections, cloned per call, never re-created.
-#[derive(Clone)]
-pub struct AppState {
-    auth: Upstream,
-    user: Upstream,
-    trusted_proxies: Arc<client_ip::TrustedProxies>,
-    /// Proxy mode, when `PROXY_ROUTES` names any route.
-    proxy: Option<Arc<proxy::Proxy>>,
-    /// What the user copies that come with sessions are sealed with.
-    keys: wxlogin_userdata::sealing::DataKeys,
-}
-
-/// The result of one readiness check, as `/readyz` shows it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-enum Readiness {
-    #[serde(rename = "ok")]
-    Ready,
-    #[serde(rename = "not_serving")]
-    NotServing,
-    #[serde(rename = "unreachable")]
-    Unreachable,
-}
-
-impl Readiness {
-    fn is_ready(&self) -> bool {
-        matches!(self, Readiness::Ready)
-    }
-}
-
-async fn check(mut client: HealthClient<UpstreamChannel>, service: &str) -> Readiness {
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: service.to_owned(),
-    });
-    request.set_timeout(READY_TIMEOUT);
-    match tokio::time::timeout(READY_TIMEOUT, client.check(request)).await {
-        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
-            Readiness::Ready
-        }
-        Ok(Ok(_)) => Readiness::NotServing,
-        Ok(Err(_)) | Err(_) => Readiness::Unreachable,
-    }
-}
-
-impl AppState {
-    async fn check_auth(&self) -> Readiness {
-        check(
-            HealthClient::new(self.auth.channel()),
-            auth_service_server::SERVICE_NAME,
-        )
-        .await
-    }
-
-    async fn check_user(&self) -> Readiness {
-        check(
-            HealthClient::new(self.user.channel()),
-            user_service_server::SERVICE_NAME,
-        )
-        .await
-    }
-
-    fn auth(&self) -> AuthServiceClient<UpstreamChannel> {
-        AuthServiceClient::new(self.auth.channel())
-    }
-
-    fn user(&self) -> UserServiceClient<UpstreamChannel> {
-        UserServiceClient::new(self.user.channel())
-    }
 }
 
 fn upstream(
@@ -171,20 +100,23 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let state = AppState {
-            auth: upstream("AUTH_URL", "auth", &config.auth_url, &config)?,
-            user: upstream("USER_URL", "user", &config.user_url, &config)?,
-            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-            keys: config.data_keys.clone(),
-            proxy: match config.proxy_routes.is_empty() {
-                true => None,
-                false => Some(Arc::new(
-                    proxy::Proxy::new(config.proxy_routes.clone(), config.proxy_timeout)
-                        .map_err(|error| StartError::Proxy(error.to_string()))?,
-                )),
-            },
+        let auth = upstream("AUTH_URL", "auth", &config.auth_url, &config)?;
+        let user = upstream("USER_URL", "user", &config.user_url, &config)?;
+        let proxy = match config.proxy_routes.is_empty() {
+            true => None,
+            false => Some(
+                proxy::Proxy::new(config.proxy_routes.clone(), config.proxy_timeout)
+                    .map_err(|error| StartError::Proxy(error.to_string()))?,
+            ),
         };
-        let router = routes::router()
+        let state = AppState::new(
+            auth,
+            user,
+            config.trusted_proxies.clone(),
+            proxy,
+            config.data_keys.clone(),
+        );
+        let router = routes::router(openapi::router())
             .layer(DefaultBodyLimit::max(config.body_limit))
             .layer(axum::middleware::from_fn(metrics::record))
             .layer(

@@ -1,26 +1,24 @@
 //! Proxy mode: the gateway in front of the team's own services
 //! (`PROXY_ROUTES`). A request under a configured prefix is authenticated
-//! like `/v1/verify`, then forwarded with the caller's identity in the
+//! like `/v1/verify` (by the routes' fallback, through the one session
+//! resolver), then forwarded from here with the caller's identity in the
 //! `X-Wx-*` headers, without its token and without any `X-Wx-*` header the
 //! client sent; bodies stream both ways, and the upstream's answer is
 //! passed through as it is.
+//!
+//! This module owns the routes' configuration and the forwarding; it must
+//! not authenticate anyone itself.
 
-use std::{str::FromStr, time::Duration};
+use std::{net::IpAddr, str::FromStr, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{FromRequestParts, Request},
-    http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, HeaderName, HeaderValue, Uri, header, request::Parts},
+    response::Response,
 };
 use wxlogin_proto::reason::Reason;
 
-use crate::{
-    AppState,
-    client_ip::ClientIp,
-    error::ApiError,
-    extract::{BearerToken, RequestId},
-};
+use crate::error::ApiError;
 
 /// One `prefix=url` of `PROXY_ROUTES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +110,67 @@ impl Proxy {
     pub fn route(&self, path: &str) -> Option<&ProxyRoute> {
         self.routes.route(path)
     }
+
+    /// Forwards a request to `route`'s upstream as the caller `identity`
+    /// names (the identity headers), from `client` (the client's address,
+    /// when known). Its `X-Wx-*` headers and token stay behind.
+    pub async fn forward(
+        &self,
+        route: &ProxyRoute,
+        parts: Parts,
+        body: Body,
+        identity: HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<Response, ApiError> {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        let url = format!("{}{path_and_query}", route.upstream);
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + identity.len() + 1);
+        for (name, value) in &parts.headers {
+            if forwardable(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.extend(identity);
+        if let Some(client) = client
+            && let Ok(value) = HeaderValue::try_from(client.to_string())
+        {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+        let upstream = self
+            .client
+            .request(parts.method, url)
+            .headers(headers)
+            .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+            .send()
+            .await
+            .map_err(|error| {
+                let reason = if error.is_timeout() {
+                    Reason::UpstreamTimeout
+                } else {
+                    Reason::UpstreamUnavailable
+                };
+                // Without the URL: its query string is the client's, and may
+                // carry what must not reach a log.
+                tracing::warn!(
+                    upstream = %route.upstream,
+                    error = %wxlogin_common::error_report(&error.without_url()),
+                    "the proxied service did not answer"
+                );
+                ApiError::new(reason, "the service behind the gateway did not answer")
+            })?;
+
+        let mut response = Response::builder().status(upstream.status());
+        if let Some(response_headers) = response.headers_mut() {
+            for (name, value) in upstream.headers() {
+                if !HOP_BY_HOP.contains(&name.as_str()) {
+                    response_headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        response
+            .body(Body::from_stream(upstream.bytes_stream()))
+            .map_err(|_| ApiError::internal())
+    }
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
@@ -132,81 +191,6 @@ fn forwardable(name: &HeaderName) -> bool {
         && name != header::HOST.as_str()
         && name != header::AUTHORIZATION.as_str()
         && !name.starts_with("x-wx-")
-}
-
-/// Authenticates `request` and forwards it to `route`'s upstream.
-pub async fn forward(
-    state: AppState,
-    proxy: &Proxy,
-    route: &ProxyRoute,
-    request: Request,
-) -> Response {
-    match try_forward(state, proxy, route, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn try_forward(
-    state: AppState,
-    proxy: &Proxy,
-    route: &ProxyRoute,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let BearerToken(token) = BearerToken::from_request_parts(&mut parts, &state).await?;
-    let Ok(request_id) = RequestId::from_request_parts(&mut parts, &state).await;
-    let Ok(ClientIp(client)) = ClientIp::from_request_parts(&mut parts, &state).await;
-    let identity = state.identity(&request_id, token).await?;
-
-    let path_and_query = parts.uri.path_and_query().map_or("/", |path| path.as_str());
-    let url = format!("{}{path_and_query}", route.upstream);
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + identity.len() + 1);
-    for (name, value) in &parts.headers {
-        if forwardable(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers.extend(identity);
-    if let Some(client) = client
-        && let Ok(value) = HeaderValue::try_from(client.to_string())
-    {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-    }
-    let upstream = proxy
-        .client
-        .request(parts.method, url)
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await
-        .map_err(|error| {
-            let reason = if error.is_timeout() {
-                Reason::UpstreamTimeout
-            } else {
-                Reason::UpstreamUnavailable
-            };
-            // Without the URL: its query string is the client's, and may
-            // carry what must not reach a log.
-            tracing::warn!(
-                upstream = %route.upstream,
-                error = %wxlogin_common::error_report(&error.without_url()),
-                "the proxied service did not answer"
-            );
-            ApiError::new(reason, "the service behind the gateway did not answer")
-        })?;
-
-    let mut response = Response::builder().status(upstream.status());
-    if let Some(response_headers) = response.headers_mut() {
-        for (name, value) in upstream.headers() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                response_headers.append(name.clone(), value.clone());
-            }
-        }
-    }
-    response
-        .body(Body::from_stream(upstream.bytes_stream()))
-        .map_err(|_| ApiError::internal())
 }
 
 #[cfg(test)]
