@@ -489,3 +489,119 @@ impl Services {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        path::PathBuf,
+        sync::{
+            Arc,
+            atomic::{AtomicU16, Ordering},
+        },
+        time::{Duration, Instant},
+    };
+
+    use super::{ProcessOptions, Service, SystemBuilder};
+
+    /// Ports for processes that never listen: they need only be distinct.
+    fn next_port() -> u16 {
+        static NEXT: AtomicU16 = AtomicU16::new(20_000);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The environment `env(1)`, started as a service, printed to its log.
+    fn printed(log: &std::path::Path) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("PATH=") || Instant::now() > deadline {
+                return text
+                    .lines()
+                    .filter_map(|line| line.split_once('='))
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[tokio::test]
+    async fn each_process_gets_the_settings_and_the_wiring_of_its_replica() {
+        // Arrange: env(1) stands in for every binary and prints what it got.
+        let logs = std::env::temp_dir().join(format!(
+            "wxlogin-builder-{}-{}",
+            std::process::id(),
+            next_port()
+        ));
+        std::fs::create_dir_all(&logs).expect("a log directory");
+        let builder = SystemBuilder::new()
+            .expect("the builder")
+            .processes(ProcessOptions {
+                binary: Arc::new(|_| PathBuf::from("env")),
+                free_port: next_port,
+                logs: Some(logs.clone()),
+            })
+            .stores("mysql://db/x", "redis://r:6379", "p:")
+            .set("GATEWAY_ADDR", "127.0.0.1:0")
+            .set("SHARED", "everywhere")
+            .set_for(Service::Gateway, "SHARED", "the gateway's")
+            .replicas(Service::Auth, 2)
+            .replicas(Service::Gateway, 2);
+
+        // Act
+        let services = builder.start().await.expect("the processes start");
+        let env = |name: &str| printed(&logs.join(format!("{name}.log")));
+        let (auth, auth_1, user) = (env("auth"), env("auth.1"), env("user"));
+        let (gateway, gateway_1) = (env("gateway"), env("gateway.1"));
+        drop(std::fs::remove_dir_all(&logs));
+
+        // Assert
+        let at = |service, index| services.addr(service, index).expect("it was started");
+        let url = |service, index| format!("http://{}", at(service, index));
+        assert_eq!(auth["AUTH_ADDR"], at(Service::Auth, 0).to_string());
+        assert_eq!(auth_1["AUTH_ADDR"], at(Service::Auth, 1).to_string());
+        assert_ne!(auth["AUTH_ADDR"], auth_1["AUTH_ADDR"]);
+        assert_eq!(user["AUTH_URL"], url(Service::Auth, 0));
+        assert_eq!(gateway["AUTH_URL"], url(Service::Auth, 0));
+        assert_eq!(gateway_1["AUTH_URL"], url(Service::Auth, 1));
+        assert_eq!(gateway_1["USER_URL"], url(Service::User, 0));
+        assert_eq!(
+            gateway_1["GATEWAY_ADDR"],
+            at(Service::Gateway, 1).to_string()
+        );
+        for env in [&auth, &auth_1, &user] {
+            assert_eq!(env["SHARED"], "everywhere");
+            assert_eq!(env["DATABASE_URL"], "mysql://db/x");
+            assert_eq!(env["REDIS_KEY_PREFIX"], "p:");
+        }
+        assert_eq!(gateway["SHARED"], "the gateway's");
+        assert!(!auth["INTERNAL_SECRET"].is_empty());
+        assert_eq!(auth["INTERNAL_SECRET"], gateway_1["INTERNAL_SECRET"]);
+        assert_eq!(auth["INTERNAL_USER_SECRET"], user["INTERNAL_USER_SECRET"]);
+        // Nothing of this process's environment but PATH.
+        assert!(
+            !user.contains_key("HOME") && user.contains_key("PATH"),
+            "{user:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn processes_get_no_environment_to_read() {
+        let environment = |_: &str| Some("x".to_owned());
+        let options = ProcessOptions {
+            binary: Arc::new(|_| PathBuf::from("env")),
+            free_port: next_port,
+            logs: None,
+        };
+
+        let started = SystemBuilder::new()
+            .expect("the builder")
+            .over(&environment)
+            .processes(options)
+            .start()
+            .await;
+
+        assert!(started.is_err());
+    }
+}
