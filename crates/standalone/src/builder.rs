@@ -493,16 +493,11 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use std::{
-        collections::BTreeMap,
-        path::PathBuf,
-        sync::{
-            Arc,
-            atomic::{AtomicU16, Ordering},
-        },
-        time::{Duration, Instant},
+        sync::atomic::{AtomicU16, Ordering},
+        time::Instant,
     };
 
-    use super::{ProcessOptions, Service, SystemBuilder};
+    use super::*;
 
     /// Ports for processes that never listen: they need only be distinct.
     fn next_port() -> u16 {
