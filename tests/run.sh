@@ -37,18 +37,8 @@ host_port() {
   printf '%s %s\n' "${host:-127.0.0.1}" "$port"
 }
 
-is_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-# A port nothing listens on, below Linux's ephemeral range (32768 and up):
-# there, the TIME_WAIT remains of the tests' own connections keep a port
-# from being bound although nothing listens on it.
-free_port() {
-  local port
-  while :; do
-    port=$((10000 + RANDOM % 22000))
-    is_open 127.0.0.1 "$port" || { echo "$port"; return; }
-  done
-}
+# is_open and free_port (below Linux's ephemeral range), shared with fuzz.sh.
+. tests/common.sh
 
 wait_open() { # host port what logfile
   for _ in $(seq 1 300); do

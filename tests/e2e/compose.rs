@@ -30,21 +30,22 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`, which
 //! `tests/run.sh` does): `cargo test` builds no binary of another package.
-//! They are taken from the directory above this test's executable (the
-//! target directory of the same profile), or from `WXLOGIN_BIN_DIR`.
+//! They are taken from where cargo put them (`wxlogin_testkit::binary`:
+//! `CARGO_TARGET_DIR` or `target`, or `WXLOGIN_BIN_DIR`), and run as
+//! `wxlogin_standalone::process::Process`es, as the services' builder runs
+//! them.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fs::File,
-    net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value as Json, json};
 use serde_yaml_ng::Value;
-use wxlogin_testkit::{TestDatabase, TestRedisPrefix};
+use wxlogin_standalone::process::Process;
+use wxlogin_testkit::{TestDatabase, TestRedisPrefix, free_port, workspace_root};
 
 /// The services the test does not start: its own MariaDB and Redis stand in.
 const EXTERNAL: [&str; 2] = ["mysql", "redis"];
@@ -54,27 +55,6 @@ const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often an unhealthy service's health check is run again.
 const HEALTH_RETRY: Duration = Duration::from_millis(200);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests package sits in the workspace")
-        .to_owned()
-}
-
-/// Where the workspace's binaries are: `WXLOGIN_BIN_DIR`, or the target
-/// directory this test executable was built into (`target/debug/deps/e2e-…`
-/// → `target/debug`).
-fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WXLOGIN_BIN_DIR") {
-        return dir.into();
-    }
-    let exe = std::env::current_exe().expect("the test executable's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test executable sits in <target>/<profile>/deps")
-        .to_owned()
-}
 
 // ---------------------------------------------------------------------------
 // Reading the compose file as Compose does.
@@ -336,12 +316,7 @@ impl Ports {
             for value in service.environment.values() {
                 if let Some(port) = value.strip_prefix("0.0.0.0:") {
                     let port = port.parse().expect("a listen port");
-                    // Bound, read and released: the service binds it next.
-                    let free = TcpListener::bind("127.0.0.1:0")
-                        .and_then(|listener| listener.local_addr())
-                        .expect("a free port")
-                        .port();
-                    ports.0.insert((service.name.clone(), port), free);
+                    ports.0.insert((service.name.clone(), port), free_port());
                 }
             }
         }
@@ -378,18 +353,13 @@ struct Stand {
     redis_prefix: String,
 }
 
-pub(crate) fn binary(name: &str) -> PathBuf {
+/// One of the workspace's binaries: the compose file names no other.
+fn binary(name: &str) -> PathBuf {
     assert!(
         name.starts_with("wxlogin-"),
         "{name} is not one of our binaries"
     );
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the binaries first (cargo build --workspace --bins; tests/run.sh does)",
-        path.display()
-    );
-    path
+    wxlogin_testkit::binary(name)
 }
 
 fn localize(
@@ -485,7 +455,7 @@ fn localize(
 /// logs are printed first.
 struct Processes {
     log_dir: PathBuf,
-    children: Vec<(String, Child)>,
+    children: Vec<Process>,
 }
 
 impl Processes {
@@ -499,35 +469,35 @@ impl Processes {
         }
     }
 
-    fn log_path(&self, service: &str) -> PathBuf {
-        self.log_dir.join(format!("{service}.log"))
-    }
-
     fn log(&self, service: &str) -> String {
-        std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+        self.children
+            .iter()
+            .find(|child| child.name() == service)
+            .map(Process::log)
+            .unwrap_or_default()
     }
 
     fn start(&mut self, service: &Local) {
-        let log = File::create(self.log_path(&service.name)).expect("a log file");
-        let child = Command::new(&service.program)
-            .args(&service.args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(&service.env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("a log file handle"))
-            .stderr(log)
-            .spawn()
+        let mut child = Process::new(
+            &service.name,
+            &service.program,
+            service.args.clone(),
+            service.env.clone().into_iter().collect(),
+            Some(self.log_dir.join(format!("{}.log", service.name))),
+        );
+        child
+            .start()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", service.name));
-        self.children.push((service.name.clone(), child));
+        self.children.push(child);
     }
 
-    fn child(&mut self, service: &str) -> &mut Child {
+    /// How `service` exited, once it has.
+    fn exited(&mut self, service: &str) -> Option<std::process::ExitStatus> {
         self.children
             .iter_mut()
-            .find(|(name, _)| name == service)
-            .map(|(_, child)| child)
+            .find(|child| child.name() == service)
             .unwrap_or_else(|| panic!("{service} was not started"))
+            .exited()
     }
 
     /// Waits until `service` satisfies `condition`, as `depends_on` asks.
@@ -536,7 +506,7 @@ impl Processes {
         match condition {
             Condition::Started => {}
             Condition::CompletedSuccessfully => loop {
-                if let Some(status) = self.child(&service.name).try_wait().expect("wait") {
+                if let Some(status) = self.exited(&service.name) {
                     assert!(
                         status.success(),
                         "{} exited with {status}; its log:\n{}",
@@ -559,7 +529,7 @@ impl Processes {
                     .clone()
                     .unwrap_or_else(|| panic!("{} has no health check", service.name));
                 loop {
-                    if let Some(status) = self.child(&service.name).try_wait().expect("wait") {
+                    if let Some(status) = self.exited(&service.name) {
                         panic!(
                             "{} exited with {status}; its log:\n{}",
                             service.name,
@@ -597,13 +567,12 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            drop(child.kill());
-            drop(child.wait());
+        for child in &mut self.children {
+            child.kill();
         }
         if std::thread::panicking() {
-            for (name, _) in &self.children {
-                eprintln!("----- {name} -----\n{}", self.log(name));
+            for child in &self.children {
+                eprintln!("----- {} -----\n{}", child.name(), child.log());
             }
         }
         drop(std::fs::remove_dir_all(&self.log_dir));

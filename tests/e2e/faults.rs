@@ -4,23 +4,21 @@
 //! `Retry-After`, and the system recovers when the neighbour does.
 //!
 //! The kill and freeze tests run the real binaries as processes (the only way
-//! to SIGKILL or SIGSTOP a service), against the test's own database, Redis
-//! key prefix and an in-process WeChat simulator.
+//! to SIGKILL or SIGSTOP a service), started by `wxlogin_standalone`'s
+//! builder, against the test's own database, Redis key prefix and an
+//! in-process WeChat simulator.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use wxlogin_testkit::{
-    TestDatabase, TestRedisPrefix,
-    credential::{DATA_ENCRYPTION_KEYS, DATA_INDEX_KEY, INTERNAL_SECRET, INTERNAL_USER_SECRET},
-    free_port,
-};
-use wxlogin_tests::{DEFAULT_APPID, DEFAULT_SECRET, TestApp};
+use wxlogin_standalone::{Service, Services, SystemBuilder};
+use wxlogin_testkit::{TestDatabase, TestRedisPrefix, free_port};
+use wxlogin_tests::{DEFAULT_APPID, DEFAULT_SECRET, TestApp, processes, test_credentials};
 use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
 
 /// Answers by HTTP status; 0 counts requests that got no answer at all.
@@ -179,82 +177,6 @@ fn connections_to(port: u16) -> BTreeSet<String> {
         .collect()
 }
 
-/// One of our service binaries, run as its own process.
-pub(crate) struct Service {
-    name: &'static str,
-    env: Vec<(&'static str, String)>,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn start(name: &'static str, env: Vec<(&'static str, String)>) -> Service {
-        let mut service = Service {
-            name,
-            env,
-            child: None,
-        };
-        service.restart();
-        service
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new(crate::compose::binary(self.name))
-            .env_clear()
-            .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-            .env("RUST_LOG", "warn")
-            .envs(self.env.iter().map(|(key, value)| (key, value)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.name));
-        self.child = Some(child);
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {}", self.name);
-    }
-
-    /// Waits up to `at_most` for the process to exit by itself.
-    async fn wait_exit(&mut self, at_most: Duration) {
-        let started = Instant::now();
-        let child = self.child.as_mut().expect("running");
-        while started.elapsed() < at_most {
-            if child.try_wait().unwrap().is_some() {
-                self.child = None;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{} did not stop within {at_most:?}", self.name);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            drop(child.kill());
-            drop(child.wait());
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // Resume a frozen process so that it can die.
-            drop(
-                Command::new("kill")
-                    .args(["-CONT", &child.id().to_string()])
-                    .status(),
-            );
-        }
-        self.kill();
-    }
-}
-
 /// The three services as processes, the simulator in this one.
 pub(crate) struct Stack {
     pub(crate) base_url: String,
@@ -262,10 +184,8 @@ pub(crate) struct Stack {
     /// Where gateway, auth and user serve `/metrics`, when asked for.
     pub(crate) metrics: Option<[SocketAddr; 3]>,
     pub(crate) sim: RunningSimulator,
-    auth: Service,
-    user: Service,
-    _gateway: Service,
-    _db: TestDatabase,
+    services: Services,
+    db: TestDatabase,
     _redis: TestRedisPrefix,
 }
 
@@ -298,75 +218,48 @@ impl Stack {
             .unwrap();
         let db = TestDatabase::create().await;
         let redis = TestRedisPrefix::new();
-        let (auth_port, user_port, gateway_port) = (free_port(), free_port(), free_port());
-        let auth_url = format!("http://127.0.0.1:{auth_port}");
-        let user_url = format!("http://127.0.0.1:{user_port}");
-        let secrets = || {
-            vec![
-                ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-                ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
-            ]
-        };
-        let mut auth_env = vec![
-            ("AUTH_ADDR", format!("127.0.0.1:{auth_port}")),
-            ("REDIS_URL", redis.url().to_owned()),
-            ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
-            ("WECHAT_API_BASE", sim.base_url()),
-            ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
-            ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
-            // Thousands of logins from 127.0.0.1: the budgets are not what
-            // these tests measure.
-            ("RATE_LIMIT_LOGIN_PER_IP", "0".to_owned()),
-            ("RATE_LIMIT_LOGIN_PER_APP", "0".to_owned()),
-        ];
-        auth_env.extend(secrets());
-        for (name, value) in auth_overrides {
-            auth_env.retain(|(known, _)| known != name);
-            auth_env.push((name, (*value).to_owned()));
-        }
-        let mut user_env = vec![
-            ("USER_ADDR", format!("127.0.0.1:{user_port}")),
-            ("DATABASE_URL", db.url()),
-            ("AUTH_URL", auth_url.clone()),
-            ("REDIS_URL", redis.url().to_owned()),
-            ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
-            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
-            ("DATA_INDEX_KEY", DATA_INDEX_KEY.to_owned()),
-        ];
-        user_env.extend(secrets());
-        let gateway_env = vec![
-            ("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")),
-            ("AUTH_URL", auth_url),
-            ("USER_URL", user_url),
-            (
+        let mut builder = SystemBuilder::new()
+            .unwrap()
+            .processes(processes())
+            .stores(&db.url(), redis.url(), redis.prefix())
+            .set_all(test_credentials())
+            .set_all([
+                ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+                ("RUST_LOG", "warn".to_owned()),
+                ("WECHAT_API_BASE", sim.base_url()),
+                ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+                ("WECHAT_SECRET", DEFAULT_SECRET.to_owned()),
+                // Thousands of logins from 127.0.0.1: the budgets are not what
+                // these tests measure.
+                ("RATE_LIMIT_LOGIN_PER_IP", "0".to_owned()),
+                ("RATE_LIMIT_LOGIN_PER_APP", "0".to_owned()),
+            ])
+            .set_for(
+                Service::Gateway,
                 "UPSTREAM_TIMEOUT_MS",
                 upstream_timeout.as_millis().to_string(),
-            ),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
-        ];
+            );
+        for (name, value) in auth_overrides {
+            builder = builder.set_for(Service::Auth, name, *value);
+        }
         let metrics =
             metrics.then(|| [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port()))));
-        let metrics_env = |service: usize| {
-            let addr = metrics.map_or_else(|| "off".to_owned(), |addrs| addrs[service].to_string());
-            ("METRICS_ADDR", addr)
-        };
-        let mut gateway_env = gateway_env;
-        gateway_env.push(metrics_env(0));
-        auth_env.push(metrics_env(1));
-        user_env.push(metrics_env(2));
-        for env in [&mut gateway_env, &mut auth_env, &mut user_env] {
-            env.extend_from_slice(everywhere);
+        for (at, service) in [Service::Gateway, Service::Auth, Service::User]
+            .into_iter()
+            .enumerate()
+        {
+            let addr = metrics.map_or_else(|| "off".to_owned(), |addrs| addrs[at].to_string());
+            builder = builder.set_for(service, "METRICS_ADDR", addr);
         }
+        let builder = builder.set_all(everywhere.iter().cloned());
+        let services = builder.start().await.unwrap();
         let stack = Stack {
-            base_url: format!("http://127.0.0.1:{gateway_port}"),
-            auth_port,
+            base_url: services.gateway_url().unwrap(),
+            auth_port: services.addr(Service::Auth, 0).unwrap().port(),
             metrics,
-            auth: Service::start("wxlogin-auth", auth_env),
-            user: Service::start("wxlogin-user", user_env),
-            _gateway: Service::start("wxlogin-gateway", gateway_env),
             sim,
-            _db: db,
+            services,
+            db,
             _redis: redis,
         };
         stack.wait_ready(Duration::from_secs(30)).await;
@@ -391,10 +284,7 @@ impl Stack {
     /// Stops the three services as an orchestrator would (SIGTERM: the
     /// gateway first, auth last), and waits for each to exit.
     pub(crate) async fn stop_gracefully(&mut self) {
-        for service in [&mut self._gateway, &mut self.user, &mut self.auth] {
-            service.signal("-TERM");
-            service.wait_exit(Duration::from_secs(15)).await;
-        }
+        self.services.stop_all().await.unwrap();
     }
 
     /// Posts a profile sealed for `minted`'s session key, as the client of
@@ -421,7 +311,7 @@ impl Stack {
 
     /// The URL of the user service's database.
     pub(crate) fn database_url(&self) -> String {
-        self._db.url()
+        self.db.url()
     }
 
     fn connections_to_auth(&self) -> BTreeSet<String> {
@@ -441,7 +331,7 @@ impl Stack {
 
 /// Kills `victim` of a loaded stack, starts it again, and checks every
 /// answer.
-async fn kill_under_load(victim: fn(&mut Stack) -> &mut Service) {
+async fn kill_under_load(victim: Service) {
     // Arrange
     let mut stack = Stack::start(Duration::from_secs(2)).await;
     stack.sim.sim.set_latency(Duration::from_millis(20));
@@ -452,9 +342,9 @@ async fn kill_under_load(victim: fn(&mut Stack) -> &mut Service) {
     let until = Instant::now() + Duration::from_secs(4);
     let running = load(&stack.base_url, &sim, 32, until);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    victim(&mut stack).kill();
+    stack.services.kill(victim, 0).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    victim(&mut stack).restart();
+    stack.services.start(victim, 0).await.unwrap();
     let back = stack.wait_ready(Duration::from_secs(20)).await;
     let tally = running.await.unwrap();
     let after = stack.one_more_second(&sim).await;
@@ -481,12 +371,12 @@ async fn kill_under_load(victim: fn(&mut Stack) -> &mut Service) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_killed_under_load_is_503_never_500() {
-    kill_under_load(|stack| &mut stack.auth).await;
+    kill_under_load(Service::Auth).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_killed_under_load_is_503_never_500() {
-    kill_under_load(|stack| &mut stack.user).await;
+    kill_under_load(Service::User).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,9 +392,9 @@ async fn a_frozen_auth_costs_deadlines_not_the_connection() {
     let running = load(&stack.base_url, &sim, 48, until);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = stack.connections_to_auth();
-    stack.auth.signal("-STOP");
+    stack.services.signal(Service::Auth, 0, "-STOP").unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stack.auth.signal("-CONT");
+    stack.services.signal(Service::Auth, 0, "-CONT").unwrap();
     let tally = running.await.unwrap();
     // Auth first works off what queued up while it was frozen (logins whose
     // codes it had already taken finish, see README), then serves at once

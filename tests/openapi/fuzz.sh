@@ -4,16 +4,18 @@
 # every check, no 5xx but the documented 502/503, every answer matching its
 # documented status, headers and schema.
 #
-# It starts the single-process binary (target/debug/wxlogin, or $WXLOGIN_BIN)
-# on free ports with the WeChat simulator, on WXLOGIN_FUZZ_DATABASE_URL /
+# It starts the single-process binary (debug/wxlogin in cargo's target
+# directory, CARGO_TARGET_DIR or target; or $WXLOGIN_BIN) on free ports with the WeChat simulator, on WXLOGIN_FUZZ_DATABASE_URL /
 # WXLOGIN_FUZZ_REDIS_URL when set (tests/run.sh sets them to its MySQL and
 # Redis), else on a temporary SQLite file and in-process sessions.
 # Extra arguments go to `schemathesis run`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# free_port (below Linux's ephemeral range) and target_dir, as tests/run.sh's.
+. tests/common.sh
 
 here=tests/openapi
-bin=${WXLOGIN_BIN:-target/debug/wxlogin}
+bin=${WXLOGIN_BIN:-$(target_dir)/debug/wxlogin}
 venv=target/schemathesis
 work=$(mktemp -d "${TMPDIR:-/tmp}/wxlogin-fuzz.XXXXXX")
 redis_url=${WXLOGIN_FUZZ_REDIS_URL:-memory://}
@@ -51,10 +53,6 @@ if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$venv/requirements.txt"
 fi
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 gateway_port=$(free_port)
 sim_port=$(free_port)

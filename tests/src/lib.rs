@@ -4,26 +4,31 @@
 //! service on a private Redis key prefix, and the gateway in front. Tests
 //! then speak HTTP to the gateway, as a mini-program would.
 //!
+//! The services are started by `wxlogin_standalone::SystemBuilder`, as the
+//! `wxlogin` binary starts them: this harness only says what differs for
+//! tests (the settings of [`Options`], the test credentials). Tests that
+//! must kill or freeze a service run the same builder with processes
+//! ([`processes`]).
+//!
 //! Every log line of the services is captured (see [`captured_logs`]) so that
 //! tests can assert that no secret ever reaches one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::HashMap,
     io::Write,
     net::SocketAddr,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
-use tokio::{sync::oneshot, task::JoinHandle};
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter, prelude::*};
 use wxlogin_testkit::{
     Proxy, TestDatabase, TestRedisPrefix,
     credential::{DATA_ENCRYPTION_KEYS, DATA_INDEX_KEY, INTERNAL_SECRET, INTERNAL_USER_SECRET},
 };
 
+use wxlogin_standalone::{ProcessOptions, Service, Services, SystemBuilder};
 use wxlogin_wechat_sim::{MintCode, Minted, RunningSimulator, SimConfig, Simulator};
 
 pub use wxlogin_wechat_sim::{DEFAULT_APPID, DEFAULT_SECRET, Fault};
@@ -219,38 +224,6 @@ impl Default for Options {
     }
 }
 
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    fn spawn<F, E>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
-    where
-        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display,
-    {
-        let (stop, stopped) = oneshot::channel();
-        let future = run(stopped);
-        let task = tokio::spawn(async move {
-            if let Err(error) = future.await {
-                panic!("service failed: {error}");
-            }
-        });
-        Running {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("service task");
-    }
-}
-
 /// The whole system, started for one test.
 pub struct TestApp {
     pub base_url: String,
@@ -264,12 +237,9 @@ pub struct TestApp {
     pub user_addr: SocketAddr,
     /// In front of MySQL when [`Options::mysql_proxy`] asked for it.
     pub mysql_proxy: Option<Proxy>,
-    /// What the user service connects to (the proxy's address with one).
-    user_database_url: String,
-    options: Options,
-    user: Running,
-    auth: Running,
-    gateway: Running,
+    /// What started the services, to start replicas of them.
+    builder: SystemBuilder<'static>,
+    services: Services,
 }
 
 /// Another auth service and gateway in front of the same simulator,
@@ -279,8 +249,7 @@ pub struct Replica {
     pub base_url: String,
     pub auth_addr: SocketAddr,
     http: reqwest::Client,
-    auth: Running,
-    gateway: Running,
+    services: Services,
 }
 
 impl Replica {
@@ -298,17 +267,82 @@ impl Replica {
     }
 
     pub async fn stop(mut self) {
-        self.gateway.stop().await;
-        self.auth.stop().await;
+        self.services
+            .stop_all()
+            .await
+            .expect("the replica stops cleanly");
     }
 }
 
-fn source(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
-    move |name: &str| map.get(name).cloned()
+/// The settings every test deployment shares: its internal credentials
+/// and data keys, those of `wxlogin_testkit::credential`.
+pub fn test_credentials() -> [(&'static str, &'static str); 4] {
+    [
+        ("INTERNAL_SECRET", INTERNAL_SECRET),
+        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET),
+        ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS),
+        ("DATA_INDEX_KEY", DATA_INDEX_KEY),
+    ]
 }
 
-async fn wait_stopped(rx: oneshot::Receiver<()>) {
-    drop(rx.await);
+/// How the tests run the services as processes: the workspace's binaries,
+/// on free ports below the ephemeral range, their stderr the test's.
+pub fn processes() -> ProcessOptions {
+    ProcessOptions {
+        binary: Arc::new(wxlogin_testkit::binary),
+        free_port: wxlogin_testkit::free_port,
+        logs: None,
+    }
+}
+
+/// What `options` set, as the services' settings.
+fn settings(options: &Options, sim_base: &str) -> Vec<(&'static str, String)> {
+    let mut settings: Vec<(&'static str, String)> = test_credentials()
+        .into_iter()
+        .map(|(name, value)| (name, value.to_owned()))
+        .collect();
+    settings.extend([
+        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("DB_MAX_CONNECTIONS", "8".to_owned()),
+        (
+            "WATERMARK_MAX_AGE_SECS",
+            options.watermark_max_age_secs.to_string(),
+        ),
+        (
+            "WECHAT_API_BASE",
+            options
+                .wechat_base
+                .clone()
+                .unwrap_or_else(|| sim_base.to_owned()),
+        ),
+        ("WECHAT_TIMEOUT_MS", options.wechat_timeout_ms.to_string()),
+        ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
+        ("WECHAT_SECRET", options.secret.clone()),
+        ("WECHAT_APPS", format!("{OTHER_APPID}:{OTHER_SECRET}")),
+        ("SESSION_TTL_SECS", options.session_ttl_secs.to_string()),
+        (
+            "SESSION_MAX_LIFETIME_SECS",
+            options.session_max_lifetime_secs.to_string(),
+        ),
+        ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
+        (
+            "RATE_LIMIT_LOGIN_PER_APP",
+            options.login_per_app.to_string(),
+        ),
+        (
+            "RATE_LIMIT_CHECK_SESSION_PER_USER",
+            options.check_session_per_user.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PHONE_PER_USER",
+            options.phone_per_user.to_string(),
+        ),
+        ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
+        ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
+        ("PROXY_ROUTES", options.proxy_routes.clone()),
+        ("PROXY_TIMEOUT_MS", options.proxy_timeout_ms.to_string()),
+    ]);
+    settings
 }
 
 impl TestApp {
@@ -350,44 +384,21 @@ impl TestApp {
             Some(redis) => (redis.url().to_owned(), redis.prefix().to_owned()),
             None => (wxlogin_auth::store::MEMORY_URL.to_owned(), String::new()),
         };
-
-        let auth_config = auth_config(&options, &sim.base_url(), &redis_url, &redis_prefix);
-        let auth_app = wxlogin_auth::Application::build(auth_config)
-            .await
-            .expect("start the auth service");
-        let auth_addr = auth_app.local_addr();
-        let auth = Running::spawn(|stopped| auth_app.run_until_stopped(wait_stopped(stopped)));
-
         let (mysql_proxy, user_database_url) = if options.mysql_proxy {
             let (proxy, url) = Proxy::in_front_of(&db.url()).await;
             (Some(proxy), url)
         } else {
             (None, db.url())
         };
-        let user_config = user_config(
-            &options,
-            "127.0.0.1:0",
-            user_database_url.clone(),
-            auth_addr,
-            &redis_url,
-            &redis_prefix,
-        );
-        let user_app = wxlogin_user::Application::build(user_config)
-            .await
-            .expect("start the user service");
-        let user_addr = user_app.local_addr();
-        let user = Running::spawn(|stopped| user_app.run_until_stopped(wait_stopped(stopped)));
 
-        let gateway_config = gateway_config(&options, auth_addr, user_addr);
-        let gateway_app = wxlogin_gateway::Application::build(gateway_config)
-            .await
-            .expect("start the gateway");
-        let base_url = format!("http://{}", gateway_app.local_addr());
-        let gateway =
-            Running::spawn(|stopped| gateway_app.run_until_stopped(wait_stopped(stopped)));
-
+        let builder = SystemBuilder::new()
+            .expect("the system's settings")
+            .stores(&user_database_url, &redis_url, &redis_prefix)
+            .set_all(settings(&options, &sim.base_url()));
+        let services = builder.start().await.expect("start the services");
+        let address = |service| services.addr(service, 0).expect("it runs");
         let app = TestApp {
-            base_url,
+            base_url: services.gateway_url().expect("the gateway runs"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -396,14 +407,11 @@ impl TestApp {
             backend,
             db,
             redis,
-            auth_addr,
-            user_addr,
+            auth_addr: address(Service::Auth),
+            user_addr: address(Service::User),
             mysql_proxy,
-            user_database_url,
-            options,
-            user,
-            auth,
-            gateway,
+            builder,
+            services,
         };
         app.wait_ready().await;
         app
@@ -413,37 +421,22 @@ impl TestApp {
     /// simulator, Redis prefix and user service (so its database). Only
     /// with Redis: the in-process store is one process's.
     pub async fn spawn_replica(&self) -> Replica {
-        let redis = self
-            .redis
-            .as_ref()
-            .expect("replicas share sessions through Redis; the embedded backend has none");
-        let config = auth_config(
-            &self.options,
-            &self.sim.base_url(),
-            redis.url(),
-            redis.prefix(),
+        assert!(
+            self.redis.is_some(),
+            "replicas share sessions through Redis; the embedded backend has none"
         );
-        let auth_app = wxlogin_auth::Application::build(config)
+        let services = self
+            .builder
+            .clone()
+            .peer(Service::User, self.user_addr)
+            .start()
             .await
-            .expect("start the replica's auth service");
-        let auth_addr = auth_app.local_addr();
-        let auth = Running::spawn(|stopped| auth_app.run_until_stopped(wait_stopped(stopped)));
-        let gateway_app = wxlogin_gateway::Application::build(gateway_config(
-            &self.options,
-            auth_addr,
-            self.user_addr,
-        ))
-        .await
-        .expect("start the replica's gateway");
-        let base_url = format!("http://{}", gateway_app.local_addr());
-        let gateway =
-            Running::spawn(|stopped| gateway_app.run_until_stopped(wait_stopped(stopped)));
+            .expect("start the replica's auth service and gateway");
         Replica {
-            base_url,
-            auth_addr,
+            base_url: services.gateway_url().expect("the replica's gateway"),
+            auth_addr: services.addr(Service::Auth, 0).expect("its auth"),
             http: self.http.clone(),
-            auth,
-            gateway,
+            services,
         }
     }
 
@@ -579,127 +572,28 @@ impl TestApp {
 
     /// Stops the user service (and waits until it is gone).
     pub async fn stop_user_service(&mut self) {
-        self.user.stop().await;
+        self.services
+            .stop(Service::User, 0)
+            .await
+            .expect("the user service stops cleanly");
     }
 
     /// Starts a user service again where the stopped one listened, with the
     /// same configuration.
     pub async fn restart_user_service(&mut self) {
-        let (redis_url, redis_prefix) = match &self.redis {
-            Some(redis) => (redis.url().to_owned(), redis.prefix().to_owned()),
-            None => (wxlogin_auth::store::MEMORY_URL.to_owned(), String::new()),
-        };
-        let config = user_config(
-            &self.options,
-            &self.user_addr.to_string(),
-            self.user_database_url.clone(),
-            self.auth_addr,
-            &redis_url,
-            &redis_prefix,
-        );
-        let user_app = wxlogin_user::Application::build(config)
+        self.services
+            .start(Service::User, 0)
             .await
             .expect("restart the user service");
-        self.user = Running::spawn(|stopped| user_app.run_until_stopped(wait_stopped(stopped)));
     }
 
     /// Stops everything; dropping the app does the same less politely.
     pub async fn stop(mut self) {
-        self.gateway.stop().await;
-        self.auth.stop().await;
-        self.user.stop().await;
+        self.services
+            .stop_all()
+            .await
+            .expect("the services stop cleanly");
     }
-}
-
-fn user_config(
-    options: &Options,
-    addr: &str,
-    database_url: String,
-    auth_addr: SocketAddr,
-    redis_url: &str,
-    redis_prefix: &str,
-) -> wxlogin_user::Config {
-    wxlogin_user::Config::from_source(&source(HashMap::from([
-        ("USER_ADDR", addr.to_owned()),
-        ("DATABASE_URL", database_url),
-        ("DB_MAX_CONNECTIONS", "8".to_owned()),
-        ("AUTH_URL", format!("http://{auth_addr}")),
-        (
-            "WATERMARK_MAX_AGE_SECS",
-            options.watermark_max_age_secs.to_string(),
-        ),
-        ("REDIS_URL", redis_url.to_owned()),
-        ("REDIS_KEY_PREFIX", redis_prefix.to_owned()),
-        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
-        ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
-        ("DATA_INDEX_KEY", DATA_INDEX_KEY.to_owned()),
-    ])))
-    .expect("user config")
-}
-
-fn auth_config(
-    options: &Options,
-    sim_base: &str,
-    redis_url: &str,
-    redis_prefix: &str,
-) -> wxlogin_auth::Config {
-    wxlogin_auth::Config::from_source(&source(HashMap::from([
-        ("AUTH_ADDR", "127.0.0.1:0".to_owned()),
-        ("REDIS_URL", redis_url.to_owned()),
-        ("REDIS_KEY_PREFIX", redis_prefix.to_owned()),
-        (
-            "WECHAT_API_BASE",
-            options
-                .wechat_base
-                .clone()
-                .unwrap_or_else(|| sim_base.to_owned()),
-        ),
-        ("WECHAT_TIMEOUT_MS", options.wechat_timeout_ms.to_string()),
-        ("WECHAT_APPID", DEFAULT_APPID.to_owned()),
-        ("WECHAT_SECRET", options.secret.clone()),
-        ("WECHAT_APPS", format!("{OTHER_APPID}:{OTHER_SECRET}")),
-        ("SESSION_TTL_SECS", options.session_ttl_secs.to_string()),
-        (
-            "SESSION_MAX_LIFETIME_SECS",
-            options.session_max_lifetime_secs.to_string(),
-        ),
-        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-        ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
-        ("RATE_LIMIT_LOGIN_PER_IP", options.login_per_ip.to_string()),
-        (
-            "RATE_LIMIT_LOGIN_PER_APP",
-            options.login_per_app.to_string(),
-        ),
-        (
-            "RATE_LIMIT_CHECK_SESSION_PER_USER",
-            options.check_session_per_user.to_string(),
-        ),
-        (
-            "RATE_LIMIT_PHONE_PER_USER",
-            options.phone_per_user.to_string(),
-        ),
-    ])))
-    .expect("auth config")
-}
-
-fn gateway_config(
-    options: &Options,
-    auth_addr: SocketAddr,
-    user_addr: SocketAddr,
-) -> wxlogin_gateway::Config {
-    wxlogin_gateway::Config::from_source(&source(HashMap::from([
-        ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
-        ("AUTH_URL", format!("http://{auth_addr}")),
-        ("USER_URL", format!("http://{user_addr}")),
-        ("BODY_LIMIT_BYTES", options.body_limit.to_string()),
-        ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-        ("TRUSTED_PROXIES", options.trusted_proxies.clone()),
-        ("PROXY_ROUTES", options.proxy_routes.clone()),
-        ("PROXY_TIMEOUT_MS", options.proxy_timeout_ms.to_string()),
-        ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
-    ])))
-    .expect("gateway config")
 }
 
 /// The team's own API, for the tests of what wxlogin puts in front of it:

@@ -13,21 +13,41 @@ const os = require('node:os');
 const path = require('node:path');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
-const DEFAULT_BIN = path.resolve(PACKAGE_DIR, '../../target/debug/wxlogin');
+const WORKSPACE_DIR = path.resolve(PACKAGE_DIR, '../..');
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 10_000;
 
-/** A port nobody listens on right now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
+/**
+ * Where cargo puts the workspace's builds: CARGO_TARGET_DIR when set
+ * (relative to the workspace root when relative), else target; the rule of
+ * wxlogin_testkit::target_dir and tests/common.sh.
+ */
+function targetDir() {
+  return path.resolve(WORKSPACE_DIR, process.env.CARGO_TARGET_DIR || 'target');
+}
+
+/** Whether `port` on loopback can be bound right now. */
+function canBind(port) {
+  return new Promise((resolve) => {
     const server = net.createServer();
     server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A loopback port nothing is bound to now, for a server the binary will
+ * bind. Below Linux's ephemeral range (32768 and up), as
+ * wxlogin_testkit::free_port and tests/common.sh pick theirs: there the
+ * kernel hands ports to `:0` binds and outgoing connections, which could
+ * take it before the binary binds it.
+ */
+async function freePort() {
+  for (;;) {
+    const port = 10_000 + crypto.randomInt(22_000);
+    if (await canBind(port)) return port;
+  }
 }
 
 function randomId(bytes = 6) {
@@ -129,7 +149,7 @@ async function deleteRedisPrefix(url, prefix) {
  * `GET /healthz` answers 200.
  */
 async function startService() {
-  const bin = process.env.WXLOGIN_BIN || DEFAULT_BIN;
+  const bin = process.env.WXLOGIN_BIN || path.join(targetDir(), 'debug', 'wxlogin');
   if (!fs.existsSync(bin)) {
     throw new Error(`wxlogin binary not found at ${bin} (build it, or set WXLOGIN_BIN)`);
   }
@@ -192,7 +212,9 @@ async function startService() {
 
   try {
     upstream = await startUpstream();
-    const [gatewayPort, simPort] = await Promise.all([freePort(), freePort()]);
+    const gatewayPort = await freePort();
+    let simPort = await freePort();
+    while (simPort === gatewayPort) simPort = await freePort();
     const database = process.env.WXLOGIN_TEST_DATABASE_URL || `sqlite://${path.join(tempDir, 'wxlogin.sqlite3')}`;
     const redis = process.env.WXLOGIN_TEST_REDIS_URL || 'memory://';
     // A minimal environment: nothing from the caller's shell (a stray

@@ -6,8 +6,9 @@
 //! libraries and concurrency. Every scenario is reported next to its floor.
 //!
 //! It owns measuring and nothing else: it must not change how the services
-//! run (they get only the environment a deployment would give them, plus
-//! `RUST_LOG`, `warn` unless `--service-log` says otherwise), and it must leave nothing behind (its databases are
+//! run (they are started by `wxlogin_standalone::SystemBuilder` with only
+//! settings a deployment would give them, plus `RUST_LOG`, `warn` unless
+//! `--service-log` says otherwise), and it must leave nothing behind (its databases are
 //! dropped, its Redis keys deleted, its processes killed, also on Ctrl-C
 //! and on a panic).
 //!

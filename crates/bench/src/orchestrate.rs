@@ -1,15 +1,16 @@
 //! Bringing up what is measured and taking it down again: the release
 //! build, a database and a Redis key prefix of the benchmark's own, the
-//! services (and the floor servers) as separate processes on free loopback
-//! ports, and, on every way out (success, error, Ctrl-C, panic), killing
-//! those processes, dropping the databases and deleting the keys.
+//! services (started by `wxlogin_standalone::SystemBuilder`, as processes)
+//! and the simulator and floor servers as separate processes on free
+//! loopback ports, and, on every way out (success, error, Ctrl-C, panic),
+//! killing those processes, dropping the databases and deleting the keys.
 
 use std::{
     fs::File,
     io::{self, BufRead, BufReader},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,6 +23,9 @@ use sea_orm::{
         mysql::{MySqlConnectOptions, MySqlPoolOptions},
     },
 };
+
+use wxlogin_standalone::{ProcessOptions, Services, SystemBuilder};
+pub use wxlogin_testkit::free_port;
 
 use crate::metrics::{Role, Watched};
 
@@ -49,17 +53,13 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// The workspace this binary was built from; `CARGO_TARGET_DIR` is
-    /// honoured as cargo honours it.
+    /// The workspace this binary was built from, and its target directory
+    /// by the tests' rule (`wxlogin_testkit::target_dir`).
     pub fn discover() -> Paths {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .nth(2)
-            .map_or_else(|| PathBuf::from("."), Path::to_owned);
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map_or_else(|| root.join("target"), |dir| root.join(dir));
-        Paths { root, target }
+        Paths {
+            root: wxlogin_testkit::workspace_root(),
+            target: wxlogin_testkit::target_dir(),
+        }
     }
 
     pub fn release_bin(&self, name: &str) -> PathBuf {
@@ -90,14 +90,6 @@ pub async fn build(paths: &Paths) -> anyhow::Result<()> {
         bail!("cargo build --release failed ({status})");
     }
     Ok(())
-}
-
-/// A free TCP port on loopback. The port is released before it is used, so
-/// another process could take it in between; on a benchmark machine that
-/// does not happen in practice, and a process that cannot bind fails loudly.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// `url` with its password masked, to print.
@@ -136,6 +128,8 @@ struct Spawned {
 /// does the same on paths that never reach it (a panic).
 pub struct Environment {
     children: Vec<Spawned>,
+    /// The services, once started.
+    services: Option<Services>,
     mysql_server: Url,
     databases: Vec<String>,
     redis_url: String,
@@ -165,6 +159,7 @@ impl Environment {
         let run_id = run_id.get(..12).unwrap_or(&run_id).to_owned();
         Ok(Environment {
             children: Vec::new(),
+            services: None,
             mysql_server,
             databases: Vec::new(),
             redis_url: redis_url.to_owned(),
@@ -207,6 +202,17 @@ impl Environment {
         Ok(url.to_string())
     }
 
+    /// What every process it starts gets besides its own settings.
+    fn common_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("RUST_LOG", self.service_log.clone())];
+        // `METRICS_ADDR=off cargo run -p wxlogin-bench` measures the
+        // services without their metrics (an A/B of what they cost).
+        if let Some(addr) = std::env::var_os("METRICS_ADDR") {
+            env.push(("METRICS_ADDR", addr.to_string_lossy().into_owned()));
+        }
+        env
+    }
+
     /// Starts `program` with exactly `env` (and `PATH`), its output going to
     /// a log file; answers its pid.
     pub fn spawn(
@@ -226,10 +232,7 @@ impl Environment {
             .args(args)
             .env_clear()
             .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-            .env("RUST_LOG", &self.service_log)
-            // `METRICS_ADDR=off cargo run -p wxlogin-bench` measures the
-            // services without their metrics (an A/B of what they cost).
-            .envs(std::env::var_os("METRICS_ADDR").map(|addr| ("METRICS_ADDR", addr)))
+            .envs(self.common_env())
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -249,6 +252,14 @@ impl Environment {
 
     /// Fails, with the end of its log, when a started process has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some((name, status)) = self.services.as_mut().and_then(Services::exited) {
+            let log = self.logs.join(format!("{name}.log"));
+            bail!(
+                "{name} exited ({status}); the end of {}:\n{}",
+                log.display(),
+                log_tail(&log)
+            );
+        }
         for spawned in &mut self.children {
             if let Ok(Some(status)) = spawned.child.try_wait() {
                 bail!(
@@ -277,9 +288,9 @@ impl Environment {
             }
             if started.elapsed() > START_TIMEOUT {
                 let logs: Vec<String> = self
-                    .children
+                    .logged()
                     .iter()
-                    .map(|s| format!("--- {}:\n{}", s.name, log_tail(&s.log)))
+                    .map(|(name, log)| format!("--- {name}:\n{}", log_tail(log)))
                     .collect();
                 bail!(
                     "{what} not ready after {}s\n{}",
@@ -291,15 +302,35 @@ impl Environment {
         }
     }
 
+    /// Every started process and its log file.
+    fn logged(&self) -> Vec<(String, PathBuf)> {
+        let services = self.services.iter().flat_map(Services::processes);
+        services
+            .filter_map(|(name, _, log)| Some((name, log?.to_owned())))
+            .chain(
+                self.children
+                    .iter()
+                    .map(|s| (s.name.clone(), s.log.clone())),
+            )
+            .collect()
+    }
+
     /// The started processes, to measure.
     pub fn watched(&self) -> Vec<Watched> {
-        self.children
-            .iter()
-            .map(|spawned| Watched {
+        let services = self.services.iter().flat_map(Services::processes);
+        services
+            .filter_map(|(name, pid, _)| {
+                Some(Watched {
+                    name,
+                    pid: pid?,
+                    role: Role::Service,
+                })
+            })
+            .chain(self.children.iter().map(|spawned| Watched {
                 name: spawned.name.clone(),
                 pid: spawned.child.id(),
                 role: spawned.role,
-            })
+            }))
             .collect()
     }
 
@@ -322,6 +353,8 @@ impl Environment {
     }
 
     fn kill_children(&mut self) {
+        // Dropped, the services' processes are killed.
+        self.services = None;
         for spawned in &mut self.children {
             // Already gone is fine; SIGKILL because nothing of theirs needs
             // to survive them.
@@ -454,33 +487,22 @@ pub struct Stack {
     pub sim: String,
 }
 
-/// The internal credentials of the benchmark's services (a throw-away
-/// deployment on loopback).
-const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789abcdef";
-const INTERNAL_USER_SECRET: &str = "bench-user-secret-0123456789abcdef0123";
 /// The data keys of the benchmark's user service and gateway (personal
 /// data is sealed as in production, so the benchmark counts its cost).
 const DATA_ENCRYPTION_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const DATA_INDEX_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
-/// Starts the simulator, auth, user and gateway on free loopback ports,
-/// against `database_url` and the environment's Redis prefix, and waits
-/// until the gateway is ready.
+/// Starts the simulator, then auth, user and gateway on free loopback
+/// ports, against `database_url` and the environment's Redis prefix, and
+/// waits until the gateway is ready.
 pub async fn start_services(
     env: &mut Environment,
     paths: &Paths,
     database_url: &str,
     client: &reqwest::Client,
 ) -> anyhow::Result<Stack> {
-    let sim_port = free_port()?;
-    let auth_port = free_port()?;
-    let user_port = free_port()?;
-    let gateway_port = free_port()?;
+    let sim_port = free_port();
     let sim = format!("http://127.0.0.1:{sim_port}");
-    let auth = format!("http://127.0.0.1:{auth_port}");
-    let user = format!("http://127.0.0.1:{user_port}");
-    let gateway = format!("http://127.0.0.1:{gateway_port}");
-
     env.spawn(
         "wechat-sim",
         Role::Service,
@@ -495,60 +517,36 @@ pub async fn start_services(
     env.wait_until("the WeChat simulator", || answers_ok(client, &stats))
         .await?;
 
-    env.spawn(
-        "auth",
-        Role::Service,
-        &paths.release_bin("wxlogin-auth"),
-        &[],
-        &[
-            ("AUTH_ADDR", format!("127.0.0.1:{auth_port}")),
-            ("REDIS_URL", env.redis_url().to_owned()),
-            ("REDIS_KEY_PREFIX", env.redis_prefix().to_owned()),
-            ("WECHAT_API_BASE", sim.clone()),
+    let release = paths.target.join("release");
+    // The budgets as deployed: every login checks its two login budgets
+    // (in the round trip that claims its code), and none of the
+    // benchmark's requests spends one (they count codes WeChat refuses,
+    // failed decryptions and phone numbers). The user service shares
+    // auth's Redis for its user cache, as in production.
+    let services = SystemBuilder::new()?
+        .processes(ProcessOptions {
+            binary: Arc::new(move |name| release.join(name)),
+            free_port,
+            logs: Some(env.logs().to_owned()),
+        })
+        .stores(database_url, env.redis_url(), env.redis_prefix())
+        .set_all(env.common_env())
+        .set_all([
+            ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+            ("WECHAT_API_BASE", sim),
             ("WECHAT_APPID", wxlogin_wechat_sim::DEFAULT_APPID.to_owned()),
             (
                 "WECHAT_SECRET",
                 wxlogin_wechat_sim::DEFAULT_SECRET.to_owned(),
             ),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
-            // The budgets as deployed: every login checks its two login
-            // budgets (in the round trip that claims its code), and none of
-            // the benchmark's requests spends one (they count codes WeChat
-            // refuses, failed decryptions and phone numbers).
-        ],
-    )?;
-    env.spawn(
-        "user",
-        Role::Service,
-        &paths.release_bin("wxlogin-user"),
-        &[],
-        &[
-            ("USER_ADDR", format!("127.0.0.1:{user_port}")),
-            ("DATABASE_URL", database_url.to_owned()),
-            ("AUTH_URL", auth.clone()),
-            // The shared user cache, as in production.
-            ("REDIS_URL", env.redis_url().to_owned()),
-            ("REDIS_KEY_PREFIX", env.redis_prefix().to_owned()),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("INTERNAL_USER_SECRET", INTERNAL_USER_SECRET.to_owned()),
             ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
             ("DATA_INDEX_KEY", DATA_INDEX_KEY.to_owned()),
-        ],
-    )?;
-    env.spawn(
-        "gateway",
-        Role::Service,
-        &paths.release_bin("wxlogin-gateway"),
-        &[],
-        &[
-            ("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")),
-            ("AUTH_URL", auth),
-            ("USER_URL", user),
-            ("INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
-            ("DATA_ENCRYPTION_KEYS", DATA_ENCRYPTION_KEYS.to_owned()),
-        ],
-    )?;
+        ])
+        .start()
+        .await?;
+    let gateway = services.gateway_url()?;
+    let sim = format!("http://127.0.0.1:{sim_port}");
+    env.services = Some(services);
     let readyz = format!("{gateway}/readyz");
     env.wait_until("the gateway", || answers_ok(client, &readyz))
         .await?;

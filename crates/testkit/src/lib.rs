@@ -10,6 +10,10 @@
 //!
 //! Tests that must stop Redis start their own ([`PrivateRedis`]): the
 //! machine's server is shared by every test.
+//!
+//! It also owns two rules every harness follows (the benchmark too): which
+//! port is free for a server another process binds ([`free_port`]), and
+//! where the workspace's binaries are ([`binary`]).
 
 use sea_orm::{ConnectionTrait, Database};
 use wxlogin_redis::guard::RedisGuard;
@@ -17,9 +21,11 @@ use wxlogin_redis::guard::RedisGuard;
 pub mod credential;
 mod proxy;
 mod topology;
+mod workspace;
 
 pub use proxy::Proxy;
 pub use topology::{PrivateRedisCluster, PrivateRedisSentinel, SENTINEL_SERVICE};
+pub use workspace::{binary, target_dir, workspace_root};
 
 /// The MySQL server URL tests use, without a database name.
 pub fn mysql_server_url() -> String {
@@ -425,7 +431,7 @@ impl PrivateMariadb {
     pub fn start() -> PrivateMariadb {
         let (port, dir) = port_and_dir("wxlogin_mariadb");
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-        let installed = std::process::Command::new(binary("mariadb-install-db"))
+        let installed = std::process::Command::new(server_binary("mariadb-install-db"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--user={user}"))
@@ -468,7 +474,7 @@ impl PrivateMariadb {
     pub fn restart(&self) {
         self.stop();
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-        let server = std::process::Command::new(binary("mariadbd"))
+        let server = std::process::Command::new(server_binary("mariadbd"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", self.dir.join("data").display()))
             .arg(format!("--user={user}"))
@@ -547,7 +553,7 @@ impl PrivateNginx {
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, config).expect("write nginx.conf");
-        let server = std::process::Command::new(binary("nginx"))
+        let server = std::process::Command::new(server_binary("nginx"))
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -603,7 +609,7 @@ impl Drop for PrivateNginx {
 
 /// Where a server binary is: on the PATH or in the sbin directories that
 /// Debian's packages put it in.
-fn binary(name: &str) -> std::path::PathBuf {
+fn server_binary(name: &str) -> std::path::PathBuf {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default()
