@@ -199,28 +199,26 @@ fn whose<'a>(appid: &'a str, openid: &'a str) -> Result<(&'a str, &'a str), Erro
     ))
 }
 
-fn to_proto(user: user::Model) -> User {
-    User {
-        // Auto-increment ids start at 1.
-        id: u64::try_from(user.id).unwrap_or_default(),
-        appid: user.appid,
-        openid: user.openid,
-        unionid: user.unionid,
-        nickname: user.nickname,
-        avatar_url: user.avatar_url,
-        gender: i32::from(user.gender),
-        created_at: Some(timestamp(user.created_at)),
-        updated_at: Some(timestamp(user.updated_at)),
-        country: user.country,
-        province: user.province,
-        city: user.city,
-        language: user.language,
-        phone_number: user.phone_number,
-        pure_phone_number: user.pure_phone_number,
-        phone_country_code: user.phone_country_code,
-        blocked: user.blocked_at.is_some(),
-    }
+/// [`to_proto`], whose text fields are the columns of
+/// [`wxlogin_proto::user_fields!`], each moved from the row's field of the
+/// same name (so the `User` message and the entity cannot lack one).
+macro_rules! to_proto {
+    ($($Variant:ident { column: $column:ident, $($other:tt)* }),* $(,)?) => {
+        fn to_proto(user: user::Model) -> User {
+            User {
+                // Auto-increment ids start at 1.
+                id: u64::try_from(user.id).unwrap_or_default(),
+                gender: i32::from(user.gender),
+                created_at: Some(timestamp(user.created_at)),
+                updated_at: Some(timestamp(user.updated_at)),
+                blocked: user.blocked_at.is_some(),
+                $($column: user.$column,)*
+            }
+        }
+    };
 }
+
+wxlogin_proto::user_fields!(to_proto);
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
