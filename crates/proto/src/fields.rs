@@ -1,24 +1,114 @@
 //! The user fields wxlogin stores: each text column's width, and the names
 //! clients know them by. The user service checks every value against them
 //! before any write (`wxlogin_user::fields`); the gateway's OpenAPI document
-//! states the same limits. One table, so that the two cannot differ.
+//! states the same limits. One table, [`user_fields!`], so that they
+//! cannot differ: [`Field`] is generated from it here, and the user
+//! service generates its personal columns, the text values of a profile
+//! update and the `User` message's text fields from it.
 
-/// A text column of `users`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Appid,
-    Openid,
-    Unionid,
-    Nickname,
-    AvatarUrl,
-    Country,
-    Province,
-    City,
-    Language,
-    PhoneNumber,
-    PurePhoneNumber,
-    PhoneCountryCode,
+/// The one list of the text columns of `users`, in column order. Each row
+/// gives the [`Field`] variant; its column (also the name of the field in
+/// the entity, the `User` message and a profile update); its width in
+/// characters (a utf8mb4 `VARCHAR(n)` holds n characters whatever their
+/// size in bytes); its name in WeChat's data, and in our requests where
+/// that is not the column's; and its kind: `key` (the row's identity,
+/// never updated), `plain` (stored as it is) or `personal(SealedVariant,
+/// sealed_column)` (sealed at rest in that column, see
+/// `wxlogin_user::personal`).
+///
+/// `user_fields!(then)` calls the macro `then` with the rows, so that each
+/// crate generates what it needs from this one table.
+#[macro_export]
+macro_rules! user_fields {
+    ($then:ident) => {
+        $then! {
+            Appid { column: appid, max: 64, wechat: "appid", kind: key },
+            Openid { column: openid, max: 128, wechat: "openId", kind: key },
+            Unionid { column: unionid, max: 128, wechat: "unionId", kind: plain },
+            Nickname {
+                column: nickname, max: 128, wechat: "nickName",
+                kind: personal(NicknameEnc, nickname_enc)
+            },
+            AvatarUrl {
+                column: avatar_url, max: 1024, wechat: "avatarUrl",
+                kind: personal(AvatarUrlEnc, avatar_url_enc)
+            },
+            Country {
+                column: country, max: 64, wechat: "country",
+                kind: personal(CountryEnc, country_enc)
+            },
+            Province {
+                column: province, max: 64, wechat: "province",
+                kind: personal(ProvinceEnc, province_enc)
+            },
+            City { column: city, max: 64, wechat: "city", kind: personal(CityEnc, city_enc) },
+            Language { column: language, max: 16, wechat: "language", kind: plain },
+            PhoneNumber {
+                column: phone_number, max: 32, wechat: "phoneNumber",
+                kind: personal(PhoneNumberEnc, phone_number_enc)
+            },
+            PurePhoneNumber {
+                column: pure_phone_number, max: 32, wechat: "purePhoneNumber",
+                kind: personal(PurePhoneNumberEnc, pure_phone_number_enc)
+            },
+            PhoneCountryCode {
+                column: phone_country_code, max: 8, wechat: "countryCode", request: "country_code",
+                kind: personal(PhoneCountryCodeEnc, phone_country_code_enc)
+            },
+        }
+    };
 }
+
+/// [`Field`] and its tables, from the rows of [`user_fields!`].
+macro_rules! field_enum {
+    ($(
+        $Variant:ident {
+            column: $column:ident, max: $max:literal, wechat: $wechat:literal
+            $(, request: $request:literal)?, kind: $kind:ident $(($($sealed:ident),*))?
+        }
+    ),* $(,)?) => {
+        /// A text column of `users`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Field {
+            $($Variant),*
+        }
+
+        impl Field {
+            pub const ALL: [Field; [$(Field::$Variant),*].len()] = [$(Field::$Variant),*];
+
+            /// The column's width in characters: a utf8mb4 `VARCHAR(n)`
+            /// holds n characters whatever their size in bytes.
+            pub const fn max_chars(self) -> u32 {
+                match self {
+                    $(Field::$Variant => $max),*
+                }
+            }
+
+            /// The column's name in `users`.
+            pub const fn column(self) -> &'static str {
+                match self {
+                    $(Field::$Variant => stringify!($column)),*
+                }
+            }
+
+            /// The field's name as the client sent it.
+            pub const fn name(self, origin: Origin) -> &'static str {
+                match origin {
+                    // A request names a field as its column unless the
+                    // table says otherwise.
+                    Origin::Request => match self {
+                        $(Field::$Variant => [$($request,)? stringify!($column)][0]),*
+                    },
+                    Origin::WeChat => match self {
+                        $(Field::$Variant => $wechat),*
+                    },
+                }
+            }
+        }
+    };
+}
+
+user_fields!(field_enum);
 
 /// Where a value came from; it decides how an error message names the
 /// field, so that the client recognises its own input.
@@ -28,75 +118,6 @@ pub enum Origin {
     Request,
     /// A field of WeChat's decrypted data (`nickName`, `phoneNumber`).
     WeChat,
-}
-
-impl Field {
-    pub const ALL: [Field; 12] = [
-        Field::Appid,
-        Field::Openid,
-        Field::Unionid,
-        Field::Nickname,
-        Field::AvatarUrl,
-        Field::Country,
-        Field::Province,
-        Field::City,
-        Field::Language,
-        Field::PhoneNumber,
-        Field::PurePhoneNumber,
-        Field::PhoneCountryCode,
-    ];
-
-    /// The column's width in characters: a utf8mb4 `VARCHAR(n)` holds n
-    /// characters whatever their size in bytes.
-    pub const fn max_chars(self) -> u32 {
-        match self {
-            Field::Appid => 64,
-            Field::Openid | Field::Unionid | Field::Nickname => 128,
-            Field::AvatarUrl => 1024,
-            Field::Country | Field::Province | Field::City => 64,
-            Field::Language => 16,
-            Field::PhoneNumber | Field::PurePhoneNumber => 32,
-            Field::PhoneCountryCode => 8,
-        }
-    }
-
-    /// The column's name in `users`.
-    pub const fn column(self) -> &'static str {
-        match self {
-            Field::Appid => "appid",
-            Field::Openid => "openid",
-            Field::Unionid => "unionid",
-            Field::Nickname => "nickname",
-            Field::AvatarUrl => "avatar_url",
-            Field::Country => "country",
-            Field::Province => "province",
-            Field::City => "city",
-            Field::Language => "language",
-            Field::PhoneNumber => "phone_number",
-            Field::PurePhoneNumber => "pure_phone_number",
-            Field::PhoneCountryCode => "phone_country_code",
-        }
-    }
-
-    /// The field's name as the client sent it.
-    pub const fn name(self, origin: Origin) -> &'static str {
-        match (origin, self) {
-            (Origin::Request, Field::PhoneCountryCode) => "country_code",
-            (Origin::Request, field) => field.column(),
-            (Origin::WeChat, Field::Appid) => "appid",
-            (Origin::WeChat, Field::Openid) => "openId",
-            (Origin::WeChat, Field::Unionid) => "unionId",
-            (Origin::WeChat, Field::Nickname) => "nickName",
-            (Origin::WeChat, Field::AvatarUrl) => "avatarUrl",
-            (Origin::WeChat, Field::Country) => "country",
-            (Origin::WeChat, Field::Province) => "province",
-            (Origin::WeChat, Field::City) => "city",
-            (Origin::WeChat, Field::Language) => "language",
-            (Origin::WeChat, Field::PhoneNumber) => "phoneNumber",
-            (Origin::WeChat, Field::PurePhoneNumber) => "purePhoneNumber",
-            (Origin::WeChat, Field::PhoneCountryCode) => "countryCode",
-        }
-    }
 }
 
 /// Whether `url` is an absolute http(s) URL: the only avatars a client can
@@ -179,5 +200,42 @@ mod client_tests {
         assert_eq!(prefix("203.0.113.77"), "203.0.113.0/24");
         assert_eq!(prefix("::ffff:198.51.100.9"), "198.51.100.0/24");
         assert_eq!(prefix("2001:db8:1:2:3:4:5:6"), "2001:db8:1::/48");
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn every_field_has_its_names() {
+        let names: Vec<(&str, &str, &str)> = Field::ALL
+            .iter()
+            .map(|field| {
+                (
+                    field.column(),
+                    field.name(Origin::Request),
+                    field.name(Origin::WeChat),
+                )
+            })
+            .collect();
+
+        assert_eq!(
+            names,
+            [
+                ("appid", "appid", "appid"),
+                ("openid", "openid", "openId"),
+                ("unionid", "unionid", "unionId"),
+                ("nickname", "nickname", "nickName"),
+                ("avatar_url", "avatar_url", "avatarUrl"),
+                ("country", "country", "country"),
+                ("province", "province", "province"),
+                ("city", "city", "city"),
+                ("language", "language", "language"),
+                ("phone_number", "phone_number", "phoneNumber"),
+                ("pure_phone_number", "pure_phone_number", "purePhoneNumber"),
+                ("phone_country_code", "country_code", "countryCode"),
+            ]
+        );
     }
 }

@@ -20,6 +20,8 @@ use base64::{
 use serde_json::{Map, Value};
 use sha1::{Digest as _, Sha1};
 use subtle::ConstantTimeEq as _;
+// The proto crate's table, not `crate::fields`, which builds on this module.
+use wxlogin_proto::fields::{Field, Origin};
 
 type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
 
@@ -198,26 +200,26 @@ pub struct UserInfo {
 impl UserInfo {
     /// Reads the profile fields of `map`, ignoring fields of the wrong type.
     pub fn from_decrypted(map: &Map<String, Value>) -> UserInfo {
-        let text = |name: &str| {
-            map.get(name)
+        let text = |field: Field| {
+            map.get(field.name(Origin::WeChat))
                 .and_then(Value::as_str)
                 .filter(|s| !s.trim().is_empty())
                 .map(str::to_owned)
         };
         UserInfo {
-            nickname: text("nickName").filter(|s| !is_placeholder_nickname(s)),
-            avatar_url: text("avatarUrl").filter(|s| !is_placeholder_avatar(s)),
+            nickname: text(Field::Nickname).filter(|s| !is_placeholder_nickname(s)),
+            avatar_url: text(Field::AvatarUrl).filter(|s| !is_placeholder_avatar(s)),
             gender: map
                 .get("gender")
                 .and_then(Value::as_i64)
                 .filter(|g| matches!(g, 1 | 2))
                 .and_then(|g| i32::try_from(g).ok()),
-            country: text("country"),
-            province: text("province"),
-            city: text("city"),
-            language: text("language"),
-            unionid: text("unionId"),
-            openid: text("openId"),
+            country: text(Field::Country),
+            province: text(Field::Province),
+            city: text(Field::City),
+            language: text(Field::Language),
+            unionid: text(Field::Unionid),
+            openid: text(Field::Openid),
         }
     }
 }
@@ -239,21 +241,21 @@ impl PhoneNumber {
     /// Reads the phone fields of `map`; [`DecryptError::Invalid`] when one
     /// is missing, empty or of the wrong type.
     pub fn from_decrypted(map: &Map<String, Value>) -> Result<PhoneNumber, DecryptError> {
-        let text = |name: &str| {
-            map.get(name)
+        let text = |field: Field| {
+            map.get(field.name(Origin::WeChat))
                 .and_then(Value::as_str)
                 .filter(|s| !s.trim().is_empty())
                 .map(str::to_owned)
                 .ok_or(DecryptError::Invalid)
         };
-        let country_code = match map.get("countryCode") {
+        let country_code = match map.get(Field::PhoneCountryCode.name(Origin::WeChat)) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::Number(n)) if n.is_u64() => n.to_string(),
             _ => return Err(DecryptError::Invalid),
         };
         Ok(PhoneNumber {
-            phone_number: text("phoneNumber")?,
-            pure_phone_number: text("purePhoneNumber")?,
+            phone_number: text(Field::PhoneNumber)?,
+            pure_phone_number: text(Field::PurePhoneNumber)?,
             country_code,
         })
     }

@@ -5,6 +5,9 @@
 //! what another refuses, and MySQL never sees a value too long for its
 //! column (which it would refuse with error 1406, a 500 for the client).
 //!
+//! The fields themselves are the one list [`wxlogin_proto::user_fields!`];
+//! [`ProfileUpdate::texts`] is generated from it.
+//!
 //! The entity takes its widths from [`Field::max_chars`]. The migrations keep
 //! the literals they were written with, because a migration is history and
 //! must create the same schema forever; a test checks the migrated schema
@@ -92,22 +95,6 @@ impl ProfileUpdate {
         }
     }
 
-    /// Every text value with its column, in column order.
-    pub(crate) fn texts(&self) -> [(Field, Option<&str>); 10] {
-        [
-            (Field::Unionid, self.unionid.as_deref()),
-            (Field::Nickname, self.nickname.as_deref()),
-            (Field::AvatarUrl, self.avatar_url.as_deref()),
-            (Field::Country, self.country.as_deref()),
-            (Field::Province, self.province.as_deref()),
-            (Field::City, self.city.as_deref()),
-            (Field::Language, self.language.as_deref()),
-            (Field::PhoneNumber, self.phone_number.as_deref()),
-            (Field::PurePhoneNumber, self.pure_phone_number.as_deref()),
-            (Field::PhoneCountryCode, self.phone_country_code.as_deref()),
-        ]
-    }
-
     /// This update, once every value fits its column (and an avatar is an
     /// http(s) URL); else an error naming the first field that does not, as
     /// `origin` calls it. Nothing is written for a refused update.
@@ -127,6 +114,42 @@ impl ProfileUpdate {
         Ok(Validated(self))
     }
 }
+
+/// [`ProfileUpdate::texts`], from the rows of [`wxlogin_proto::user_fields!`]
+/// that are no key (appid and openid name the row; an update never
+/// changes them): every other text column is a field of an update.
+macro_rules! update_texts {
+    (@keep [$($kept:tt)*]) => {
+        update_texts!(@emit $($kept)*);
+    };
+    (@keep [$($kept:tt)*]
+        $Variant:ident {
+            column: $column:ident, max: $max:literal, wechat: $wechat:literal
+            $(, request: $request:literal)?, kind: key
+        }
+        $(, $($rest:tt)*)?
+    ) => {
+        update_texts!(@keep [$($kept)*] $($($rest)*)?);
+    };
+    (@keep [$($kept:tt)*] $Variant:ident { column: $column:ident, $($other:tt)* }
+        $(, $($rest:tt)*)?
+    ) => {
+        update_texts!(@keep [$($kept)* ($Variant, $column)] $($($rest)*)?);
+    };
+    (@emit $(($Variant:ident, $column:ident))*) => {
+        impl ProfileUpdate {
+            /// Every text value with its column, in column order.
+            pub(crate) fn texts(&self) -> [(Field, Option<&str>); [$(Field::$Variant),*].len()] {
+                [$((Field::$Variant, self.$column.as_deref())),*]
+            }
+        }
+    };
+    ($($rows:tt)*) => {
+        update_texts!(@keep [] $($rows)*);
+    };
+}
+
+wxlogin_proto::user_fields!(update_texts);
 
 /// A [`ProfileUpdate`] whose every value fits; the only kind the repository
 /// writes.

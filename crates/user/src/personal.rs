@@ -17,6 +17,13 @@
 //! A phone number is found by its blind index, `phone_index`: an HMAC of
 //! the normal form of the number under `DATA_INDEX_KEY`, which equality can
 //! look up without the number being readable.
+//!
+//! Which columns are personal, and the name of each one's sealed twin, is
+//! the `personal` kind in the one list of user fields
+//! ([`wxlogin_proto::user_fields!`]): [`Personal`] and [`slots`] are
+//! generated from it, and the entity must have both columns of each (it
+//! would not compile otherwise; the migrated schema is checked in
+//! `tests/migrate.rs`).
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use subtle::ConstantTimeEq;
@@ -33,86 +40,78 @@ use crate::{
 /// no key id, so `rewrap` always takes such a row.
 pub const MIXED_KEYS: &str = "*";
 
-/// A personal column, sealed at rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Personal {
-    Nickname,
-    AvatarUrl,
-    Country,
-    Province,
-    City,
-    PhoneNumber,
-    PurePhoneNumber,
-    PhoneCountryCode,
+/// [`Personal`], [`slots`] and their match arms, from the rows of
+/// [`wxlogin_proto::user_fields!`] whose kind is `personal`: the rows are
+/// walked one by one (`@keep`), the personal ones kept, then the items are
+/// written once for the kept rows (`@emit`).
+macro_rules! personal_columns {
+    (@keep [$($kept:tt)*]) => {
+        personal_columns!(@emit $($kept)*);
+    };
+    (@keep [$($kept:tt)*]
+        $Variant:ident {
+            column: $column:ident, max: $max:literal, wechat: $wechat:literal
+            $(, request: $request:literal)?, kind: personal($Sealed:ident, $sealed:ident)
+        }
+        $(, $($rest:tt)*)?
+    ) => {
+        personal_columns!(@keep [$($kept)* ($Variant, $column, $Sealed, $sealed)] $($($rest)*)?);
+    };
+    (@keep [$($kept:tt)*] $Variant:ident { $($other:tt)* } $(, $($rest:tt)*)?) => {
+        personal_columns!(@keep [$($kept)*] $($($rest)*)?);
+    };
+    (@emit $(($Variant:ident, $column:ident, $Sealed:ident, $sealed:ident))*) => {
+        /// A personal column, sealed at rest.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Personal {
+            $($Variant),*
+        }
+
+        /// How many personal columns there are.
+        const PERSONAL_COLUMNS: usize = [$(Personal::$Variant),*].len();
+
+        impl Personal {
+            pub const ALL: [Personal; PERSONAL_COLUMNS] = [$(Personal::$Variant),*];
+
+            pub const fn field(self) -> Field {
+                match self {
+                    $(Personal::$Variant => Field::$Variant),*
+                }
+            }
+
+            /// The plaintext column of rows written before encryption.
+            pub fn plain(self) -> Column {
+                match self {
+                    $(Personal::$Variant => Column::$Variant),*
+                }
+            }
+
+            /// The sealed column.
+            pub fn sealed(self) -> Column {
+                match self {
+                    $(Personal::$Variant => Column::$Sealed),*
+                }
+            }
+
+            /// This column's value in `update`, if it sets one.
+            pub fn in_update(self, update: &ProfileUpdate) -> Option<&str> {
+                match self {
+                    $(Personal::$Variant => update.$column.as_deref()),*
+                }
+            }
+        }
+
+        /// Each personal column of `row`.
+        pub fn slots(row: &mut user::Model) -> [Slot<'_>; PERSONAL_COLUMNS] {
+            [$((Personal::$Variant, &mut row.$column, &mut row.$sealed)),*]
+        }
+    };
+    ($($rows:tt)*) => {
+        personal_columns!(@keep [] $($rows)*);
+    };
 }
 
-impl Personal {
-    pub const ALL: [Personal; 8] = [
-        Personal::Nickname,
-        Personal::AvatarUrl,
-        Personal::Country,
-        Personal::Province,
-        Personal::City,
-        Personal::PhoneNumber,
-        Personal::PurePhoneNumber,
-        Personal::PhoneCountryCode,
-    ];
-
-    pub const fn field(self) -> Field {
-        match self {
-            Personal::Nickname => Field::Nickname,
-            Personal::AvatarUrl => Field::AvatarUrl,
-            Personal::Country => Field::Country,
-            Personal::Province => Field::Province,
-            Personal::City => Field::City,
-            Personal::PhoneNumber => Field::PhoneNumber,
-            Personal::PurePhoneNumber => Field::PurePhoneNumber,
-            Personal::PhoneCountryCode => Field::PhoneCountryCode,
-        }
-    }
-
-    /// The plaintext column of rows written before encryption.
-    pub fn plain(self) -> Column {
-        match self {
-            Personal::Nickname => Column::Nickname,
-            Personal::AvatarUrl => Column::AvatarUrl,
-            Personal::Country => Column::Country,
-            Personal::Province => Column::Province,
-            Personal::City => Column::City,
-            Personal::PhoneNumber => Column::PhoneNumber,
-            Personal::PurePhoneNumber => Column::PurePhoneNumber,
-            Personal::PhoneCountryCode => Column::PhoneCountryCode,
-        }
-    }
-
-    /// The sealed column.
-    pub fn sealed(self) -> Column {
-        match self {
-            Personal::Nickname => Column::NicknameEnc,
-            Personal::AvatarUrl => Column::AvatarUrlEnc,
-            Personal::Country => Column::CountryEnc,
-            Personal::Province => Column::ProvinceEnc,
-            Personal::City => Column::CityEnc,
-            Personal::PhoneNumber => Column::PhoneNumberEnc,
-            Personal::PurePhoneNumber => Column::PurePhoneNumberEnc,
-            Personal::PhoneCountryCode => Column::PhoneCountryCodeEnc,
-        }
-    }
-
-    /// This column's value in `update`, if it sets one.
-    pub fn in_update(self, update: &ProfileUpdate) -> Option<&str> {
-        match self {
-            Personal::Nickname => update.nickname.as_deref(),
-            Personal::AvatarUrl => update.avatar_url.as_deref(),
-            Personal::Country => update.country.as_deref(),
-            Personal::Province => update.province.as_deref(),
-            Personal::City => update.city.as_deref(),
-            Personal::PhoneNumber => update.phone_number.as_deref(),
-            Personal::PurePhoneNumber => update.pure_phone_number.as_deref(),
-            Personal::PhoneCountryCode => update.phone_country_code.as_deref(),
-        }
-    }
-}
+wxlogin_proto::user_fields!(personal_columns);
 
 /// The width of a sealed column: its field's widest value (4 bytes a
 /// character in UTF-8), sealed.
@@ -122,36 +121,6 @@ pub const fn sealed_width(field: Field) -> u32 {
 
 /// One personal column of a row: its plaintext and its sealed value.
 pub type Slot<'a> = (Personal, &'a mut Option<String>, &'a mut Option<Vec<u8>>);
-
-/// Each personal column of `row`.
-pub fn slots(row: &mut user::Model) -> [Slot<'_>; 8] {
-    [
-        (Personal::Nickname, &mut row.nickname, &mut row.nickname_enc),
-        (
-            Personal::AvatarUrl,
-            &mut row.avatar_url,
-            &mut row.avatar_url_enc,
-        ),
-        (Personal::Country, &mut row.country, &mut row.country_enc),
-        (Personal::Province, &mut row.province, &mut row.province_enc),
-        (Personal::City, &mut row.city, &mut row.city_enc),
-        (
-            Personal::PhoneNumber,
-            &mut row.phone_number,
-            &mut row.phone_number_enc,
-        ),
-        (
-            Personal::PurePhoneNumber,
-            &mut row.pure_phone_number,
-            &mut row.pure_phone_number_enc,
-        ),
-        (
-            Personal::PhoneCountryCode,
-            &mut row.phone_country_code,
-            &mut row.phone_country_code_enc,
-        ),
-    ]
-}
 
 /// The keys personal data is sealed and indexed with, built once at
 /// start-up. Cheap to clone.
@@ -303,6 +272,25 @@ mod tests {
             sealer
                 .open("wxapp", "o-1", Personal::City, &sealed)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_personal_columns_are_these() {
+        // Sealed values are bound to their column: the set must not change
+        // by accident.
+        assert_eq!(
+            Personal::ALL.map(Personal::field),
+            [
+                Field::Nickname,
+                Field::AvatarUrl,
+                Field::Country,
+                Field::Province,
+                Field::City,
+                Field::PhoneNumber,
+                Field::PurePhoneNumber,
+                Field::PhoneCountryCode,
+            ]
         );
     }
 

@@ -307,7 +307,7 @@ impl Simulator {
     /// tokens it invalidated.
     pub fn invalidate_access_tokens(&self, appid: &str) -> usize {
         let now = Instant::now();
-        self.with_state(|state| state.invalidate_tokens(appid, now))
+        self.with_state(|state| state.tokens.invalidate(appid, now))
     }
 
     /// The lifetime of access_tokens issued from now on (tokens already
@@ -344,7 +344,7 @@ impl Simulator {
     /// `times == 0` answers nothing and is dropped; one scoped to an
     /// endpoint the simulator does not have is never taken.
     pub fn push_fault(&self, fault: Fault) {
-        self.with_state(|state| state.push_fault(fault));
+        self.with_state(|state| state.faults.push(fault));
     }
 
     /// Adds `latency` to every WeChat-endpoint call from now on.
@@ -393,7 +393,7 @@ impl Simulator {
             token_calls: self.token_calls(),
             phone_number_calls: self.phone_number_calls(),
             check_session_calls: self.check_session_calls(),
-            pending_faults: self.with_state(|state| state.pending_faults()),
+            pending_faults: self.with_state(|state| state.faults.pending()),
             latency_ms: u64::try_from(self.latency().as_millis()).unwrap_or(u64::MAX),
         }
     }

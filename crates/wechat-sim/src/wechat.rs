@@ -153,7 +153,7 @@ fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, WxError> {
 /// when the fault uses the code up, waits its delay, and answers its
 /// errcode (`None` after a delay-only fault: answer normally).
 async fn play_fault(sim: &Simulator, endpoint: &str, consume: impl FnOnce()) -> Option<Response> {
-    let fault = sim.with_state(|state| state.next_fault(endpoint))?;
+    let fault = sim.with_state(|state| state.faults.next(endpoint))?;
     tracing::debug!(
         errcode = fault.errcode,
         endpoint,
@@ -330,7 +330,7 @@ fn issue_token(
     let lifetimes = sim.token_lifetimes();
     let now = Instant::now();
     let issued = sim.with_state(|state| {
-        state.issue_token(
+        state.tokens.issue(
             appid,
             kind,
             force_refresh,
@@ -523,7 +523,7 @@ impl Simulator {
             return Err(WxError::INVALID_TOKEN);
         };
         let now = Instant::now();
-        self.with_state(|state| state.check_token(token, now))
+        self.with_state(|state| state.tokens.check(token, now))
             .map_err(|refusal| match refusal {
                 TokenRefusal::Invalid => WxError::INVALID_TOKEN,
                 TokenRefusal::Expired => WxError::EXPIRED_TOKEN,

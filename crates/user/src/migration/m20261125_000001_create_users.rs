@@ -3,6 +3,8 @@
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
+use super::alter::instant;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -50,9 +52,9 @@ impl MigrationTrait for Migration {
                     .not_null()
                     .default(0),
             )
-            .col(timestamp(backend, Users::CreatedAt))
-            .col(timestamp(backend, Users::UpdatedAt))
-            .col(timestamp(backend, Users::LastLoginAt))
+            .col(instant(backend, Users::CreatedAt).not_null())
+            .col(instant(backend, Users::UpdatedAt).not_null())
+            .col(instant(backend, Users::LastLoginAt).not_null())
             .col(
                 ColumnDef::new(Users::LoginCount)
                     .big_integer()
@@ -96,16 +98,4 @@ impl MigrationTrait for Migration {
             .drop_table(Table::drop().table(Users::Table).to_owned())
             .await
     }
-}
-
-/// A UTC instant with microseconds. MySQL's `DATETIME` keeps whole seconds
-/// unless given a precision, which sea-query cannot express portably.
-fn timestamp(backend: DbBackend, column: Users) -> ColumnDef {
-    let mut def = ColumnDef::new(column);
-    match backend {
-        DbBackend::MySql => def.custom("DATETIME(6)"),
-        _ => def.timestamp_with_time_zone(),
-    };
-    def.not_null();
-    def
 }

@@ -2,6 +2,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::alter::{add_columns, drop_columns};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -30,31 +32,12 @@ const COLUMNS: [(Users, u32); 7] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // One column per statement: SQLite alters one thing at a time.
-        for (column, len) in COLUMNS {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Users::Table)
-                        .add_column(ColumnDef::new(column).string_len(len).null())
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        let columns =
+            COLUMNS.map(|(column, len)| ColumnDef::new(column).string_len(len).null().to_owned());
+        add_columns(manager, Users::Table, columns).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for (column, _) in COLUMNS {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Users::Table)
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        drop_columns(manager, Users::Table, COLUMNS.map(|(column, _)| column)).await
     }
 }

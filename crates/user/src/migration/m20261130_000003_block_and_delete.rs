@@ -1,13 +1,14 @@
 //! Adds `blocked_at`: when the team blocked the user (`BlockUser`), NULL
 //! while they are not blocked.
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
+
+use super::alter::{add_columns, drop_columns, instant};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum Users {
     Table,
     BlockedAt,
@@ -16,31 +17,14 @@ enum Users {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let mut column = ColumnDef::new(Users::BlockedAt);
-        match manager.get_database_backend() {
-            // As the other instants: microseconds, UTC.
-            DbBackend::MySql => column.custom("DATETIME(6)"),
-            _ => column.timestamp_with_time_zone(),
-        };
-        column.null();
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Users::Table)
-                    .add_column(&mut column)
-                    .to_owned(),
-            )
-            .await
+        // As the other instants: microseconds, UTC.
+        let column = instant(manager.get_database_backend(), Users::BlockedAt)
+            .null()
+            .to_owned();
+        add_columns(manager, Users::Table, [column]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Users::Table)
-                    .drop_column(Users::BlockedAt)
-                    .to_owned(),
-            )
-            .await
+        drop_columns(manager, Users::Table, [Users::BlockedAt]).await
     }
 }

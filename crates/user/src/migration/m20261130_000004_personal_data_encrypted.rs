@@ -9,6 +9,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::alter::{add_columns, drop_columns};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -60,17 +62,7 @@ impl MigrationTrait for Migration {
                 .null()
                 .to_owned(),
         );
-        // One column per statement: SQLite alters one thing at a time.
-        for mut column in columns {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Users::Table)
-                        .add_column(&mut column)
-                        .to_owned(),
-                )
-                .await?;
-        }
+        add_columns(manager, Users::Table, columns).await?;
         for (name, column) in [
             (INDEX_PHONE, Users::PhoneIndex),
             (INDEX_KEY_ID, Users::DataKeyId),
@@ -95,19 +87,9 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         let columns = SEALED
-            .iter()
-            .map(|&(column, _)| column)
+            .map(|(column, _)| column)
+            .into_iter()
             .chain([Users::DataKeyId, Users::PhoneIndex]);
-        for column in columns {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Users::Table)
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        drop_columns(manager, Users::Table, columns).await
     }
 }

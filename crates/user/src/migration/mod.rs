@@ -8,6 +8,7 @@
 
 use sea_orm_migration::prelude::*;
 
+mod alter;
 mod m20261125_000001_create_users;
 mod m20261125_000002_profile_and_phone;
 mod m20261130_000003_block_and_delete;

@@ -1,0 +1,270 @@
+//! The `wxlogin.user.v1.UserService` gRPC service: validates requests,
+//! calls the repository and turns rows into messages.
+//!
+//! One file per group of RPCs (`login`, `lookup`, `profile` with
+//! `encrypted`, `admin`), each adding the handlers of its group to
+//! [`UserApi`]; this module owns the state, the one dispatch of the
+//! service's trait to those handlers, and what every group shares (rows
+//! into messages, the auth service's statuses). It must not know SQL (the
+//! repository's) or how the user copy is sealed (`wxlogin_userdata::copy`).
+
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use tracing::field::Empty;
+
+use wxlogin_common::grpc::{Upstream, UpstreamChannel};
+use wxlogin_proto::{
+    auth::v1::auth_service_client::AuthServiceClient,
+    reason::{self, Reason},
+    user::v1::{
+        BlockUserRequest, BlockUserResponse, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
+        GetUserResponse, ListUsersByPhoneRequest, ListUsersByPhoneResponse,
+        ListUsersByUnionidRequest, ListUsersByUnionidResponse, UnblockUserRequest,
+        UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest, UpdateProfileFromEncryptedRequest,
+        UpdateProfileRequest, UpdateUserResponse, UpsertUserRequest, UpsertUserResponse, User,
+        user_service_server::UserService,
+    },
+};
+use wxlogin_userdata::sealing::DataKeys;
+
+use crate::{
+    cache::{UserCache, Written},
+    entity::user,
+    error::Error,
+    fields::{Field, FieldCheck},
+    repo::UserRepo,
+};
+
+mod admin;
+mod encrypted;
+mod login;
+mod lookup;
+mod profile;
+
+/// The deadline of calls to the auth service (a session-key lookup, or
+/// WeChat's checkSessionKey behind it).
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The service's state: the repository, and the auth service that holds
+/// the session_keys. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UserApi {
+    repo: UserRepo,
+    auth: Upstream,
+    watermark_max_age: Option<Duration>,
+    cache: Option<UserCache>,
+    /// What the callers' copies of users are sealed with.
+    keys: DataKeys,
+}
+
+impl UserApi {
+    pub fn new(
+        repo: UserRepo,
+        auth: Upstream,
+        watermark_max_age: Option<Duration>,
+        cache: Option<UserCache>,
+        keys: DataKeys,
+    ) -> Self {
+        UserApi {
+            repo,
+            auth,
+            watermark_max_age,
+            cache,
+            keys,
+        }
+    }
+
+    fn auth_client(&self) -> AuthServiceClient<UpstreamChannel> {
+        AuthServiceClient::new(self.auth.channel())
+    }
+
+    /// The message for `user`, after a write: the shared cache gets it too.
+    async fn written(&self, user: user::Model) -> User {
+        self.written_checked(user).await.0
+    }
+
+    /// [`Self::written`], and whether the user turned out to be deleted
+    /// (then no copy was written).
+    async fn written_checked(&self, user: user::Model) -> (User, Written) {
+        let user = to_proto(user);
+        let written = match &self.cache {
+            Some(cache) => cache.written(&user).await,
+            None => Written::Kept,
+        };
+        (user, written)
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    #[tracing::instrument(
+        skip_all,
+        fields(appid = Empty, user_id = Empty, created = Empty, degraded = Empty)
+    )]
+    async fn upsert_user(
+        &self,
+        request: Request<UpsertUserRequest>,
+    ) -> Result<Response<UpsertUserResponse>, Status> {
+        Ok(Response::new(self.upsert(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn get_user(
+        &self,
+        request: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        Ok(Response::new(self.get(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_users_by_unionid(
+        &self,
+        request: Request<ListUsersByUnionidRequest>,
+    ) -> Result<Response<ListUsersByUnionidResponse>, Status> {
+        self.list_by_unionid(request).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_users_by_phone(
+        &self,
+        request: Request<ListUsersByPhoneRequest>,
+    ) -> Result<Response<ListUsersByPhoneResponse>, Status> {
+        self.list_by_phone(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn update_profile_from_encrypted(
+        &self,
+        request: Request<UpdateProfileFromEncryptedRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        self.profile_from_encrypted(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn update_profile(
+        &self,
+        request: Request<UpdateProfileRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        self.profile(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn update_phone_from_encrypted(
+        &self,
+        request: Request<UpdatePhoneFromEncryptedRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        self.phone_from_encrypted(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn update_phone(
+        &self,
+        request: Request<UpdatePhoneRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        self.phone(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn block_user(
+        &self,
+        request: Request<BlockUserRequest>,
+    ) -> Result<Response<BlockUserResponse>, Status> {
+        self.block(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn unblock_user(
+        &self,
+        request: Request<UnblockUserRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        self.unblock(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        self.delete_account(request).await
+    }
+}
+
+/// The user a request names by (appid, openid), both required.
+fn whose<'a>(appid: &'a str, openid: &'a str) -> Result<(&'a str, &'a str), Error> {
+    Ok((
+        Field::Appid.required("appid", appid)?,
+        Field::Openid.required("openid", openid)?,
+    ))
+}
+
+/// [`to_proto`], whose text fields are the columns of
+/// [`wxlogin_proto::user_fields!`], each moved from the row's field of the
+/// same name (so the `User` message and the entity cannot lack one).
+macro_rules! to_proto {
+    ($($Variant:ident { column: $column:ident, $($other:tt)* }),* $(,)?) => {
+        fn to_proto(user: user::Model) -> User {
+            User {
+                // Auto-increment ids start at 1.
+                id: u64::try_from(user.id).unwrap_or_default(),
+                gender: i32::from(user.gender),
+                created_at: Some(timestamp(user.created_at)),
+                updated_at: Some(timestamp(user.updated_at)),
+                blocked: user.blocked_at.is_some(),
+                $($column: user.$column,)*
+            }
+        }
+    };
+}
+
+wxlogin_proto::user_fields!(to_proto);
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        // Always in 0..1_000_000_000 (chrono keeps leap seconds apart from
+        // the nanoseconds only above that range, which DATETIME cannot hold).
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(999_999_999),
+    }
+}
+
+/// Statuses from the auth service pass through when they carry a wxlogin
+/// reason meant for the client (invalid token, stale key); anything else
+/// means auth is unavailable to us.
+fn from_auth(status: Status) -> Status {
+    match reason::of(&status) {
+        Some(
+            Reason::InvalidToken
+            | Reason::SessionKeyStale
+            | Reason::InvalidArgument
+            | Reason::RateLimited,
+        ) => status,
+        // Auth refused our credential: a deployment mistake, said as such.
+        Some(Reason::CallerUnauthenticated | Reason::CallerForbidden) => {
+            tracing::error!(code = ?status.code(), "the auth service refused our credential: check INTERNAL_USER_SECRET");
+            status
+        }
+        _ => {
+            tracing::warn!(code = ?status.code(), "the auth service failed");
+            Reason::DependencyUnavailable
+                .status("the session store is unavailable, try again later")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_keep_microseconds() {
+        let at = chrono::Utc
+            .timestamp_opt(1_700_000_000, 123_456_000)
+            .single()
+            .unwrap();
+
+        let ts = timestamp(at);
+
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_000));
+    }
+}

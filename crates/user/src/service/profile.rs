@@ -1,0 +1,148 @@
+//! `UpdateProfile`, `UpdatePhone` and their `FromEncrypted` forms: storing
+//! what the user (or WeChat's encrypted data) says about them, each value
+//! checked against its column first.
+
+use tonic::{Request, Response, Status};
+use wxlogin_common::grpc;
+use wxlogin_proto::user::v1::{
+    UpdatePhoneFromEncryptedRequest, UpdatePhoneRequest, UpdateProfileFromEncryptedRequest,
+    UpdateProfileRequest, UpdateUserResponse,
+};
+
+use super::{UserApi, whose};
+use crate::{
+    crypto::{self, PhoneNumber, UserInfo},
+    error::Error,
+    fields::{Field, FieldCheck, Origin, ProfileUpdate, Validated},
+};
+
+impl UserApi {
+    async fn store(
+        &self,
+        appid: &str,
+        openid: &str,
+        update: &Validated,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let user = self
+            .repo
+            .update_profile(appid, openid, update)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        tracing::Span::current().record("user_id", user.id);
+        Ok(Response::new(UpdateUserResponse {
+            user: Some(self.written(user).await),
+        }))
+    }
+
+    pub(super) async fn profile_from_encrypted(
+        &self,
+        request: Request<UpdateProfileFromEncryptedRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let request_id = grpc::request_id_of(&request);
+        let request = request.into_inner();
+        let signed = match (request.raw_data.as_deref(), request.signature.as_deref()) {
+            (Some(raw_data), Some(signature)) => Some((raw_data, signature)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    Error::InvalidArgument("rawData and signature go together".into()).into(),
+                );
+            }
+        };
+        let opened = self
+            .open(&request_id, &request, |session_key| match signed {
+                Some((raw_data, signature))
+                    if !crypto::verify_raw_data_signature(raw_data, session_key, signature) =>
+                {
+                    Err(Error::InvalidSignature)
+                }
+                _ => Ok(()),
+            })
+            .await?;
+        let info = UserInfo::from_decrypted(&opened.data);
+        let update = ProfileUpdate {
+            nickname: info.nickname,
+            avatar_url: info.avatar_url,
+            gender: info.gender.and_then(|g| i8::try_from(g).ok()),
+            country: info.country,
+            province: info.province,
+            city: info.city,
+            language: info.language,
+            unionid: info.unionid,
+            ..ProfileUpdate::default()
+        }
+        .validated(Origin::WeChat)?;
+        self.store(&opened.appid, &opened.openid, &update).await
+    }
+
+    pub(super) async fn profile(
+        &self,
+        request: Request<UpdateProfileRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let request = request.into_inner();
+        let (appid, openid) = whose(&request.appid, &request.openid)?;
+        // The limits apply to what the client sent (as the OpenAPI document
+        // states them), before any trimming. Empty values and WeChat's
+        // anonymous placeholders never replace what is stored: they say
+        // nothing about the user.
+        let text = |field: Field, value: Option<&str>| -> Result<Option<String>, Error> {
+            let Some(sent) = value.filter(|value| !value.is_empty()) else {
+                return Ok(None);
+            };
+            let sent = field.fits(field.name(Origin::Request), sent)?;
+            Ok(Some(sent.trim())
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned))
+        };
+        let update = ProfileUpdate {
+            nickname: text(Field::Nickname, request.nickname.as_deref())?
+                .filter(|name| !crypto::is_placeholder_nickname(name)),
+            avatar_url: text(Field::AvatarUrl, request.avatar_url.as_deref())?
+                .filter(|url| !crypto::is_placeholder_avatar(url)),
+            ..ProfileUpdate::default()
+        }
+        .validated(Origin::Request)?;
+        self.store(appid, openid, &update).await
+    }
+
+    pub(super) async fn phone_from_encrypted(
+        &self,
+        request: Request<UpdatePhoneFromEncryptedRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let request_id = grpc::request_id_of(&request);
+        let request = request.into_inner();
+        let opened = self.open(&request_id, &request, |_| Ok(())).await?;
+        let phone = match PhoneNumber::from_decrypted(&opened.data) {
+            Ok(phone) => phone,
+            Err(_) => return Err(Error::InvalidEncryptedData.into()),
+        };
+        let update = ProfileUpdate::phone(phone).validated(Origin::WeChat)?;
+        self.store(&opened.appid, &opened.openid, &update).await
+    }
+
+    pub(super) async fn phone(
+        &self,
+        request: Request<UpdatePhoneRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let request = request.into_inner();
+        let (appid, openid) = whose(&request.appid, &request.openid)?;
+        let phone = [
+            (Field::PhoneNumber, &request.phone_number),
+            (Field::PurePhoneNumber, &request.pure_phone_number),
+            (Field::PhoneCountryCode, &request.country_code),
+        ];
+        for (field, value) in phone {
+            if value.is_empty() {
+                let name = field.name(Origin::Request);
+                return Err(Error::InvalidArgument(format!("{name} is required")).into());
+            }
+        }
+        let update = ProfileUpdate::phone(PhoneNumber {
+            phone_number: request.phone_number,
+            pure_phone_number: request.pure_phone_number,
+            country_code: request.country_code,
+        })
+        .validated(Origin::Request)?;
+        self.store(appid, openid, &update).await
+    }
+}
