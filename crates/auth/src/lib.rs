@@ -96,9 +96,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        wxlogin_common::service::bound_addr(&self.listener)
     }
 
     /// Serves until `shutdown` completes, then drains in-flight calls.

@@ -5,6 +5,14 @@ use std::{fmt::Display, future::Future, process::ExitCode};
 
 use crate::config::ConfigError;
 
+/// The address `listener` is bound to (port 0 asked for any: this names
+/// the one chosen), or the unspecified address if the OS cannot tell.
+pub fn bound_addr(listener: &tokio::net::TcpListener) -> std::net::SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 /// Serves `binary`'s `/metrics` where `METRICS_ADDR` (or its default) says;
 /// when it cannot, says why and answers the exit code: 2 for an invalid
 /// `METRICS_ADDR`, 1 for an address that cannot be served.

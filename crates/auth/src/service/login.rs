@@ -21,7 +21,10 @@ use crate::{
     error::AuthError,
     limit::{Client, Limiter, LoginBudgets},
     sealed_outcome::{CodeSecrets, Recorded, Refusal},
-    store::{Claim, ExchangeSlot, Opened, SealedOutcome, SessionRecord, Stores, key_fingerprint},
+    store::{
+        Claim, CodeClaim, ExchangeSlot, NewSession, Opened, SealedOutcome, SessionRecord, Stores,
+        key_fingerprint,
+    },
     token::Token,
 };
 
@@ -186,7 +189,13 @@ impl Logins {
         loop {
             let claim = stores
                 .exchanges
-                .claim(appid, secrets.slot(), &marker, self.claim_ttl, &charges)
+                .claim(CodeClaim {
+                    appid,
+                    slot: secrets.slot(),
+                    marker: &marker,
+                    ttl: self.claim_ttl,
+                    budgets: &charges,
+                })
                 .await
                 .map_err(store_error)?;
             let mut held = match claim {
@@ -373,7 +382,12 @@ impl Logins {
         let user = self
             .stores
             .sessions
-            .open(&token, &record, &session.session_key, outcome)
+            .open(NewSession {
+                token: &token,
+                record: &record,
+                session_key: &session.session_key,
+                outcome,
+            })
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
         // DEBUG: the login's INFO line is the gateway's audit event, which

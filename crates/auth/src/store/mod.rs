@@ -63,13 +63,7 @@ pub trait Sessions: Send + Sync {
     /// ([`answers_login`](wxlogin_userdata::copy::answers_login)), journals
     /// the login for the user service: the caller then answers from the
     /// copy alone. The in-process store has no copies.
-    async fn open(
-        &self,
-        token: &Token,
-        record: &SessionRecord,
-        session_key: &SessionKey,
-        outcome: Option<SealedOutcome<'_>>,
-    ) -> Result<Opened, StoreError>;
+    async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError>;
 
     /// The session `token` names, if it is live; using it starts its idle
     /// period again.
@@ -117,18 +111,10 @@ pub async fn live_sessions(
 /// claims it, the others wait for its sealed outcome.
 #[async_trait]
 pub trait CodeExchanges: Send + Sync {
-    /// Takes the slot of a code of `appid` with `marker` (see
-    /// [`ExchangeSlot::marker`]) for `ttl`, unless it holds something, and
-    /// only if the login's `budgets` (see [`BudgetStore::checked_at_claim`])
-    /// have room: all in one round trip.
-    async fn claim(
-        &self,
-        appid: &str,
-        slot: &str,
-        marker: &str,
-        ttl: Duration,
-        budgets: &[Charge<'_>],
-    ) -> Result<Claim, StoreError>;
+    /// Takes the code's slot with the claim's marker for its TTL, unless
+    /// the slot holds something, and only if the login's budgets have room:
+    /// all in one round trip.
+    async fn claim(&self, claim: CodeClaim<'_>) -> Result<Claim, StoreError>;
 
     /// What the slot holds; `None` once it is empty (released or expired).
     async fn slot(&self, appid: &str, slot: &str) -> Result<Option<ExchangeSlot>, StoreError>;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use wxlogin_redis::Keyspace;
 use wxlogin_wechat::SessionKey;
 
+use crate::token::Token;
+
 /// How long sessions live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionPolicy {
@@ -193,6 +195,32 @@ pub struct SealedOutcome<'a> {
     pub slot: &'a str,
     pub sealed: &'a str,
     pub ttl: Duration,
+}
+
+/// A session to open (see [`super::Sessions::open`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub token: &'a Token,
+    pub record: &'a SessionRecord,
+    /// The user's session_key, which the login received.
+    pub session_key: &'a SessionKey,
+    /// The login's sealed outcome, recorded for its code in the same write.
+    pub outcome: Option<SealedOutcome<'a>>,
+}
+
+/// A claim on a code's exchange (see [`super::CodeExchanges::claim`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CodeClaim<'a> {
+    pub appid: &'a str,
+    /// The code's slot (see [`crate::sealed_outcome::CodeSecrets::slot`]).
+    pub slot: &'a str,
+    /// What marks the claim as this caller's (see [`ExchangeSlot::marker`]).
+    pub marker: &'a str,
+    /// How long the claim lasts unless released.
+    pub ttl: Duration,
+    /// The login budgets that must have room, checked in the same step
+    /// where the store can (see [`super::BudgetStore::checked_at_claim`]).
+    pub budgets: &'a [Charge<'a>],
 }
 
 /// The app's access_token as cached for every instance.

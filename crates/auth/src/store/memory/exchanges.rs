@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use wxlogin_common::clock::Clock;
 
 use super::lock;
-use crate::store::{Charge, Claim, CodeExchanges, ExchangeSlot, StoreError};
+use crate::store::{Claim, CodeClaim, CodeExchanges, ExchangeSlot, StoreError};
 
 /// How often claiming a code also sweeps out expired slots.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -81,17 +81,10 @@ impl MemoryExchanges {
 
 #[async_trait]
 impl CodeExchanges for MemoryExchanges {
-    async fn claim(
-        &self,
-        appid: &str,
-        slot: &str,
-        marker: &str,
-        ttl: Duration,
-        // Checked on their own before (see `MemoryBudgets`).
-        _budgets: &[Charge<'_>],
-    ) -> Result<Claim, StoreError> {
+    async fn claim(&self, claim: CodeClaim<'_>) -> Result<Claim, StoreError> {
+        // The budgets were checked on their own before (see `MemoryBudgets`).
         let now = self.clock.now();
-        let key = slot_key(appid, slot);
+        let key = slot_key(claim.appid, claim.slot);
         let mut state = lock(&self.state);
         if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.slots.retain(|_, (_, expiry)| *expiry > now);
@@ -100,7 +93,9 @@ impl CodeExchanges for MemoryExchanges {
         if let Some(current) = state.value(&key, now) {
             return Ok(Claim::Held(ExchangeSlot::parse(current.clone())));
         }
-        state.slots.insert(key, (marker.to_owned(), now + ttl));
+        state
+            .slots
+            .insert(key, (claim.marker.to_owned(), now + claim.ttl));
         Ok(Claim::Owned)
     }
 
@@ -140,20 +135,27 @@ impl CodeExchanges for MemoryExchanges {
 mod tests {
     use super::*;
 
+    fn claim(marker: &str, ttl: Duration) -> CodeClaim<'_> {
+        CodeClaim {
+            appid: "wxa",
+            slot: "s",
+            marker,
+            ttl,
+            budgets: &[],
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_claim_holds_until_released_or_expired_and_a_sealed_outcome_stays() {
         let exchanges = MemoryExchanges::new(Clock::following_tokio());
         let ttl = Duration::from_secs(10);
         let mine = ExchangeSlot::marker("a");
         assert_eq!(
-            exchanges.claim("wxa", "s", &mine, ttl, &[]).await.unwrap(),
+            exchanges.claim(claim(&mine, ttl)).await.unwrap(),
             Claim::Owned
         );
         assert_eq!(
-            exchanges
-                .claim("wxa", "s", "pending:b", ttl, &[])
-                .await
-                .unwrap(),
+            exchanges.claim(claim("pending:b", ttl)).await.unwrap(),
             Claim::Held(ExchangeSlot::Pending)
         );
         exchanges.release("wxa", "s", "pending:b").await.unwrap();
@@ -181,7 +183,7 @@ mod tests {
             "the outcome sealed first is what counts"
         );
         assert_eq!(
-            exchanges.claim("wxa", "s", &mine, ttl, &[]).await.unwrap(),
+            exchanges.claim(claim(&mine, ttl)).await.unwrap(),
             Claim::Held(ExchangeSlot::Sealed("first".into()))
         );
     }

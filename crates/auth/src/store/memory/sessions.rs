@@ -10,7 +10,7 @@ use wxlogin_wechat::SessionKey;
 use super::{MemoryExchanges, lock};
 use crate::{
     store::{
-        LiveSession, Opened, SealedOutcome, SessionPolicy, SessionRecord, SessionSummary, Sessions,
+        LiveSession, NewSession, Opened, SessionPolicy, SessionRecord, SessionSummary, Sessions,
         StoreError,
     },
     token::Token,
@@ -90,13 +90,13 @@ impl Sessions for MemorySessions {
         self.policy
     }
 
-    async fn open(
-        &self,
-        token: &Token,
-        record: &SessionRecord,
-        session_key: &SessionKey,
-        outcome: Option<SealedOutcome<'_>>,
-    ) -> Result<Opened, StoreError> {
+    async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError> {
+        let NewSession {
+            token,
+            record,
+            session_key,
+            outcome,
+        } = session;
         let now = self.clock.now();
         {
             let mut state = lock(&self.state);
@@ -266,7 +266,12 @@ mod tests {
 
     async fn open(store: &MemorySessions, token: &Token, record: &SessionRecord) {
         store
-            .open(token, record, &SessionKey::new("k".into()), None)
+            .open(NewSession {
+                token,
+                record,
+                session_key: &SessionKey::new("k".into()),
+                outcome: None,
+            })
             .await
             .unwrap();
     }

@@ -17,7 +17,7 @@ use wxlogin_redis::{
 };
 
 use super::millis;
-use crate::store::{Charge, Claim, CodeExchanges, ExchangeSlot, SEALED, StoreError};
+use crate::store::{Claim, CodeClaim, CodeExchanges, ExchangeSlot, SEALED, StoreError};
 
 pub struct RedisExchanges {
     redis: RedisGuard,
@@ -32,14 +32,14 @@ impl RedisExchanges {
 
 #[async_trait]
 impl CodeExchanges for RedisExchanges {
-    async fn claim(
-        &self,
-        appid: &str,
-        slot: &str,
-        marker: &str,
-        ttl: Duration,
-        budgets: &[Charge<'_>],
-    ) -> Result<Claim, StoreError> {
+    async fn claim(&self, claim: CodeClaim<'_>) -> Result<Claim, StoreError> {
+        let CodeClaim {
+            appid,
+            slot,
+            marker,
+            ttl,
+            budgets,
+        } = claim;
         let key = self.keys.login_slot(appid, slot);
         let answer: Vec<redis::Value> = self
             .redis

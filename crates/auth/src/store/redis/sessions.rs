@@ -39,7 +39,7 @@ use wxlogin_wechat::SessionKey;
 use super::millis;
 use crate::{
     store::{
-        ExchangeSlot, LAST_USED_EVERY, LiveSession, Opened, SealedOutcome, SessionPolicy,
+        ExchangeSlot, LAST_USED_EVERY, LiveSession, NewSession, Opened, SessionPolicy,
         SessionRecord, SessionSummary, Sessions, StoreError,
     },
     token::Token,
@@ -80,6 +80,14 @@ impl Remembered {
             last_used_ms: AtomicU64::new(last_used_ms),
         })
     }
+}
+
+/// A user's sessions about to end: the user's index, the sessions' keys
+/// and their members in the index, in the same order.
+struct Ending {
+    index: String,
+    sessions: Vec<String>,
+    digests: Vec<String>,
 }
 
 impl RedisSessions {
@@ -176,6 +184,38 @@ impl RedisSessions {
         Ok((body, found.next(), Some(last_used)))
     }
 
+    /// The sessions of (appid, openid) that the index lists, whose public
+    /// id is `id` (all without), about to end: this instance forgets their
+    /// users' keys.
+    async fn ending(
+        &self,
+        appid: &str,
+        openid: &str,
+        id: Option<&str>,
+    ) -> Result<Ending, StoreError> {
+        let index = self.keys.session_index(appid, openid);
+        let shard = shard(appid, openid);
+        let digests: Vec<String> = self
+            .members(&index, None)
+            .await?
+            .into_iter()
+            .map(|(digest, _)| digest)
+            .filter(|digest| id.is_none_or(|id| digest.starts_with(id)))
+            .collect();
+        let sessions: Vec<String> = digests
+            .iter()
+            .map(|digest| self.keys.session(shard, digest))
+            .collect();
+        for key in &sessions {
+            self.remembered.remove(key);
+        }
+        Ok(Ending {
+            index,
+            sessions,
+            digests,
+        })
+    }
+
     /// The index's members (token digests), after dropping the entries
     /// last used before `kept_since` (Unix ms) when given.
     async fn members(
@@ -213,13 +253,13 @@ impl Sessions for RedisSessions {
         self.policy
     }
 
-    async fn open(
-        &self,
-        token: &Token,
-        record: &SessionRecord,
-        session_key: &SessionKey,
-        outcome: Option<SealedOutcome<'_>>,
-    ) -> Result<Opened, StoreError> {
+    async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError> {
+        let NewSession {
+            token,
+            record,
+            session_key,
+            outcome,
+        } = session;
         let body = serde_json::to_string(record)?;
         let (slot, sealed, slot_ttl) = match outcome {
             Some(outcome) => (
@@ -402,55 +442,40 @@ impl Sessions for RedisSessions {
     }
 
     async fn revoke(&self, appid: &str, openid: &str, id: Option<&str>) -> Result<u32, StoreError> {
-        let index = self.keys.session_index(appid, openid);
-        let mut members = self.members(&index, None).await?;
-        members.retain(|(digest, _)| id.is_none_or(|id| digest.starts_with(id)));
-        if members.is_empty() {
+        let ending = self.ending(appid, openid, id).await?;
+        if ending.digests.is_empty() {
             return Ok(0);
-        }
-        let shard = shard(appid, openid);
-        for (digest, _) in &members {
-            self.remembered.remove(&self.keys.session(shard, digest));
         }
         let ended: u32 = self
             .redis
             .run(async |conn| {
-                let mut invocation = END_SESSIONS.key(&index);
-                for (digest, _) in &members {
-                    invocation.key(self.keys.session(shard, digest));
-                }
-                for (digest, _) in &members {
-                    invocation.arg(digest);
-                }
-                invocation.invoke_async(conn).await
+                END_SESSIONS
+                    .key(&ending.index)
+                    .key(&ending.sessions)
+                    .arg(&ending.digests)
+                    .invoke_async(conn)
+                    .await
             })
             .await?;
         Ok(ended)
     }
 
     async fn forget(&self, appid: &str, openid: &str, user_id: u64) -> Result<u32, StoreError> {
-        let index = self.keys.session_index(appid, openid);
-        let members = self.members(&index, None).await?;
-        let shard = shard(appid, openid);
-        for (digest, _) in &members {
-            self.remembered.remove(&self.keys.session(shard, digest));
-        }
+        let ending = self.ending(appid, openid, None).await?;
         let ended: u32 = self
             .redis
             .run(async |conn| {
-                let mut invocation = FORGET_USER.key(&index);
-                invocation
+                FORGET_USER
+                    .key(&ending.index)
                     .key(self.keys.session_key(appid, openid))
                     .key(self.keys.user_copy(appid, openid))
-                    .key(self.keys.tombstone(appid, openid));
-                for (digest, _) in &members {
-                    invocation.key(self.keys.session(shard, digest));
-                }
-                invocation.arg(user_id).arg(TOMBSTONE_TTL.as_secs());
-                for (digest, _) in &members {
-                    invocation.arg(digest);
-                }
-                invocation.invoke_async(conn).await
+                    .key(self.keys.tombstone(appid, openid))
+                    .key(&ending.sessions)
+                    .arg(user_id)
+                    .arg(TOMBSTONE_TTL.as_secs())
+                    .arg(&ending.digests)
+                    .invoke_async(conn)
+                    .await
             })
             .await?;
         Ok(ended)
