@@ -3,33 +3,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use futures::future::join_all;
-use wxlogin_common::SecretString;
 use wxlogin_proto::user::v1::{UpsertUserRequest, user_service_client::UserServiceClient};
-use wxlogin_testkit::credential::{Credential, INTERNAL_SECRET, INTERNAL_USER_SECRET, channel};
-use wxlogin_user::{Application, Config};
+use wxlogin_testkit::credential::{Credential, channel};
+use wxlogin_user::Application;
 
 #[tokio::test]
 async fn upserts_on_sqlite_keep_their_guarantees() {
     drop(tracing_subscriber::fmt().with_test_writer().try_init());
     let path = std::env::temp_dir().join(format!("wxlogin-user-{}.sqlite3", std::process::id()));
-    let config = Config {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: SecretString::from(format!("sqlite://{}", path.display())),
-        db_max_connections: 8,
-        db_connect_timeout: Duration::from_secs(5),
-        auth_url: "http://127.0.0.1:9".into(),
-        watermark_max_age: None,
-        redis_url: None,
-        redis_key_prefix: String::new(),
-        internal_secret: SecretString::from(INTERNAL_SECRET),
-        internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
-        upstream_connections: 1,
-        data_keys: wxlogin_testkit::credential::data_keys(),
-        index_key: wxlogin_testkit::credential::index_key(),
-    };
+    let config = support::config(
+        format!("sqlite://{}", path.display()),
+        8,
+        Duration::from_secs(5),
+    );
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -296,7 +296,14 @@ impl Logins {
             }
         };
         match exchanges
-            .record_refusal(appid, secrets.slot(), &sealed, CODE_LIFETIME)
+            .record_refusal(
+                appid,
+                SealedOutcome {
+                    slot: secrets.slot(),
+                    sealed: &sealed,
+                    ttl: CODE_LIFETIME,
+                },
+            )
             .await
         {
             Ok(None) => outcome,

@@ -119,7 +119,7 @@ pub trait CodeExchanges: Send + Sync {
     /// What the slot holds; `None` once it is empty (released or expired).
     async fn slot(&self, appid: &str, slot: &str) -> Result<Option<ExchangeSlot>, StoreError>;
 
-    /// Puts a sealed refusal in the slot for `ttl`, unless an outcome is
+    /// Puts a sealed refusal in its slot for its TTL, unless an outcome is
     /// already sealed there (by an instance whose exchange outlived its
     /// claim): that one stays, and is answered (`Some`) for the caller to
     /// answer instead. (A session's outcome is recorded by
@@ -127,9 +127,7 @@ pub trait CodeExchanges: Send + Sync {
     async fn record_refusal(
         &self,
         appid: &str,
-        slot: &str,
-        sealed: &str,
-        ttl: Duration,
+        refusal: SealedOutcome<'_>,
     ) -> Result<Option<String>, StoreError>;
 
     /// Empties the slot if it still holds `marker`, so that the code can

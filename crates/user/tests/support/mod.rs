@@ -32,6 +32,26 @@ pub struct TestApp {
     pub database: TestDatabase,
 }
 
+/// The user service's configuration for a test on the database at `url`,
+/// on a free port, with no auth service and no Redis.
+pub fn config(url: String, max_connections: u32, connect_timeout: Duration) -> Config {
+    Config {
+        listen_addr: "127.0.0.1:0".parse().expect("a socket address"),
+        database_url: SecretString::from(url),
+        db_max_connections: max_connections,
+        db_connect_timeout: connect_timeout,
+        auth_url: "http://127.0.0.1:9".into(),
+        watermark_max_age: None,
+        redis_url: None,
+        redis_key_prefix: String::new(),
+        internal_secret: SecretString::from(INTERNAL_SECRET),
+        internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
+        upstream_connections: 1,
+        data_keys: wxlogin_testkit::credential::data_keys(),
+        index_key: wxlogin_testkit::credential::index_key(),
+    }
+}
+
 impl TestApp {
     /// Starts the service on a fresh database.
     pub async fn spawn() -> TestApp {
@@ -42,21 +62,7 @@ impl TestApp {
 
     /// Starts the service on `database`, reaching it through `url`.
     pub async fn spawn_with(database: TestDatabase, url: String, timeout: Duration) -> TestApp {
-        let config = Config {
-            listen_addr: "127.0.0.1:0".parse().expect("a socket address"),
-            database_url: SecretString::from(url),
-            db_max_connections: 16,
-            db_connect_timeout: timeout,
-            auth_url: "http://127.0.0.1:9".into(),
-            watermark_max_age: None,
-            redis_url: None,
-            redis_key_prefix: String::new(),
-            internal_secret: SecretString::from(INTERNAL_SECRET),
-            internal_user_secret: SecretString::from(INTERNAL_USER_SECRET),
-            upstream_connections: 1,
-            data_keys: wxlogin_testkit::credential::data_keys(),
-            index_key: wxlogin_testkit::credential::index_key(),
-        };
+        let config = config(url, 16, timeout);
         let app = Application::build(config)
             .await
             .expect("the user service builds");

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use wxlogin_common::clock::Clock;
 
 use super::lock;
-use crate::store::{Claim, CodeClaim, CodeExchanges, ExchangeSlot, StoreError};
+use crate::store::{Claim, CodeClaim, CodeExchanges, ExchangeSlot, SealedOutcome, StoreError};
 
 /// How often claiming a code also sweeps out expired slots.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -53,18 +53,16 @@ impl MemoryExchanges {
         }
     }
 
-    /// Seals `sealed` in the slot for `ttl`, unless (`!replace_sealed`) an
-    /// outcome is already sealed there: that one is answered.
+    /// Records `outcome` in its slot, unless (`!replace_sealed`) an outcome
+    /// is already sealed there: that one is answered.
     pub(super) fn record(
         &self,
         appid: &str,
-        slot: &str,
-        sealed: &str,
-        ttl: Duration,
+        outcome: SealedOutcome<'_>,
         replace_sealed: bool,
     ) -> Option<String> {
         let now = self.clock.now();
-        let key = slot_key(appid, slot);
+        let key = slot_key(appid, outcome.slot);
         let mut state = lock(&self.state);
         if !replace_sealed
             && let Some(ExchangeSlot::Sealed(kept)) =
@@ -72,9 +70,13 @@ impl MemoryExchanges {
         {
             return Some(kept);
         }
-        state
-            .slots
-            .insert(key, (ExchangeSlot::sealed_value(sealed), now + ttl));
+        state.slots.insert(
+            key,
+            (
+                ExchangeSlot::sealed_value(outcome.sealed),
+                now + outcome.ttl,
+            ),
+        );
         None
     }
 }
@@ -110,11 +112,9 @@ impl CodeExchanges for MemoryExchanges {
     async fn record_refusal(
         &self,
         appid: &str,
-        slot: &str,
-        sealed: &str,
-        ttl: Duration,
+        refusal: SealedOutcome<'_>,
     ) -> Result<Option<String>, StoreError> {
-        Ok(self.record(appid, slot, sealed, ttl, false))
+        Ok(self.record(appid, refusal, false))
     }
 
     async fn release(&self, appid: &str, slot: &str, marker: &str) -> Result<(), StoreError> {
@@ -134,6 +134,14 @@ impl CodeExchanges for MemoryExchanges {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(sealed: &str, ttl: Duration) -> SealedOutcome<'_> {
+        SealedOutcome {
+            slot: "s",
+            sealed,
+            ttl,
+        }
+    }
 
     fn claim(marker: &str, ttl: Duration) -> CodeClaim<'_> {
         CodeClaim {
@@ -169,14 +177,14 @@ mod tests {
 
         assert_eq!(
             exchanges
-                .record_refusal("wxa", "s", "first", ttl)
+                .record_refusal("wxa", refusal("first", ttl))
                 .await
                 .unwrap(),
             None
         );
         assert_eq!(
             exchanges
-                .record_refusal("wxa", "s", "second", ttl)
+                .record_refusal("wxa", refusal("second", ttl))
                 .await
                 .unwrap(),
             Some("first".into()),

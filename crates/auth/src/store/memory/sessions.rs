@@ -91,12 +91,7 @@ impl Sessions for MemorySessions {
     }
 
     async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError> {
-        let NewSession {
-            token,
-            record,
-            session_key,
-            outcome,
-        } = session;
+        let (token, record) = (session.token, session.record);
         let now = self.clock.now();
         {
             let mut state = lock(&self.state);
@@ -104,7 +99,7 @@ impl Sessions for MemorySessions {
             let owner = user(&record.appid, &record.openid);
             state.session_keys.insert(
                 owner.clone(),
-                (session_key.clone(), now + self.policy.max_lifetime),
+                (session.session_key.clone(), now + self.policy.max_lifetime),
             );
             let digest = token.digest();
             state.by_user.entry(owner).or_default().push(digest.clone());
@@ -117,14 +112,8 @@ impl Sessions for MemorySessions {
                 },
             );
         }
-        if let Some(outcome) = outcome {
-            self.exchanges.record(
-                &record.appid,
-                outcome.slot,
-                outcome.sealed,
-                outcome.ttl,
-                true,
-            );
+        if let Some(outcome) = session.outcome {
+            self.exchanges.record(&record.appid, outcome, true);
         }
         // This store keeps no copies of users.
         Ok(Opened::default())

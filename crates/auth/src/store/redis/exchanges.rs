@@ -7,8 +7,6 @@
 //! from the entry. The claim checks the login budgets, which carry the
 //! app's hash tag too, in the same script.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use wxlogin_redis::{
@@ -17,7 +15,9 @@ use wxlogin_redis::{
 };
 
 use super::millis;
-use crate::store::{Claim, CodeClaim, CodeExchanges, ExchangeSlot, SEALED, StoreError};
+use crate::store::{
+    Claim, CodeClaim, CodeExchanges, ExchangeSlot, SEALED, SealedOutcome, StoreError,
+};
 
 pub struct RedisExchanges {
     redis: RedisGuard,
@@ -33,23 +33,19 @@ impl RedisExchanges {
 #[async_trait]
 impl CodeExchanges for RedisExchanges {
     async fn claim(&self, claim: CodeClaim<'_>) -> Result<Claim, StoreError> {
-        let CodeClaim {
-            appid,
-            slot,
-            marker,
-            ttl,
-            budgets,
-        } = claim;
-        let key = self.keys.login_slot(appid, slot);
+        let key = self.keys.login_slot(claim.appid, claim.slot);
         let answer: Vec<redis::Value> = self
             .redis
             .run(async |conn| {
                 let mut invocation = CLAIM_CODE.key(&key);
-                for charge in budgets {
+                for charge in claim.budgets {
                     invocation.key(charge.subject.key(&self.keys));
                 }
-                invocation.arg(marker).arg(millis(ttl)).arg(budgets.len());
-                for charge in budgets {
+                invocation
+                    .arg(claim.marker)
+                    .arg(millis(claim.ttl))
+                    .arg(claim.budgets.len());
+                for charge in claim.budgets {
                     invocation.arg(charge.emission_us).arg(charge.period_us);
                 }
                 invocation.invoke_async(conn).await
@@ -88,19 +84,17 @@ impl CodeExchanges for RedisExchanges {
     async fn record_refusal(
         &self,
         appid: &str,
-        slot: &str,
-        sealed: &str,
-        ttl: Duration,
+        refusal: SealedOutcome<'_>,
     ) -> Result<Option<String>, StoreError> {
-        let key = self.keys.login_slot(appid, slot);
-        let value = ExchangeSlot::sealed_value(sealed);
+        let key = self.keys.login_slot(appid, refusal.slot);
+        let value = ExchangeSlot::sealed_value(refusal.sealed);
         let kept: Option<String> = self
             .redis
             .run(async |conn| {
                 RECORD_REFUSAL
                     .key(&key)
                     .arg(&value)
-                    .arg(millis(ttl))
+                    .arg(millis(refusal.ttl))
                     .arg(SEALED)
                     .invoke_async(conn)
                     .await

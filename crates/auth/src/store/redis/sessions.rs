@@ -254,14 +254,9 @@ impl Sessions for RedisSessions {
     }
 
     async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError> {
-        let NewSession {
-            token,
-            record,
-            session_key,
-            outcome,
-        } = session;
+        let (token, record) = (session.token, session.record);
         let body = serde_json::to_string(record)?;
-        let (slot, sealed, slot_ttl) = match outcome {
+        let (slot, sealed, slot_ttl) = match session.outcome {
             Some(outcome) => (
                 self.keys.login_slot(&record.appid, outcome.slot),
                 ExchangeSlot::sealed_value(outcome.sealed),
@@ -292,7 +287,7 @@ impl Sessions for RedisSessions {
                 invocation.key(&slot).key(&journal);
             }
             invocation
-                .arg(session_key.expose())
+                .arg(session.session_key.expose())
                 .arg(self.policy.max_lifetime.as_secs())
                 .arg(&body)
                 .arg(self.policy.idle_ttl.as_secs())
