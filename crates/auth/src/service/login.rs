@@ -358,7 +358,7 @@ impl Logins {
             .map_err(|error| Arc::new(AuthError::from(error)))?;
         let token = Token::for_shard(wxlogin_redis::keys::shard(&app.appid, &session.openid))
             .map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
-        let policy = self.stores.sessions.policy();
+        let policy = self.stores.policy;
         let now = self.clock.unix_ms();
         let record = SessionRecord {
             appid: app.appid.clone(),

@@ -54,8 +54,6 @@ impl StoreError {
 /// Sessions and what belongs to a user's sessions.
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    fn policy(&self) -> SessionPolicy;
-
     /// Stores the user's latest session_key, opens a session and records
     /// the login's sealed `outcome` for other submissions of its code, all
     /// atomically. With Redis, the same round trip reads the user service's
@@ -182,6 +180,8 @@ pub struct Stores {
     pub exchanges: Arc<dyn CodeExchanges>,
     pub access_tokens: Arc<dyn AccessTokenCache>,
     pub budgets: Arc<dyn BudgetStore>,
+    /// How long the sessions live.
+    pub policy: SessionPolicy,
     /// The Redis connection behind them, for health reporting; `None` for
     /// the in-process stores, which always answer.
     pub redis: Option<RedisGuard>,

@@ -31,6 +31,7 @@ pub fn stores(policy: SessionPolicy, clock: Clock) -> Stores {
         exchanges,
         access_tokens: Arc::new(MemoryAccessTokens::new(clock.clone())),
         budgets: Arc::new(MemoryBudgets::new(clock)),
+        policy,
         redis: None,
     }
 }

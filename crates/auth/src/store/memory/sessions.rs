@@ -86,10 +86,6 @@ impl MemorySessions {
 
 #[async_trait]
 impl Sessions for MemorySessions {
-    fn policy(&self) -> SessionPolicy {
-        self.policy
-    }
-
     async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError> {
         let (token, record) = (session.token, session.record);
         let now = self.clock.now();

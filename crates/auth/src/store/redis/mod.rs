@@ -37,6 +37,7 @@ pub fn stores(redis: RedisGuard, prefix: &str, policy: SessionPolicy, clock: Clo
             clock,
         )),
         budgets: Arc::new(budgets::RedisBudgets::new(redis.clone(), keys)),
+        policy,
         redis: Some(redis),
     }
 }

@@ -249,10 +249,6 @@ impl RedisSessions {
 
 #[async_trait]
 impl Sessions for RedisSessions {
-    fn policy(&self) -> SessionPolicy {
-        self.policy
-    }
-
     async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError> {
         let (token, record) = (session.token, session.record);
         let body = serde_json::to_string(record)?;
