@@ -1,10 +1,19 @@
 //! The auth service: exchanges wx.login codes at WeChat, keeps each user's
 //! latest `session_key`, and issues, resolves and ends our own opaque session
-//! tokens, stored in Redis by their SHA-256.
+//! tokens, stored by their SHA-256.
+//!
+//! - [`service`]: the gRPC calls ([`service::login`]: the login of a code,
+//!   one exchange per code among every instance);
+//! - [`store`]: what outlives a request, as narrow traits (sessions, code
+//!   exchanges, access tokens, budgets), each in Redis and in process;
+//! - [`limit`]: the budgets on every path that spends the app's WeChat quota;
+//! - [`access_token`]: the apps' shared access_tokens; [`sealed_outcome`]: a
+//!   login's answer sealed under its code; [`token`]: session tokens.
 //!
 //! It owns the `session_key` and never lets it out: not in a response, not in
 //! a log line, not in `Debug` output. It knows nothing of users' profiles;
-//! that is the user service's.
+//! that is the user service's, whose copies it only carries as opaque bytes.
+//! Key formats and scripts are `wxlogin_redis`'s.
 
 pub mod access_token;
 pub mod config;
