@@ -1,7 +1,7 @@
 //! The user fields wxlogin stores: each text column's width, and the names
 //! clients know them by. The user service checks every value against them
 //! before any write (`wxlogin_user::fields`); the gateway's OpenAPI document
-//! states the same limits. One table, [`user_fields!`], so that they
+//! states the same limits. One table, [`user_fields!`](crate::user_fields), so that they
 //! cannot differ: [`Field`] is generated from it here, and the user
 //! service generates its personal columns, the text values of a profile
 //! update and the `User` message's text fields from it.

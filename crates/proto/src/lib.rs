@@ -7,7 +7,7 @@
 //! invalid code from a used one without parsing messages ([`reason`]), the
 //! limits of the fields that cross the wire ([`fields`]), which internal
 //! caller may make a call ([`caller`]), and the audit events that log
-//! pipelines rely on ([`audit`]). It holds no business logic.
+//! pipelines rely on ([`mod@audit`]). It holds no business logic.
 
 pub mod auth {
     pub mod v1 {

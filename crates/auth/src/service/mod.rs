@@ -1,6 +1,6 @@
 //! The `wxlogin.auth.v1.AuthService` implementation: [`Auth`] holds what
 //! every call needs; [`login`] is the login of a code, its exchange shared
-//! by every instance; [`rpc`] turns each call into the work and its answer.
+//! by every instance; `rpc` turns each call into the work and its answer.
 
 pub mod login;
 mod rpc;

@@ -58,7 +58,7 @@ pub trait Sessions: Send + Sync {
     /// the login's sealed `outcome` for other submissions of its code, all
     /// atomically. With Redis, the same round trip reads the user service's
     /// copy of the user and, when the copy answers the login
-    /// ([`answers_login`](wxlogin_userdata::copy::answers_login)), journals
+    /// (`wxlogin_userdata::copy::answers_login`), journals
     /// the login for the user service: the caller then answers from the
     /// copy alone. The in-process store has no copies.
     async fn open(&self, session: NewSession<'_>) -> Result<Opened, StoreError>;
