@@ -1,10 +1,13 @@
-//! The auth service: exchanges wx.login codes at WeChat, keeps each user's
-//! latest `session_key`, and issues, resolves and ends our own opaque session
-//! tokens, stored in Redis by their SHA-256.
+//! The auth service: exchanges login codes at the login provider (WeChat's
+//! mini-program, `wxlogin_wechat::MiniProgram`, built here and the only
+//! place that names it; the service calls `wxlogin_provider::LoginProvider`
+//! alone), keeps each user's latest `session_key`, and issues, resolves and
+//! ends our own opaque session tokens, stored in Redis by their SHA-256.
 //!
 //! It owns the `session_key` and never lets it out: not in a response, not in
-//! a log line, not in `Debug` output. It knows nothing of users' profiles;
-//! that is the user service's.
+//! a log line, not in `Debug` output; only the user service gets it, to
+//! open the user's data. It knows nothing of users' profiles; that is the
+//! user service's.
 
 pub mod access_token;
 pub mod config;
@@ -15,7 +18,7 @@ pub mod service;
 pub mod store;
 pub mod token;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -54,8 +57,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to Redis, builds the WeChat client and binds the listener
-    /// (port 0 picks a free one; see [`Application::local_addr`]).
+    /// Connects to Redis, builds the WeChat client and the login provider
+    /// on it, and binds the listener (port 0 picks a free one; see
+    /// [`Application::local_addr`]).
     pub async fn build(config: Config) -> Result<Application, StartError> {
         let clock = Clock::system();
         let stores = Stores::connect(
@@ -66,6 +70,17 @@ impl Application {
         )
         .await?;
         let wechat = wxlogin_wechat::Client::new(config.wechat.clone())?;
+        let access_tokens = access_token::AccessTokens::new(
+            stores.access_tokens.clone(),
+            wechat.clone(),
+            config.wechat.timeout,
+            clock.clone(),
+        );
+        let provider = wxlogin_wechat::MiniProgram::new(
+            wechat,
+            config.apps.credentials().cloned(),
+            Arc::new(access_tokens),
+        );
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -82,7 +97,7 @@ impl Application {
             listener,
             auth: Auth::new(
                 config.apps,
-                wechat,
+                Arc::new(provider),
                 limit::Limiter::new(stores.budgets.clone(), config.limits, clock.clone()),
                 stores,
                 config.wechat.timeout,

@@ -1,7 +1,7 @@
 //! The `wxlogin.user.v1.UserService` gRPC service: validates requests,
 //! calls the repository and turns rows into messages.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
@@ -22,11 +22,13 @@ use wxlogin_proto::{
         UserKey, get_user_request, user_key::Key, user_service_server::UserService,
     },
 };
+use wxlogin_provider::{
+    ErrorKind, Expectations, LoginProvider, PhoneNumber, Sealed, SessionSecret, Signed,
+};
 use wxlogin_userdata::{copy as user_copy, sealing::DataKeys};
 
 use crate::{
     cache::{UserCache, Written},
-    crypto::{self, DecryptError, Expectations, PhoneNumber, UserInfo},
     entity::user,
     error::Error,
     fields::{self, Field, FieldCheck, Origin, ProfileUpdate, Validated},
@@ -48,6 +50,8 @@ pub struct UserApi {
     cache: Option<UserCache>,
     /// What the callers' copies of users are sealed with.
     keys: DataKeys,
+    /// What opens and reads the data the login provider sealed.
+    provider: Arc<dyn LoginProvider>,
 }
 
 /// Decrypted data and whose it is (the session's user, never the data's
@@ -73,6 +77,7 @@ impl UserApi {
         watermark_max_age: Option<Duration>,
         cache: Option<UserCache>,
         keys: DataKeys,
+        provider: Arc<dyn LoginProvider>,
     ) -> Self {
         UserApi {
             repo,
@@ -80,6 +85,7 @@ impl UserApi {
             watermark_max_age,
             cache,
             keys,
+            provider,
         }
     }
 
@@ -215,17 +221,18 @@ impl UserApi {
         })
     }
 
-    /// Fetches the session's session_key from auth, runs `check` with it
-    /// (the rawData signature), and decrypts. A failed decryption with a
-    /// current key is either tampered data or a key WeChat replaced behind
-    /// our back: WeChat's checkSessionKey tells which.
+    /// Fetches the session's session_key from auth, runs `check` with the
+    /// session's appid and it (the rawData signature), and opens the data
+    /// through the login provider. A failed decryption with a current key
+    /// is either tampered data or a key WeChat replaced behind our back:
+    /// WeChat's checkSessionKey tells which.
     async fn open(
         &self,
         request_id: &Option<String>,
         token: &str,
         encrypted_data: &str,
         iv: &str,
-        check: impl FnOnce(&str) -> Result<(), Error>,
+        check: impl FnOnce(&str, Option<&SessionSecret>) -> Result<(), Error>,
     ) -> Result<Opened, Status> {
         if token.is_empty() {
             return Err(Reason::InvalidToken.status("token is required"));
@@ -255,23 +262,34 @@ impl UserApi {
         })?;
         let span = tracing::Span::current();
         span.record("appid", session.appid.as_str());
-        check(&keyed.session_key)?;
+        // A session of a provider without session secrets keeps the empty
+        // one: its data opens with the provider's own key.
+        let secret = Some(SessionSecret::new(keyed.session_key)).filter(|key| !key.is_empty());
+        check(&session.appid, secret.as_ref())?;
         let expect = Expectations {
             appid: &session.appid,
-            openid: Some(&session.openid),
+            subject: Some(&session.openid),
             max_age: self.watermark_max_age,
             now_unix: chrono::Utc::now().timestamp(),
         };
-        match crypto::decrypt(&keyed.session_key, encrypted_data, iv, &expect) {
+        let sealed = Sealed {
+            data: encrypted_data,
+            iv: Some(iv),
+        };
+        match self.provider.open(&sealed, secret.as_ref(), &expect) {
             Ok(data) => Ok(Opened {
                 appid: session.appid,
                 openid: session.openid,
                 data,
             }),
-            Err(DecryptError::Malformed(message)) => {
-                Err(Error::InvalidArgument(message.into()).into())
+            Err(error) if error.kind() == ErrorKind::DataMalformed => {
+                Err(Error::InvalidArgument(error.to_string()).into())
             }
-            Err(DecryptError::Invalid) => {
+            Err(error) if error.kind() != ErrorKind::DataInvalid => {
+                tracing::error!(%error, "the login provider cannot open data");
+                Err(Reason::Internal.status("internal error"))
+            }
+            Err(_) => {
                 let check = self
                     .auth_client()
                     .check_session(self.auth.call(
@@ -509,9 +527,11 @@ impl UserService for UserApi {
                 &request.token,
                 &request.encrypted_data,
                 &request.iv,
-                |session_key| match signed {
-                    Some((raw_data, signature))
-                        if !crypto::verify_raw_data_signature(raw_data, session_key, signature) =>
+                |appid, secret| match signed {
+                    Some((content, signature))
+                        if !self
+                            .provider
+                            .verify(appid, &Signed { content, signature }, secret) =>
                     {
                         Err(Error::InvalidSignature)
                     }
@@ -519,7 +539,7 @@ impl UserService for UserApi {
                 },
             )
             .await?;
-        let info = UserInfo::from_decrypted(&opened.data);
+        let info = self.provider.profile(&opened.data);
         let update = ProfileUpdate {
             nickname: info.nickname,
             avatar_url: info.avatar_url,
@@ -558,9 +578,9 @@ impl UserService for UserApi {
         };
         let update = ProfileUpdate {
             nickname: text(Field::Nickname, request.nickname.as_deref())?
-                .filter(|name| !crypto::is_placeholder_nickname(name)),
+                .filter(|name| !self.provider.is_placeholder_nickname(name)),
             avatar_url: text(Field::AvatarUrl, request.avatar_url.as_deref())?
-                .filter(|url| !crypto::is_placeholder_avatar(url)),
+                .filter(|url| !self.provider.is_placeholder_avatar(url)),
             ..ProfileUpdate::default()
         }
         .validated(Origin::Request)?;
@@ -580,10 +600,10 @@ impl UserService for UserApi {
                 &request.token,
                 &request.encrypted_data,
                 &request.iv,
-                |_| Ok(()),
+                |_, _| Ok(()),
             )
             .await?;
-        let phone = match PhoneNumber::from_decrypted(&opened.data) {
+        let phone = match self.provider.phone_in(&opened.data) {
             Ok(phone) => phone,
             Err(_) => return Err(Error::InvalidEncryptedData.into()),
         };

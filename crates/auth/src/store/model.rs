@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wxlogin_provider::SessionSecret;
 use wxlogin_redis::Keyspace;
-use wxlogin_wechat::SessionKey;
 
 /// How long sessions live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub struct SessionRecord {
 
 /// 64 bits of the SHA-256 of a session_key: enough to tell two keys apart,
 /// nothing to learn the key from.
-pub fn key_fingerprint(session_key: &SessionKey) -> String {
+pub fn key_fingerprint(session_key: &SessionSecret) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(session_key.expose().as_bytes())[..8])
 }

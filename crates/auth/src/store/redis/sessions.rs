@@ -29,12 +29,12 @@ use std::sync::{
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use wxlogin_common::clock::Clock;
+use wxlogin_provider::SessionSecret;
 use wxlogin_redis::{
     Keyspace, RedisGuard,
     keys::{TOMBSTONE_TTL, journal_field, shard},
     scripts::{END_SESSIONS, FORGET_USER, OPEN_SESSION, READ_SESSIONS, TOUCH_SESSION},
 };
-use wxlogin_wechat::SessionKey;
 
 use super::millis;
 use crate::{
@@ -217,7 +217,7 @@ impl Sessions for RedisSessions {
         &self,
         token: &Token,
         record: &SessionRecord,
-        session_key: &SessionKey,
+        session_key: &SessionSecret,
         outcome: Option<SealedOutcome<'_>>,
     ) -> Result<Opened, StoreError> {
         let body = serde_json::to_string(record)?;
@@ -460,9 +460,9 @@ impl Sessions for RedisSessions {
         &self,
         appid: &str,
         openid: &str,
-    ) -> Result<Option<SessionKey>, StoreError> {
+    ) -> Result<Option<SessionSecret>, StoreError> {
         let entry = self.keys.session_key(appid, openid);
         let key: Option<String> = self.redis.run(async |conn| conn.get(&entry).await).await?;
-        Ok(key.map(SessionKey::new))
+        Ok(key.map(SessionSecret::new))
     }
 }
