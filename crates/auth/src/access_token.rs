@@ -9,7 +9,8 @@
 //! - a cold or expired cache is filled by one fetch: the other callers, in
 //!   this instance and in others, wait for it rather than fetch too;
 //! - when WeChat refuses the token (40001 / 40014 / 42001) the caller renews
-//!   it once and retries once.
+//!   it once and retries once (`wxlogin_wechat::MiniProgram` does, through
+//!   the [`AccessTokenSource`] this lends it).
 //!
 //! Login never depends on any of this.
 
@@ -19,7 +20,9 @@ use std::{
     time::Duration,
 };
 
-use wxlogin_wechat::{AccessToken, AppCredentials, Client as Wechat};
+use async_trait::async_trait;
+use wxlogin_provider::ProviderError;
+use wxlogin_wechat::{AccessToken, AccessTokenSource, AppCredentials, Client as Wechat};
 
 use wxlogin_common::clock::Clock;
 
@@ -91,23 +94,6 @@ impl AccessTokens {
         self.fetch(app, Some(refused.expose())).await
     }
 
-    /// Runs `call` with a token; when WeChat refuses the token, renews it
-    /// once and runs `call` once more.
-    pub async fn with_token<T, F, Fut>(&self, app: &AppCredentials, call: F) -> Result<T, AuthError>
-    where
-        F: Fn(AccessToken) -> Fut,
-        Fut: Future<Output = Result<T, wxlogin_wechat::Error>>,
-    {
-        let token = self.get(app).await?;
-        match call(token.clone()).await {
-            Err(error) if error.is_access_token_invalid() => {
-                let renewed = self.renew(app, &token).await?;
-                Ok(call(renewed).await?)
-            }
-            other => Ok(other?),
-        }
-    }
-
     /// One instance refreshes ahead of expiry; the caller goes on with the
     /// current token.
     fn refresh_in_background(&self, app: &AppCredentials) {
@@ -176,7 +162,7 @@ impl AccessTokens {
                 return fetched;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(AuthError::Wechat(wxlogin_wechat::Error::Timeout));
+                return Err(wechat(wxlogin_wechat::Error::Timeout));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -206,12 +192,12 @@ impl AccessTokens {
         app: &AppCredentials,
         refused: Option<&str>,
     ) -> Result<AccessToken, AuthError> {
-        let mut issued = self.wechat.stable_token(app, false).await?;
+        let mut issued = self.wechat.stable_token(app, false).await.map_err(wechat)?;
         if refused == Some(issued.token.expose()) {
             // stable_token hands out the same token while WeChat thinks it
             // valid; we know better: force a new one (rate-limited by WeChat,
             // so only here).
-            issued = self.wechat.stable_token(app, true).await?;
+            issued = self.wechat.stable_token(app, true).await.map_err(wechat)?;
         }
         let now = self.clock.unix_ms();
         let lifetime = u64::try_from(issued.expires_in.as_millis()).unwrap_or(u64::MAX);
@@ -226,5 +212,34 @@ impl AccessTokens {
         self.store.put(&app.appid, &cached).await?;
         tracing::info!(appid = %app.appid, expires_in = issued.expires_in.as_secs(), "access_token fetched");
         Ok(issued.token)
+    }
+}
+
+/// A failure of WeChat's token endpoint, as every WeChat failure reads.
+fn wechat(error: wxlogin_wechat::Error) -> AuthError {
+    AuthError::Provider(error.into())
+}
+
+/// What WeChat's calls that take a token borrow; a failure of the cache is
+/// passed through to the core as its own.
+#[async_trait]
+impl AccessTokenSource for AccessTokens {
+    async fn token(&self, app: &AppCredentials) -> Result<AccessToken, ProviderError> {
+        self.get(app).await.map_err(lend)
+    }
+
+    async fn renew(
+        &self,
+        app: &AppCredentials,
+        refused: &AccessToken,
+    ) -> Result<AccessToken, ProviderError> {
+        AccessTokens::renew(self, app, refused).await.map_err(lend)
+    }
+}
+
+fn lend(error: AuthError) -> ProviderError {
+    match error {
+        AuthError::Provider(error) => error,
+        own => ProviderError::host(wxlogin_wechat::NAME, own),
     }
 }

@@ -70,6 +70,11 @@ impl Apps {
     pub fn appids(&self) -> impl Iterator<Item = &str> {
         self.apps.keys().map(String::as_str)
     }
+
+    /// Every app's credentials.
+    pub fn credentials(&self) -> impl Iterator<Item = &AppCredentials> {
+        self.apps.values()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 
 use tonic::Status;
 use wxlogin_proto::reason::Reason;
+use wxlogin_provider::{ErrorKind, ProviderError};
 
 use crate::{
     limit::{Exhausted, Kind, LimitError},
@@ -25,8 +26,8 @@ pub enum AuthError {
     InvalidPhoneCode,
     #[error("the phone code was already used")]
     PhoneCodeUsed,
-    #[error("WeChat: {0}")]
-    Wechat(#[from] wxlogin_wechat::Error),
+    #[error("{provider}: {0}", provider = .0.provider())]
+    Provider(ProviderError),
     #[error("session store: {0}")]
     Store(#[from] StoreError),
     #[error("the OS random number generator failed: {0}")]
@@ -39,6 +40,25 @@ pub enum AuthError {
     Sealed(#[from] crate::sealed_outcome::SealError),
     #[error("{0}")]
     RateLimited(Exhausted),
+}
+
+impl From<ProviderError> for AuthError {
+    /// The provider's failure, or the core's own error the provider passed
+    /// back (a failure of the access_token cache auth lends it).
+    fn from(error: ProviderError) -> Self {
+        let provider = error.provider();
+        match error.into_host() {
+            Err(error) => AuthError::Provider(error),
+            Ok(host) => match host.downcast::<AuthError>() {
+                Ok(own) => *own,
+                Err(other) => AuthError::Provider(ProviderError::new(
+                    provider,
+                    ErrorKind::Host,
+                    other.to_string(),
+                )),
+            },
+        }
+    }
 }
 
 impl From<LimitError> for AuthError {
@@ -68,21 +88,22 @@ fn rate_limited(exhausted: &Exhausted) -> Status {
 }
 
 impl AuthError {
-    /// The same failure in the phone-number flow, where WeChat's "invalid
-    /// code" is about the phone button's code, not the session's.
+    /// The same failure in the phone-number flow, where the provider's
+    /// "invalid code" is about the phone button's code, not the session's.
     pub fn in_phone_flow(self) -> AuthError {
-        use wxlogin_wechat::Error as Wx;
-        match self {
-            AuthError::Wechat(Wx::InvalidCode) => AuthError::InvalidPhoneCode,
-            AuthError::Wechat(Wx::CodeUsed) => AuthError::PhoneCodeUsed,
-            other => other,
+        match &self {
+            AuthError::Provider(error) => match error.kind() {
+                ErrorKind::CodeRefused => AuthError::InvalidPhoneCode,
+                ErrorKind::CodeSpent => AuthError::PhoneCodeUsed,
+                _ => self,
+            },
+            _ => self,
         }
     }
 }
 
 impl From<&AuthError> for Status {
     fn from(error: &AuthError) -> Status {
-        use wxlogin_wechat::Error as Wx;
         match error {
             AuthError::InvalidArgument(message) => Reason::InvalidArgument.status(message),
             AuthError::UnknownApp => Reason::UnknownApp.status(error.to_string()),
@@ -92,40 +113,46 @@ impl From<&AuthError> for Status {
             AuthError::SessionNotFound => Reason::SessionNotFound.status(error.to_string()),
             AuthError::InvalidPhoneCode => Reason::InvalidPhoneCode.status(error.to_string()),
             AuthError::PhoneCodeUsed => Reason::PhoneCodeUsed.status(error.to_string()),
-            AuthError::Wechat(wx) => match wx {
-                Wx::InvalidCode => Reason::InvalidCode
+            // The answers and log lines still name WeChat, the one door
+            // today: they are the contract clients and operators read.
+            AuthError::Provider(provider) => match provider.kind() {
+                ErrorKind::CodeRefused => Reason::InvalidCode
                     .status("the code is invalid or belongs to another mini-program"),
-                Wx::CodeUsed => Reason::CodeUsed.status("the code was already used"),
-                Wx::UserBlocked => {
+                ErrorKind::CodeSpent => Reason::CodeUsed.status("the code was already used"),
+                ErrorKind::SubjectBlocked => {
                     Reason::UserBlocked.status("WeChat blocked this user as high-risk")
                 }
-                Wx::RateLimited => Reason::RateLimited.status_retry_after(
+                ErrorKind::RateLimited => Reason::RateLimited.status_retry_after(
                     "WeChat rate-limited this user; try again in a minute",
                     std::time::Duration::from_secs(60),
                 ),
-                Wx::Busy => {
+                ErrorKind::Busy => {
                     tracing::warn!("WeChat answered system busy (-1)");
                     Reason::WechatBusy.status("WeChat is busy; try again")
                 }
-                Wx::InvalidCredentials { errcode } => {
+                ErrorKind::CredentialsRefused => {
                     tracing::error!(
-                        errcode,
+                        errcode = provider.code().unwrap_or_default(),
                         "WeChat rejected our appid or secret: check WECHAT_APPID/WECHAT_SECRET/WECHAT_APPS"
                     );
                     Reason::WechatConfig.status("the login service is misconfigured")
                 }
-                Wx::InvalidConfig(_) => {
-                    tracing::error!(error = %wx, "WeChat client misconfigured");
+                ErrorKind::Misconfigured => {
+                    tracing::error!(error = %provider, "WeChat client misconfigured");
                     Reason::WechatConfig.status("the login service is misconfigured")
                 }
-                Wx::Unreachable
-                | Wx::Timeout
-                | Wx::Transport(_)
-                | Wx::InvalidResponse(_)
-                | Wx::Api { .. }
-                | Wx::AccessTokenInvalid { .. } => {
-                    tracing::warn!(error = %wx, "WeChat unavailable");
+                ErrorKind::Unavailable | ErrorKind::TimedOut | ErrorKind::Failed => {
+                    tracing::warn!(error = %provider, "WeChat unavailable");
                     Reason::WechatUnavailable.status("WeChat is unavailable; try again")
+                }
+                // Opening data is the user service's; a host error that
+                // is not auth's own is a bug.
+                ErrorKind::DataMalformed
+                | ErrorKind::DataInvalid
+                | ErrorKind::Unsupported
+                | ErrorKind::Host => {
+                    tracing::error!(%error, "internal error");
+                    Reason::Internal.status("internal error")
                 }
             },
             // The outage itself is logged once, when Redis goes down (see

@@ -1,19 +1,23 @@
-//! The auth service: exchanges wx.login codes at WeChat, keeps each user's
-//! latest `session_key`, and issues, resolves and ends our own opaque session
-//! tokens, stored by their SHA-256.
+//! The auth service: exchanges login codes at the login provider (WeChat's
+//! mini-program, `wxlogin_wechat::MiniProgram`, built here and the only
+//! place that names it; the service calls `wxlogin_provider::LoginProvider`
+//! alone), keeps each user's latest `session_key`, and issues, resolves and
+//! ends our own opaque session tokens, stored by their SHA-256.
 //!
 //! - [`service`]: the gRPC calls ([`service::login`]: the login of a code,
 //!   one exchange per code among every instance);
 //! - [`store`]: what outlives a request, as narrow traits (sessions, code
 //!   exchanges, access tokens, budgets), each in Redis and in process;
-//! - [`limit`]: the budgets on every path that spends the app's WeChat quota;
+//! - [`limit`]: the budgets on every path that spends the app's quota at
+//!   the provider;
 //! - [`access_token`]: the apps' shared access_tokens; [`sealed_outcome`]: a
 //!   login's answer sealed under its code; [`token`]: session tokens.
 //!
 //! It owns the `session_key` and never lets it out: not in a response, not in
-//! a log line, not in `Debug` output. It knows nothing of users' profiles;
-//! that is the user service's, whose copies it only carries as opaque bytes.
-//! Key formats and scripts are `wxlogin_redis`'s.
+//! a log line, not in `Debug` output; only the user service gets it, to
+//! open the user's data. It knows nothing of users' profiles; that is the
+//! user service's, whose copies it only carries as opaque bytes. Key formats
+//! and scripts are `wxlogin_redis`'s.
 
 pub mod access_token;
 pub mod config;
@@ -24,7 +28,7 @@ pub mod service;
 pub mod store;
 pub mod token;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -63,8 +67,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to Redis, builds the WeChat client and binds the listener
-    /// (port 0 picks a free one; see [`Application::local_addr`]).
+    /// Connects to Redis, builds the WeChat client and the login provider
+    /// on it, and binds the listener (port 0 picks a free one; see
+    /// [`Application::local_addr`]).
     pub async fn build(config: Config) -> Result<Application, StartError> {
         let clock = Clock::system();
         let stores = Stores::connect(
@@ -75,6 +80,17 @@ impl Application {
         )
         .await?;
         let wechat = wxlogin_wechat::Client::new(config.wechat.clone())?;
+        let access_tokens = access_token::AccessTokens::new(
+            stores.access_tokens.clone(),
+            wechat.clone(),
+            config.wechat.timeout,
+            clock.clone(),
+        );
+        let provider = wxlogin_wechat::MiniProgram::new(
+            wechat,
+            config.apps.credentials().cloned(),
+            Arc::new(access_tokens),
+        );
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -91,7 +107,7 @@ impl Application {
             listener,
             auth: Auth::new(
                 config.apps,
-                wechat,
+                Arc::new(provider),
                 limit::Limiter::new(stores.budgets.clone(), config.limits, clock.clone()),
                 stores,
                 config.wechat.timeout,

@@ -19,6 +19,7 @@ use hkdf::Hkdf;
 use rand::{TryRng, rngs::SysRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wxlogin_provider::{ErrorKind, ProviderError};
 
 use crate::store::SessionRecord;
 
@@ -119,9 +120,9 @@ pub enum Recorded {
     },
 }
 
-/// Why an exchange failed for good: WeChat's verdict on the code, or a
-/// failure after the code may have reached WeChat (so trying it again could
-/// only burn it).
+/// Why an exchange failed for good: the provider's verdict on the code, or
+/// a failure after the code may have reached the provider (so trying it
+/// again could only burn it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Refusal {
@@ -134,37 +135,52 @@ pub enum Refusal {
 
 impl Refusal {
     /// The refusal to record for `error`, or `None` when the code surely
-    /// was not spent (WeChat busy, unreachable, our configuration, the rate
-    /// limit) and a retry with it may succeed.
-    pub fn of(error: &wxlogin_wechat::Error) -> Option<Refusal> {
-        use wxlogin_wechat::Error as Wx;
-        match error {
-            Wx::InvalidCode => Some(Refusal::InvalidCode),
-            Wx::CodeUsed => Some(Refusal::CodeUsed),
-            Wx::UserBlocked => Some(Refusal::UserBlocked),
-            Wx::Timeout => Some(Refusal::Timeout),
-            Wx::Transport(_) | Wx::InvalidResponse(_) | Wx::Api { .. } => Some(Refusal::Failed),
-            Wx::Busy
-            | Wx::Unreachable
-            | Wx::RateLimited
-            | Wx::InvalidCredentials { .. }
-            | Wx::InvalidConfig(_)
-            | Wx::AccessTokenInvalid { .. } => None,
+    /// was not spent (the provider busy, unreachable, our configuration,
+    /// the rate limit) and a retry with it may succeed.
+    pub fn of(error: &ProviderError) -> Option<Refusal> {
+        match error.kind() {
+            ErrorKind::CodeRefused => Some(Refusal::InvalidCode),
+            ErrorKind::CodeSpent => Some(Refusal::CodeUsed),
+            ErrorKind::SubjectBlocked => Some(Refusal::UserBlocked),
+            ErrorKind::TimedOut => Some(Refusal::Timeout),
+            ErrorKind::Failed => Some(Refusal::Failed),
+            ErrorKind::Busy
+            | ErrorKind::Unavailable
+            | ErrorKind::RateLimited
+            | ErrorKind::CredentialsRefused
+            | ErrorKind::Misconfigured
+            | ErrorKind::DataMalformed
+            | ErrorKind::DataInvalid
+            | ErrorKind::Unsupported
+            | ErrorKind::Host => None,
         }
     }
 
-    /// The error the recorded refusal answers again.
-    pub fn error(self) -> wxlogin_wechat::Error {
-        use wxlogin_wechat::Error as Wx;
-        match self {
-            Refusal::InvalidCode => Wx::InvalidCode,
-            Refusal::CodeUsed => Wx::CodeUsed,
-            Refusal::UserBlocked => Wx::UserBlocked,
-            Refusal::Timeout => Wx::Timeout,
-            Refusal::Failed => {
-                Wx::InvalidResponse("an earlier submission of this code failed".into())
-            }
-        }
+    /// The error of `provider` the recorded refusal answers again, in the
+    /// words its own error had.
+    pub fn error(self, provider: &'static str) -> ProviderError {
+        let (kind, detail) = match self {
+            Refusal::InvalidCode => (
+                ErrorKind::CodeRefused,
+                format!("{provider} does not know the code"),
+            ),
+            Refusal::CodeUsed => (ErrorKind::CodeSpent, "the code was already used".to_owned()),
+            Refusal::UserBlocked => (
+                ErrorKind::SubjectBlocked,
+                format!("{provider} blocked the user as high-risk"),
+            ),
+            Refusal::Timeout => (
+                ErrorKind::TimedOut,
+                format!("{provider} did not answer in time"),
+            ),
+            Refusal::Failed => (
+                ErrorKind::Failed,
+                format!(
+                    "unexpected answer from {provider}: an earlier submission of this code failed"
+                ),
+            ),
+        };
+        ProviderError::new(provider, kind, detail)
     }
 }
 

@@ -13,7 +13,9 @@
 //! must create the same schema forever; a test checks the migrated schema
 //! against this table, so the two cannot drift apart unnoticed.
 
-use crate::{crypto::PhoneNumber, error::Error};
+use wxlogin_provider::PhoneNumber;
+
+use crate::error::Error;
 
 pub use wxlogin_proto::fields::{Field, Origin};
 

@@ -2,8 +2,11 @@
 //! keyed by appid and openid) and serves it over gRPC as
 //! `wxlogin.user.v1.UserService`, with its schema migrations embedded.
 //!
-//! It must not talk to WeChat or hold sessions (that is the auth service's
-//! job), and no other service may read or write `users` except through it.
+//! It opens the user data a login provider sealed through
+//! `wxlogin_provider::LoginProvider` (WeChat's offline `MiniProgram`, which
+//! asks WeChat nothing). It must not talk to WeChat or hold sessions (that
+//! is the auth service's job), and no other service may read or write
+//! `users` except through it.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -26,7 +29,6 @@ use wxlogin_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServ
 pub mod availability;
 pub mod cache;
 pub mod config;
-pub mod crypto;
 pub mod entity;
 pub mod error;
 pub mod fields;
@@ -177,6 +179,8 @@ impl Application {
             self.watermark_max_age,
             self.cache,
             self.sealer.keys().clone(),
+            // The user service asks WeChat nothing: it only opens data.
+            std::sync::Arc::new(wxlogin_wechat::MiniProgram::offline()),
         );
         let served = wxlogin_common::grpc::server()
             .layer(wxlogin_common::metrics::grpc_server_layer("user"))

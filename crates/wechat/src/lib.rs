@@ -1,25 +1,32 @@
-//! A typed client for WeChat's server API: code2Session
-//! (`GET /sns/jscode2session`, a `wx.login` code for the user's openid,
-//! unionid and session_key), the app's access_token
-//! (`POST /cgi-bin/stable_token`), the user's phone number
-//! (`POST /wxa/business/getuserphonenumber`) and checkSessionKey
-//! (`GET /wxa/checksession`).
+//! WeChat's mini-program login: a typed client for WeChat's server API
+//! (code2Session, `GET /sns/jscode2session`, a `wx.login` code for the
+//! user's openid, unionid and session_key; the app's access_token,
+//! `POST /cgi-bin/stable_token`; the user's phone number,
+//! `POST /wxa/business/getuserphonenumber`; checkSessionKey,
+//! `GET /wxa/checksession`), the decryption of the user data WeChat seals
+//! with the session_key ([`crypto`]), and [`MiniProgram`], which puts both
+//! behind `wxlogin_provider::LoginProvider`.
 //!
 //! It owns the wire contract (see `docs/wechat.md`): the URLs, WeChat's quirks
 //! (`text/plain` JSON bodies, absent errcodes, country codes as strings or
-//! numbers, the checkSession signature) and the mapping of errcodes to
-//! [`Error`] variants. It must not decide what those errors mean for the
-//! user, store or cache anything (access_tokens included), or retry a
-//! request that may have reached WeChat (a code is single-use, so a retry
+//! numbers, the checkSession signature, the encryptedData format and its
+//! watermark) and the mapping of errcodes to [`Error`] variants and of
+//! those to the provider interface's kinds. It must not decide how the
+//! core answers those errors, store or cache anything (access_tokens
+//! included: the host lends them through [`AccessTokenSource`]), or retry
+//! a request that may have reached WeChat (a code is single-use, so a retry
 //! turns a slow answer into 40163; a forced token refresh is rationed). It
-//! must never let the app secret, an access_token or a request URL (which
-//! carries one or the other) reach an error message or a log line.
+//! must never let the app secret, an access_token, a session_key, a request
+//! URL (which carries one or the other) or decrypted data reach an error
+//! message or a log line.
 
 mod access_token;
 mod check_session;
 mod code2session;
+pub mod crypto;
 mod error;
 mod phone;
+mod provider;
 mod wire;
 
 use std::{fmt, time::Duration};
@@ -33,6 +40,7 @@ pub use check_session::check_session_signature;
 pub use code2session::{Code2Session, SessionKey};
 pub use error::Error;
 pub use phone::{PhoneInfo, Watermark};
+pub use provider::{AccessTokenSource, MiniProgram, NAME};
 
 /// WeChat's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";

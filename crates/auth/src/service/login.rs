@@ -1,7 +1,7 @@
-//! The login of a wx.login code: its one exchange among every auth
-//! instance sharing the stores. A second submission of a code (a client
-//! that retried, a duplicate request) must get the first one's session, not
-//! burn the code at WeChat again: within this process it joins the exchange
+//! The login of a code: its one exchange at the login provider among every
+//! auth instance sharing the stores. A second submission of a code (a
+//! client that retried, a duplicate request) must get the first one's
+//! session, not burn the code at the provider again: within this process it joins the exchange
 //! under way; across instances the first claims the code's slot in the
 //! stores and the others wait for its outcome, sealed there under a key
 //! only a holder of the code can derive (see [`crate::sealed_outcome`]).
@@ -14,7 +14,7 @@ use std::{
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use wxlogin_common::{clock::Clock, metrics::name};
-use wxlogin_wechat::Client as Wechat;
+use wxlogin_provider::{LoginCode, LoginProvider, SessionSecret};
 
 use crate::{
     config::Apps,
@@ -28,7 +28,7 @@ use crate::{
     token::Token,
 };
 
-/// The longest code we pass on to WeChat; real ones are 32 characters.
+/// The longest code we pass on to the provider; WeChat's are 32 characters.
 pub const MAX_CODE_LEN: usize = 128;
 
 /// How long WeChat accepts a wx.login code, and so how long a later
@@ -64,7 +64,7 @@ pub struct LoginOutcome {
 /// The logins of this process.
 pub struct Logins {
     apps: Apps,
-    wechat: Wechat,
+    provider: Arc<dyn LoginProvider>,
     stores: Stores,
     limiter: Limiter,
     clock: Clock,
@@ -73,34 +73,35 @@ pub struct Logins {
     /// burning it, or asking the store.
     in_flight: Mutex<HashMap<(String, String), Flight>>,
     /// How long an instance's claim on a code's exchange lasts: an exchange
-    /// (the WeChat call, retried once when the connection failed, then the
-    /// session write) is over by then, or its instance died.
+    /// (the provider's call, retried once when the connection failed, then
+    /// the session write) is over by then, or its instance died.
     claim_ttl: Duration,
 }
 
 impl Logins {
+    /// `provider_timeout` bounds one call to the provider.
     pub fn new(
         apps: Apps,
-        wechat: Wechat,
+        provider: Arc<dyn LoginProvider>,
         stores: Stores,
         limiter: Limiter,
         clock: Clock,
-        wechat_timeout: Duration,
+        provider_timeout: Duration,
     ) -> Logins {
         Logins {
             apps,
-            wechat,
+            provider,
             stores,
             limiter,
             clock,
             in_flight: Mutex::new(HashMap::new()),
-            claim_ttl: wechat_timeout
+            claim_ttl: provider_timeout
                 .saturating_mul(2)
                 .saturating_add(Duration::from_secs(2)),
         }
     }
 
-    /// Counts a code of `appid` from `client` that WeChat refused (see
+    /// Counts a code of `appid` from `client` that the provider refused (see
     /// [`Limiter::login_refused`]).
     pub async fn refused(&self, client: &Client, appid: &str) {
         if let Err(error) = self.limiter.login_refused(client, appid).await {
@@ -108,13 +109,13 @@ impl Logins {
         }
     }
 
-    /// The login of `code`: joins its exchange under way in this process,
-    /// or starts one that checks `budgets` (of the first submission) in
-    /// the round trip that claims the code.
+    /// The login of `login`'s code: joins its exchange under way in this
+    /// process, or starts one that checks `budgets` (of the first
+    /// submission) in the round trip that claims the code.
     pub async fn login(
         self: &Arc<Self>,
         appid: &str,
-        code: &str,
+        login: LoginCode,
         budgets: Option<LoginBudgets>,
         client: SessionClient,
     ) -> Outcome {
@@ -122,8 +123,11 @@ impl Logins {
             .apps
             .get(appid)
             .ok_or(Arc::new(AuthError::UnknownApp))?;
-        validate_code(code).map_err(Arc::new)?;
-        let key = (app.appid.clone(), code.to_owned());
+        validate_code(&login.code).map_err(Arc::new)?;
+        if let Some(anonymous_code) = &login.anonymous_code {
+            validate_code(anonymous_code).map_err(Arc::new)?;
+        }
+        let key = (app.appid.clone(), login.code.clone());
         let flight = {
             let mut in_flight = self
                 .in_flight
@@ -143,7 +147,7 @@ impl Logins {
                     let task_key = key.clone();
                     let task = tokio::spawn(async move {
                         let outcome = this
-                            .exchange_once(&task_key.0, &task_key.1, budgets, client)
+                            .exchange_once(&task_key.0, &login, budgets, client)
                             .await;
                         this.in_flight
                             .lock()
@@ -173,12 +177,12 @@ impl Logins {
     async fn exchange_once(
         &self,
         appid: &str,
-        code: &str,
+        login: &LoginCode,
         budgets: Option<LoginBudgets>,
         client: SessionClient,
     ) -> Outcome {
         let stores = &self.stores;
-        let secrets = CodeSecrets::derive(appid, code);
+        let secrets = CodeSecrets::derive(appid, &login.code);
         let marker = ExchangeSlot::marker(&format!("{:016x}", rand::random::<u64>()));
         let deadline = self.clock.now() + self.claim_ttl + Duration::from_secs(1);
         let store_error = |error| Arc::new(AuthError::from(error));
@@ -201,7 +205,7 @@ impl Logins {
             let mut held = match claim {
                 Claim::Owned => {
                     return self
-                        .exchange_owned(appid, code, &secrets, &marker, client)
+                        .exchange_owned(appid, login, &secrets, &marker, client)
                         .await;
                 }
                 Claim::Refused { position, wait_us } => {
@@ -232,7 +236,8 @@ impl Logins {
                 let outcome = self.answer(&secrets, &sealed)?;
                 // A replay after the code's session ended (a logout, an
                 // expiry): the code is spent and its token dead, so the
-                // answer is WeChat's for a used code, not a dead token.
+                // answer is the provider's for a used code, not a dead
+                // token.
                 if stores
                     .sessions
                     .touch(&outcome.token)
@@ -240,7 +245,8 @@ impl Logins {
                     .map_err(store_error)?
                     .is_none()
                 {
-                    return Err(Arc::new(AuthError::Wechat(wxlogin_wechat::Error::CodeUsed)));
+                    let used = Refusal::CodeUsed.error(self.provider.name());
+                    return Err(Arc::new(AuthError::Provider(used)));
                 }
                 return Ok(outcome);
             }
@@ -255,17 +261,17 @@ impl Logins {
     async fn exchange_owned(
         &self,
         appid: &str,
-        code: &str,
+        login: &LoginCode,
         secrets: &CodeSecrets,
         marker: &str,
         client: SessionClient,
     ) -> Outcome {
         let exchanges = &self.stores.exchanges;
-        let outcome = self.exchange(appid, code, secrets, client).await;
+        let outcome = self.exchange(appid, login, secrets, client).await;
         let counted = match &outcome {
             Ok(_) => "ok",
             Err(error) => match &**error {
-                AuthError::Wechat(wx) if Refusal::of(wx).is_some() => "refused",
+                AuthError::Provider(refused) if Refusal::of(refused).is_some() => "refused",
                 _ => "failed",
             },
         };
@@ -279,7 +285,7 @@ impl Logins {
             Err(error) => error,
         };
         let refusal = match &**error {
-            AuthError::Wechat(wx) => Refusal::of(wx),
+            AuthError::Provider(refused) => Refusal::of(refused),
             _ => None,
         };
         let Some(error) = refusal else {
@@ -333,17 +339,19 @@ impl Logins {
                 // caller asks the user service.
                 user: Opened::default(),
             })),
-            Recorded::Refused { error } => Err(Arc::new(AuthError::Wechat(error.error()))),
+            Recorded::Refused { error } => Err(Arc::new(AuthError::Provider(
+                error.error(self.provider.name()),
+            ))),
         }
     }
 
-    /// Exchanges the code at WeChat and opens the session, recording its
-    /// sealed outcome for every other submission of the code in the same
-    /// write.
+    /// Exchanges the code at the provider and opens the session for the
+    /// exchange's first subject, recording its sealed outcome for every
+    /// other submission of the code in the same write.
     async fn exchange(
         &self,
         appid: &str,
-        code: &str,
+        login: &LoginCode,
         secrets: &CodeSecrets,
         client: SessionClient,
     ) -> Outcome {
@@ -352,20 +360,27 @@ impl Logins {
             .get(appid)
             .ok_or(Arc::new(AuthError::UnknownApp))?;
         let session = self
-            .wechat
-            .code2session(app, code)
+            .provider
+            .exchange(&app.appid, login)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
-        let token = Token::for_shard(wxlogin_redis::keys::shard(&app.appid, &session.openid))
+        let openid = session.subject.id;
+        // A provider without session secrets (Alipay) keeps the empty one:
+        // sessions have one shape whatever the door, and its data opens
+        // with the provider's own key.
+        let session_key = session
+            .session_secret
+            .unwrap_or_else(|| SessionSecret::new(String::new()));
+        let token = Token::for_shard(wxlogin_redis::keys::shard(&app.appid, &openid))
             .map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
         let policy = self.stores.policy;
         let now = self.clock.unix_ms();
         let record = SessionRecord {
             appid: app.appid.clone(),
-            openid: session.openid,
-            unionid: session.unionid,
+            openid,
+            unionid: session.union_id,
             created_at_ms: now,
-            key_fingerprint: key_fingerprint(&session.session_key),
+            key_fingerprint: key_fingerprint(&session_key),
             absolute_expiry_ms: now
                 .saturating_add(u64::try_from(policy.max_lifetime.as_millis()).unwrap_or(u64::MAX)),
             user_agent: client.user_agent,
@@ -392,7 +407,7 @@ impl Logins {
             .open(NewSession {
                 token: &token,
                 record: &record,
-                session_key: &session.session_key,
+                session_key: &session_key,
                 outcome,
             })
             .await
@@ -409,7 +424,7 @@ impl Logins {
     }
 
     /// Checks a login against its client's and its app's budgets, before
-    /// the code can reach WeChat (they count refused codes; see
+    /// the code can reach the provider (they count refused codes; see
     /// [`Limiter::login`]): in-process budgets now, Redis budgets in the
     /// round trip that claims the code (the answer's [`LoginBudgets`]).
     /// Answers the app to count a refusal against too. What never reaches

@@ -1,6 +1,10 @@
 //! The `wxlogin.auth.v1.AuthService` implementation: [`Auth`] holds what
 //! every call needs; [`login`] is the login of a code, its exchange shared
 //! by every instance; `rpc` turns each call into the work and its answer.
+//!
+//! The login provider is a [`LoginProvider`] (one for every configured app
+//! today; one per app would be a map here): nothing in the service names a
+//! provider's endpoints.
 
 pub mod login;
 mod rpc;
@@ -8,10 +12,9 @@ mod rpc;
 use std::{sync::Arc, time::Duration};
 
 use wxlogin_common::clock::Clock;
-use wxlogin_wechat::Client as Wechat;
+use wxlogin_provider::{LoginProvider, SessionSecret};
 
 use crate::{
-    access_token::AccessTokens,
     config::Apps,
     error::AuthError,
     limit::Limiter,
@@ -28,42 +31,36 @@ pub struct Auth {
 
 struct Inner {
     apps: Apps,
-    wechat: Wechat,
+    provider: Arc<dyn LoginProvider>,
     stores: Stores,
     clock: Clock,
-    access_tokens: AccessTokens,
     limiter: Limiter,
     logins: Arc<Logins>,
 }
 
 impl Auth {
+    /// `provider_timeout` bounds one call to the provider.
     pub fn new(
         apps: Apps,
-        wechat: Wechat,
+        provider: Arc<dyn LoginProvider>,
         limiter: Limiter,
         stores: Stores,
-        wechat_timeout: Duration,
+        provider_timeout: Duration,
         clock: Clock,
     ) -> Self {
         Auth {
             inner: Arc::new(Inner {
-                access_tokens: AccessTokens::new(
-                    stores.access_tokens.clone(),
-                    wechat.clone(),
-                    wechat_timeout,
-                    clock.clone(),
-                ),
                 logins: Arc::new(Logins::new(
                     apps.clone(),
-                    wechat.clone(),
+                    provider.clone(),
                     stores.clone(),
                     limiter.clone(),
                     clock.clone(),
-                    wechat_timeout,
+                    provider_timeout,
                 )),
                 limiter,
                 apps,
-                wechat,
+                provider,
                 stores,
                 clock,
             }),
@@ -89,12 +86,9 @@ impl Auth {
             .ok_or(AuthError::InvalidToken)
     }
 
-    /// The session's user's latest session_key, if it is still the one this
-    /// session's login received.
-    async fn current_session_key(
-        &self,
-        live: &LiveSession,
-    ) -> Result<wxlogin_wechat::SessionKey, AuthError> {
+    /// The session's user's latest session secret, if it is still the one
+    /// this session's login received.
+    async fn current_session_key(&self, live: &LiveSession) -> Result<SessionSecret, AuthError> {
         let record = &live.record;
         let key = self
             .inner
@@ -123,12 +117,13 @@ impl Auth {
         })
     }
 
-    fn app_of(&self, record: &SessionRecord) -> Result<&wxlogin_wechat::AppCredentials, AuthError> {
-        // A session of an app that was since removed from the configuration.
-        self.inner
-            .apps
-            .get(&record.appid)
-            .ok_or(AuthError::UnknownApp)
+    /// Refuses a session of an app that was since removed from the
+    /// configuration.
+    fn app_of(&self, record: &SessionRecord) -> Result<(), AuthError> {
+        match self.inner.apps.get(&record.appid) {
+            Some(_) => Ok(()),
+            None => Err(AuthError::UnknownApp),
+        }
     }
 }
 

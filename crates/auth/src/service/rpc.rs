@@ -17,6 +17,7 @@ use wxlogin_proto::{
     caller::{self, Caller},
     fields,
 };
+use wxlogin_provider::LoginCode;
 
 use super::{
     Auth,
@@ -98,13 +99,13 @@ impl AuthService for Auth {
         let outcome = match self
             .inner
             .logins
-            .login(&appid, &code, budgets, session_client)
+            .login(&appid, LoginCode::code(code), budgets, session_client)
             .await
         {
             Ok(outcome) => outcome,
             Err(error) => {
-                if let (Some(appid), AuthError::Wechat(wx)) = (charged, &*error)
-                    && wx.is_code_refused()
+                if let (Some(appid), AuthError::Provider(refused)) = (charged, &*error)
+                    && refused.is_code_refused()
                 {
                     // Counted before the answer, so that the next bogus
                     // code of this client already meets the count.
@@ -279,21 +280,18 @@ impl AuthService for Auth {
             Err(error) => return Err(error.into()),
         };
         let record = &live.record;
-        let app = self.app_of(record)?;
+        self.app_of(record)?;
         self.inner
             .limiter
             .check_session(&record.appid, &record.openid)
             .await
             .map_err(AuthError::from)?;
-        let wechat = &self.inner.wechat;
         let valid = self
             .inner
-            .access_tokens
-            .with_token(app, |token| {
-                let key = &key;
-                async move { wechat.check_session(&token, &record.openid, key).await }
-            })
-            .await?;
+            .provider
+            .session_secret_valid(&record.appid, &record.openid, &key)
+            .await
+            .map_err(AuthError::from)?;
         if !valid {
             tracing::info!(appid = %record.appid, openid = %record.openid, "WeChat no longer accepts the stored session_key");
         }
@@ -309,32 +307,18 @@ impl AuthService for Auth {
         let live = self.live_session(&token).await?;
         validate_code(&code)?;
         let record = &live.record;
-        let app = self.app_of(record)?;
+        self.app_of(record)?;
         self.inner
             .limiter
             .phone(&record.appid, &record.openid)
             .await
             .map_err(AuthError::from)?;
-        let wechat = &self.inner.wechat;
-        let code = code.as_str();
         let phone = self
             .inner
-            .access_tokens
-            .with_token(app, |token| async move {
-                wechat
-                    .phone_number(&token, code, Some(&record.openid))
-                    .await
-            })
+            .provider
+            .phone_number(&record.appid, &record.openid, &code)
             .await
-            .map_err(AuthError::in_phone_flow)?;
-        if let Some(watermark) = &phone.watermark
-            && watermark.appid != record.appid
-        {
-            return Err(AuthError::Wechat(wxlogin_wechat::Error::InvalidResponse(
-                "the phone number's watermark names another app".into(),
-            ))
-            .into());
-        }
+            .map_err(|error| AuthError::from(error).in_phone_flow())?;
         Ok(Response::new(GetPhoneNumberResponse {
             session: Some(session(record)),
             phone: Some(PhoneNumber {

@@ -23,8 +23,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use wxlogin_common::{ExposeSecret, SecretString, clock::Clock};
+use wxlogin_provider::SessionSecret;
 use wxlogin_redis::RedisGuard;
-use wxlogin_wechat::SessionKey;
 
 pub use model::*;
 
@@ -89,7 +89,7 @@ pub trait Sessions: Send + Sync {
         &self,
         appid: &str,
         openid: &str,
-    ) -> Result<Option<SessionKey>, StoreError>;
+    ) -> Result<Option<SessionSecret>, StoreError>;
 }
 
 /// The live sessions of (appid, openid) at `now_ms`, newest first.

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wxlogin_provider::SessionSecret;
 use wxlogin_redis::Keyspace;
-use wxlogin_wechat::SessionKey;
 
 use crate::token::Token;
 
@@ -73,7 +73,7 @@ pub struct SessionRecord {
 
 /// 64 bits of the SHA-256 of a session_key: enough to tell two keys apart,
 /// nothing to learn the key from.
-pub fn key_fingerprint(session_key: &SessionKey) -> String {
+pub fn key_fingerprint(session_key: &SessionSecret) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(session_key.expose().as_bytes())[..8])
 }
@@ -203,7 +203,7 @@ pub struct NewSession<'a> {
     pub token: &'a Token,
     pub record: &'a SessionRecord,
     /// The user's session_key, which the login received.
-    pub session_key: &'a SessionKey,
+    pub session_key: &'a SessionSecret,
     /// The login's sealed outcome, recorded for its code in the same write.
     pub outcome: Option<SealedOutcome<'a>>,
 }

@@ -1,6 +1,7 @@
-//! Opening WeChat's encrypted data for the session of a request's token:
-//! the session_key from auth, the signature check, the decryption, and
-//! WeChat's word on a key that no longer opens it. Used by the RPCs that
+//! Opening the login provider's sealed data for the session of a request's
+//! token: the session secret from auth, the signature check, the opening
+//! (through the [`LoginProvider`](wxlogin_provider::LoginProvider)), and
+//! the provider's word on a secret that no longer opens it. Used by the RPCs that
 //! store what the data says (`profile`); it stores nothing itself.
 
 use tonic::Status;
@@ -11,12 +12,10 @@ use wxlogin_proto::{
     user::v1::{UpdatePhoneFromEncryptedRequest, UpdateProfileFromEncryptedRequest},
 };
 
+use wxlogin_provider::{ErrorKind, Expectations, Sealed, SessionSecret};
+
 use super::{UserApi, from_auth};
-use crate::{
-    crypto::{self, DecryptError, Expectations},
-    error::Error,
-    fields,
-};
+use crate::{error::Error, fields};
 
 /// encryptedData of getUserInfo is well under 2 KiB; this bounds the work.
 const ENCRYPTED_MAX_CHARS: u32 = 16 * 1024;
@@ -50,15 +49,16 @@ impl Encrypted for UpdatePhoneFromEncryptedRequest {
 }
 
 impl UserApi {
-    /// Fetches the session's session_key from auth, runs `check` with it
-    /// (the rawData signature), and decrypts. A failed decryption with a
-    /// current key is either tampered data or a key WeChat replaced behind
-    /// our back: WeChat's checkSessionKey tells which.
+    /// Fetches the session's session_key from auth, runs `check` with the
+    /// session's appid and it (the rawData signature), and opens the data
+    /// through the login provider. A failed decryption with a current key
+    /// is either tampered data or a key WeChat replaced behind our back:
+    /// WeChat's checkSessionKey tells which.
     pub(super) async fn open(
         &self,
         request_id: &Option<String>,
         request: &impl Encrypted,
-        check: impl FnOnce(&str) -> Result<(), Error>,
+        check: impl FnOnce(&str, Option<&SessionSecret>) -> Result<(), Error>,
     ) -> Result<Opened, Status> {
         let (token, encrypted_data, iv) = request.sealed();
         if token.is_empty() {
@@ -89,23 +89,34 @@ impl UserApi {
         })?;
         let span = tracing::Span::current();
         span.record("appid", session.appid.as_str());
-        check(&keyed.session_key)?;
+        // A session of a provider without session secrets keeps the empty
+        // one: its data opens with the provider's own key.
+        let secret = Some(SessionSecret::new(keyed.session_key)).filter(|key| !key.is_empty());
+        check(&session.appid, secret.as_ref())?;
         let expect = Expectations {
             appid: &session.appid,
-            openid: Some(&session.openid),
+            subject: Some(&session.openid),
             max_age: self.watermark_max_age,
             now_unix: chrono::Utc::now().timestamp(),
         };
-        match crypto::decrypt(&keyed.session_key, encrypted_data, iv, &expect) {
+        let sealed = Sealed {
+            data: encrypted_data,
+            iv: Some(iv),
+        };
+        match self.provider.open(&sealed, secret.as_ref(), &expect) {
             Ok(data) => Ok(Opened {
                 appid: session.appid,
                 openid: session.openid,
                 data,
             }),
-            Err(DecryptError::Malformed(message)) => {
-                Err(Error::InvalidArgument(message.into()).into())
+            Err(error) if error.kind() == ErrorKind::DataMalformed => {
+                Err(Error::InvalidArgument(error.to_string()).into())
             }
-            Err(DecryptError::Invalid) => {
+            Err(error) if error.kind() != ErrorKind::DataInvalid => {
+                tracing::error!(%error, "the login provider cannot open data");
+                Err(Reason::Internal.status("internal error"))
+            }
+            Err(_) => {
                 let check = self
                     .auth_client()
                     .check_session(self.auth.call(

@@ -8,7 +8,7 @@
 //! into messages, the auth service's statuses). It must not know SQL (the
 //! repository's) or how the user copy is sealed (`wxlogin_userdata::copy`).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
@@ -25,6 +25,7 @@ use wxlogin_proto::{
         user_service_server::UserService,
     },
 };
+use wxlogin_provider::LoginProvider;
 use wxlogin_userdata::sealing::DataKeys;
 
 use crate::{
@@ -55,6 +56,8 @@ pub struct UserApi {
     cache: Option<UserCache>,
     /// What the callers' copies of users are sealed with.
     keys: DataKeys,
+    /// What opens and reads the data the login provider sealed.
+    provider: Arc<dyn LoginProvider>,
 }
 
 impl UserApi {
@@ -64,6 +67,7 @@ impl UserApi {
         watermark_max_age: Option<Duration>,
         cache: Option<UserCache>,
         keys: DataKeys,
+        provider: Arc<dyn LoginProvider>,
     ) -> Self {
         UserApi {
             repo,
@@ -71,6 +75,7 @@ impl UserApi {
             watermark_max_age,
             cache,
             keys,
+            provider,
         }
     }
 

@@ -9,9 +9,10 @@ use wxlogin_proto::user::v1::{
     UpdateProfileRequest, UpdateUserResponse,
 };
 
+use wxlogin_provider::{PhoneNumber, Signed};
+
 use super::{UserApi, whose};
 use crate::{
-    crypto::{self, PhoneNumber, UserInfo},
     error::Error,
     fields::{Field, FieldCheck, Origin, ProfileUpdate, Validated},
 };
@@ -50,16 +51,18 @@ impl UserApi {
             }
         };
         let opened = self
-            .open(&request_id, &request, |session_key| match signed {
-                Some((raw_data, signature))
-                    if !crypto::verify_raw_data_signature(raw_data, session_key, signature) =>
+            .open(&request_id, &request, |appid, secret| match signed {
+                Some((content, signature))
+                    if !self
+                        .provider
+                        .verify(appid, &Signed { content, signature }, secret) =>
                 {
                     Err(Error::InvalidSignature)
                 }
                 _ => Ok(()),
             })
             .await?;
-        let info = UserInfo::from_decrypted(&opened.data);
+        let info = self.provider.profile(&opened.data);
         let update = ProfileUpdate {
             nickname: info.nickname,
             avatar_url: info.avatar_url,
@@ -96,9 +99,9 @@ impl UserApi {
         };
         let update = ProfileUpdate {
             nickname: text(Field::Nickname, request.nickname.as_deref())?
-                .filter(|name| !crypto::is_placeholder_nickname(name)),
+                .filter(|name| !self.provider.is_placeholder_nickname(name)),
             avatar_url: text(Field::AvatarUrl, request.avatar_url.as_deref())?
-                .filter(|url| !crypto::is_placeholder_avatar(url)),
+                .filter(|url| !self.provider.is_placeholder_avatar(url)),
             ..ProfileUpdate::default()
         }
         .validated(Origin::Request)?;
@@ -111,8 +114,8 @@ impl UserApi {
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let request_id = grpc::request_id_of(&request);
         let request = request.into_inner();
-        let opened = self.open(&request_id, &request, |_| Ok(())).await?;
-        let phone = match PhoneNumber::from_decrypted(&opened.data) {
+        let opened = self.open(&request_id, &request, |_, _| Ok(())).await?;
+        let phone = match self.provider.phone_in(&opened.data) {
             Ok(phone) => phone,
             Err(_) => return Err(Error::InvalidEncryptedData.into()),
         };

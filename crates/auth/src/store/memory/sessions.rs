@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 use async_trait::async_trait;
 use tokio::time::Instant;
 use wxlogin_common::clock::Clock;
-use wxlogin_wechat::SessionKey;
+use wxlogin_provider::SessionSecret;
 
 use super::{MemoryExchanges, lock};
 use crate::{
@@ -43,7 +43,7 @@ struct State {
     /// at a revocation.
     by_user: HashMap<(String, String), Vec<String>>,
     /// By (appid, openid): the key and when it is forgotten.
-    session_keys: HashMap<(String, String), (SessionKey, Instant)>,
+    session_keys: HashMap<(String, String), (SessionSecret, Instant)>,
     last_sweep: Instant,
 }
 
@@ -211,7 +211,7 @@ impl Sessions for MemorySessions {
         &self,
         appid: &str,
         openid: &str,
-    ) -> Result<Option<SessionKey>, StoreError> {
+    ) -> Result<Option<SessionSecret>, StoreError> {
         let now = self.clock.now();
         Ok(lock(&self.state)
             .session_keys
@@ -254,7 +254,7 @@ mod tests {
             .open(NewSession {
                 token,
                 record,
-                session_key: &SessionKey::new("k".into()),
+                session_key: &SessionSecret::new("k".into()),
                 outcome: None,
             })
             .await

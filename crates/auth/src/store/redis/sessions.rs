@@ -29,12 +29,12 @@ use std::sync::{
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use wxlogin_common::clock::Clock;
+use wxlogin_provider::SessionSecret;
 use wxlogin_redis::{
     Keyspace, RedisGuard,
     keys::{TOMBSTONE_TTL, journal_field, shard},
     scripts::{END_SESSIONS, FORGET_USER, OPEN_SESSION, READ_SESSIONS, TOUCH_SESSION},
 };
-use wxlogin_wechat::SessionKey;
 
 use super::millis;
 use crate::{
@@ -476,9 +476,9 @@ impl Sessions for RedisSessions {
         &self,
         appid: &str,
         openid: &str,
-    ) -> Result<Option<SessionKey>, StoreError> {
+    ) -> Result<Option<SessionSecret>, StoreError> {
         let entry = self.keys.session_key(appid, openid);
         let key: Option<String> = self.redis.run(async |conn| conn.get(&entry).await).await?;
-        Ok(key.map(SessionKey::new))
+        Ok(key.map(SessionSecret::new))
     }
 }

@@ -69,7 +69,7 @@ fn plaintext(appid: &str, timestamp: i64, rest: &str) -> String {
 fn expect(max_age: Option<Duration>) -> Expectations<'static> {
     Expectations {
         appid: APPID,
-        openid: Some(OPENID),
+        subject: Some(OPENID),
         max_age,
         now_unix: NOW,
     }
@@ -93,7 +93,7 @@ fn flip_bit(b64: &str, bit: usize) -> String {
 fn demo_expect() -> Expectations<'static> {
     Expectations {
         appid: DEMO_APPID,
-        openid: Some(DEMO_OPENID),
+        subject: Some(DEMO_OPENID),
         max_age: None,
         now_unix: NOW,
     }
@@ -168,7 +168,7 @@ fn demo_vector_freshness() {
     );
     assert_eq!(
         run(&Expectations {
-            openid: Some("oGZUI0egBJY1zhBYw2KhdUfwVJJF"),
+            subject: Some("oGZUI0egBJY1zhBYw2KhdUfwVJJF"),
             ..demo_expect()
         }),
         Err(DecryptError::Invalid)
@@ -390,7 +390,7 @@ fn openid() {
     assert!(decrypt_fixture(&plaintext(APPID, NOW, ""), &expect(None)).is_ok());
     // No openid expected: whatever the plaintext says is returned.
     let any = Expectations {
-        openid: None,
+        subject: None,
         ..expect(None)
     };
     assert!(decrypt_fixture(&with("someone-else"), &any).is_ok());
@@ -877,7 +877,7 @@ fn assert_meets(map: &Map<String, Value>, expect: &Expectations) {
         assert!(age <= i128::from(max_age.as_secs()));
         assert!(-age <= i128::from(MAX_CLOCK_SKEW.as_secs()));
     }
-    if let (Some(openid), Some(found)) = (expect.openid, map.get("openId")) {
+    if let (Some(openid), Some(found)) = (expect.subject, map.get("openId")) {
         assert_eq!(found.as_str(), Some(openid));
     }
 }
@@ -903,7 +903,7 @@ proptest! {
         let plain = plaintext(&appid, NOW + offset, &format!(r#"{rest},"openId":"{OPENID}""#));
         let expect = Expectations {
             appid: &appid,
-            openid: Some(OPENID),
+            subject: Some(OPENID),
             max_age: Some(Duration::from_secs(3600)),
             now_unix: NOW,
         };
@@ -923,7 +923,7 @@ proptest! {
         bit in 0usize..128,
     ) {
         let plain = plaintext(&appid, NOW + offset, &rest);
-        let expect = Expectations { appid: &appid, openid: None, max_age: None, now_unix: NOW };
+        let expect = Expectations { appid: &appid, subject: None, max_age: None, now_unix: NOW };
         let sealed = seal(&key, &iv, plain.as_bytes());
         let result = decrypt(&key_b64(&key), &sealed, &flip_bit(&key_b64(&iv), bit), &expect);
         prop_assert_eq!(result, Err(DecryptError::Invalid));
@@ -943,7 +943,7 @@ proptest! {
         let plain = plaintext(&appid, NOW + offset, &rest);
         let expect = Expectations {
             appid: &appid,
-            openid: Some(OPENID),
+            subject: Some(OPENID),
             max_age: Some(Duration::from_secs(3600)),
             now_unix: NOW,
         };
@@ -969,7 +969,7 @@ proptest! {
         let data: Vec<u8> = blocks.concat();
         let expect = Expectations {
             appid: &appid,
-            openid: None,
+            subject: None,
             max_age: max_age.map(Duration::from_secs),
             now_unix: NOW,
         };
@@ -993,7 +993,7 @@ proptest! {
     ) {
         let expect = Expectations {
             appid: &appid,
-            openid: Some(OPENID),
+            subject: Some(OPENID),
             max_age: Some(Duration::from_secs(60)),
             now_unix: NOW,
         };

@@ -61,19 +61,11 @@ pub enum DecryptError {
     Invalid,
 }
 
-/// What the decrypted data must say to be accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expectations<'a> {
-    /// Our appid: `watermark.appid` must equal it.
-    pub appid: &'a str,
-    /// When `Some` and the plaintext has an `openId`, the two must be equal.
-    pub openid: Option<&'a str>,
-    /// How old `watermark.timestamp` may be. `None`: no freshness check
-    /// (neither age nor [`MAX_CLOCK_SKEW`]).
-    pub max_age: Option<Duration>,
-    /// The current time, in seconds since the Unix epoch.
-    pub now_unix: i64,
-}
+/// What the decrypted data must say to be accepted: `watermark.appid` must
+/// equal `appid`; when `subject` is `Some` and the plaintext has an
+/// `openId`, the two must be equal; `watermark.timestamp` may be `max_age`
+/// old (`None`: no freshness check, neither age nor [`MAX_CLOCK_SKEW`]).
+pub use wxlogin_provider::Expectations;
 
 /// Decrypts WeChat's `encryptedData` with the user's `session_key` and the
 /// `iv` the client sent, and checks the result against `expect`.
@@ -88,8 +80,8 @@ pub struct Expectations<'a> {
 /// unpadding; UTF-8; a JSON object with `watermark.appid == expect.appid`
 /// and an integer `watermark.timestamp`, no older than `expect.max_age` and
 /// no more than [`MAX_CLOCK_SKEW`] ahead of `expect.now_unix`; and when
-/// both `expect.openid` and the plaintext's `openId` are present, they must
-/// be equal. Any of these failing is [`DecryptError::Invalid`].
+/// both `expect.subject` and the plaintext's `openId` are present, they
+/// must be equal. Any of these failing is [`DecryptError::Invalid`].
 ///
 /// Without a MAC, whoever picks the iv controls the first 16 plaintext
 /// bytes up to a known XOR: WeChat's `{"openId":"oGZUI` can become
@@ -128,7 +120,7 @@ pub fn decrypt(
     let map: Map<String, Value> = serde_json::from_str(text).map_err(|_| DecryptError::Invalid)?;
 
     check_watermark(&map, expect)?;
-    if let (Some(expected), Some(found)) = (expect.openid, map.get("openId"))
+    if let (Some(expected), Some(found)) = (expect.subject, map.get("openId"))
         && found.as_str() != Some(expected)
     {
         return Err(DecryptError::Invalid);
@@ -180,26 +172,26 @@ pub fn is_placeholder_avatar(url: &str) -> bool {
             .any(|segment| PLACEHOLDER_AVATAR_IDS.contains(&segment))
 }
 
+/// Phone fields from decrypted `getPhoneNumber` data (or the `phone_info`
+/// of `getuserphonenumber`).
+pub use wxlogin_provider::PhoneNumber;
 /// Profile fields from decrypted `getUserInfo` / `getUserProfile` data.
-/// Placeholders and empty values are `None`, so that callers never overwrite
-/// real stored values with them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserInfo {
-    pub nickname: Option<String>,
-    pub avatar_url: Option<String>,
-    /// 1 male, 2 female; WeChat's 0 (unknown) and anything else are `None`.
-    pub gender: Option<i32>,
-    pub country: Option<String>,
-    pub province: Option<String>,
-    pub city: Option<String>,
-    pub language: Option<String>,
-    pub unionid: Option<String>,
-    pub openid: Option<String>,
+pub use wxlogin_provider::Profile as UserInfo;
+
+/// Reads WeChat's fields out of decrypted data into a provider-neutral
+/// value.
+pub trait FromDecrypted: Sized {
+    /// The value, or why there is none.
+    type Read;
+    fn from_decrypted(map: &Map<String, Value>) -> Self::Read;
 }
 
-impl UserInfo {
-    /// Reads the profile fields of `map`, ignoring fields of the wrong type.
-    pub fn from_decrypted(map: &Map<String, Value>) -> UserInfo {
+impl FromDecrypted for UserInfo {
+    type Read = UserInfo;
+
+    /// Reads the profile fields of `map`, ignoring fields of the wrong
+    /// type; placeholders and empty values are `None`.
+    fn from_decrypted(map: &Map<String, Value>) -> UserInfo {
         let text = |field: Field| {
             map.get(field.name(Origin::WeChat))
                 .and_then(Value::as_str)
@@ -224,23 +216,13 @@ impl UserInfo {
     }
 }
 
-/// Phone fields from decrypted `getPhoneNumber` data (or the `phone_info`
-/// of `getuserphonenumber`). `Debug` shows only the last four digits, so
-/// that the number stays out of logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PhoneNumber {
-    /// With the country code for foreign numbers, e.g. `+1 202...`.
-    pub phone_number: String,
-    /// Without the country code.
-    pub pure_phone_number: String,
-    /// E.g. `86`; WeChat sends it as a string or a number.
-    pub country_code: String,
-}
+impl FromDecrypted for PhoneNumber {
+    type Read = Result<PhoneNumber, DecryptError>;
 
-impl PhoneNumber {
     /// Reads the phone fields of `map`; [`DecryptError::Invalid`] when one
-    /// is missing, empty or of the wrong type.
-    pub fn from_decrypted(map: &Map<String, Value>) -> Result<PhoneNumber, DecryptError> {
+    /// is missing, empty or of the wrong type. WeChat sends the country
+    /// code as a string or a number.
+    fn from_decrypted(map: &Map<String, Value>) -> Result<PhoneNumber, DecryptError> {
         let text = |field: Field| {
             map.get(field.name(Origin::WeChat))
                 .and_then(Value::as_str)
@@ -258,21 +240,6 @@ impl PhoneNumber {
             pure_phone_number: text(Field::PurePhoneNumber)?,
             country_code,
         })
-    }
-}
-
-impl std::fmt::Debug for PhoneNumber {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let digits = self.pure_phone_number.chars().count();
-        let last_four: String = self
-            .pure_phone_number
-            .chars()
-            .skip(digits.saturating_sub(4))
-            .collect();
-        f.debug_struct("PhoneNumber")
-            .field("country_code", &self.country_code)
-            .field("pure_phone_number", &format_args!("…{last_four}"))
-            .finish_non_exhaustive()
     }
 }
 
