@@ -100,98 +100,59 @@ impl UserApi {
     }
 }
 
-#[tonic::async_trait]
-impl UserService for UserApi {
-    #[tracing::instrument(
-        skip_all,
-        fields(appid = Empty, user_id = Empty, created = Empty, degraded = Empty)
-    )]
-    async fn upsert_user(
-        &self,
-        request: Request<UpsertUserRequest>,
-    ) -> Result<Response<UpsertUserResponse>, Status> {
-        Ok(Response::new(self.upsert(request.into_inner()).await?))
-    }
+/// How a call is served: by the method given its message, answering its
+/// message (`message`), or given the whole request (`request`).
+macro_rules! serve {
+    ($api:ident, $request:ident, message $method:ident) => {
+        Ok(Response::new($api.$method($request.into_inner()).await?))
+    };
+    ($api:ident, $request:ident, request $method:ident) => {
+        $api.$method($request).await
+    };
+}
 
+/// The one dispatch of `UserService`: each call, under its tracing span,
+/// to the method of the file that serves it.
+macro_rules! dispatch {
+    ($($(#[$attr:meta])* $rpc:ident($request:ty) -> $response:ty => $how:ident $method:ident;)*) => {
+        #[tonic::async_trait]
+        impl UserService for UserApi {
+            $(
+                $(#[$attr])*
+                async fn $rpc(
+                    &self,
+                    request: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    serve!(self, request, $how $method)
+                }
+            )*
+        }
+    };
+}
+
+dispatch! {
+    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty, created = Empty, degraded = Empty))]
+    upsert_user(UpsertUserRequest) -> UpsertUserResponse => message upsert;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn get_user(
-        &self,
-        request: Request<GetUserRequest>,
-    ) -> Result<Response<GetUserResponse>, Status> {
-        Ok(Response::new(self.get(request.into_inner()).await?))
-    }
-
+    get_user(GetUserRequest) -> GetUserResponse => message get;
     #[tracing::instrument(skip_all)]
-    async fn list_users_by_unionid(
-        &self,
-        request: Request<ListUsersByUnionidRequest>,
-    ) -> Result<Response<ListUsersByUnionidResponse>, Status> {
-        self.list_by_unionid(request).await
-    }
-
+    list_users_by_unionid(ListUsersByUnionidRequest) -> ListUsersByUnionidResponse => request list_by_unionid;
     #[tracing::instrument(skip_all)]
-    async fn list_users_by_phone(
-        &self,
-        request: Request<ListUsersByPhoneRequest>,
-    ) -> Result<Response<ListUsersByPhoneResponse>, Status> {
-        self.list_by_phone(request).await
-    }
-
+    list_users_by_phone(ListUsersByPhoneRequest) -> ListUsersByPhoneResponse => request list_by_phone;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn update_profile_from_encrypted(
-        &self,
-        request: Request<UpdateProfileFromEncryptedRequest>,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        self.profile_from_encrypted(request).await
-    }
-
+    update_profile_from_encrypted(UpdateProfileFromEncryptedRequest) -> UpdateUserResponse => request profile_from_encrypted;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn update_profile(
-        &self,
-        request: Request<UpdateProfileRequest>,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        self.profile(request).await
-    }
-
+    update_profile(UpdateProfileRequest) -> UpdateUserResponse => request profile;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn update_phone_from_encrypted(
-        &self,
-        request: Request<UpdatePhoneFromEncryptedRequest>,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        self.phone_from_encrypted(request).await
-    }
-
+    update_phone_from_encrypted(UpdatePhoneFromEncryptedRequest) -> UpdateUserResponse => request phone_from_encrypted;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn update_phone(
-        &self,
-        request: Request<UpdatePhoneRequest>,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        self.phone(request).await
-    }
-
+    update_phone(UpdatePhoneRequest) -> UpdateUserResponse => request phone;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn block_user(
-        &self,
-        request: Request<BlockUserRequest>,
-    ) -> Result<Response<BlockUserResponse>, Status> {
-        self.block(request).await
-    }
-
+    block_user(BlockUserRequest) -> BlockUserResponse => request block;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn unblock_user(
-        &self,
-        request: Request<UnblockUserRequest>,
-    ) -> Result<Response<UpdateUserResponse>, Status> {
-        self.unblock(request).await
-    }
-
+    unblock_user(UnblockUserRequest) -> UpdateUserResponse => request unblock;
     #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    async fn delete_user(
-        &self,
-        request: Request<DeleteUserRequest>,
-    ) -> Result<Response<DeleteUserResponse>, Status> {
-        self.delete_account(request).await
-    }
+    delete_user(DeleteUserRequest) -> DeleteUserResponse => request delete_account;
 }
 
 /// The user a request names by (appid, openid), both required.
