@@ -157,14 +157,7 @@ impl Error {
 
 /// The error and its causes on one line, without any URL.
 pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    redact(text)
+    redact(wxlogin_common::error_report(error))
 }
 
 /// `without_url` strips the URL from the outer error only; should a cause

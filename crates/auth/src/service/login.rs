@@ -101,6 +101,14 @@ impl Logins {
         }
     }
 
+    /// The configured appid `appid` names (empty: the default app's).
+    fn appid<'a>(&'a self, appid: &str) -> Result<&'a str, AuthError> {
+        self.apps
+            .get(appid)
+            .map(|app| app.appid.as_str())
+            .ok_or(AuthError::UnknownApp)
+    }
+
     /// Counts a code of `appid` from `client` that the provider refused (see
     /// [`Limiter::login_refused`]).
     pub async fn refused(&self, client: &Client, appid: &str) {
@@ -119,15 +127,12 @@ impl Logins {
         budgets: Option<LoginBudgets>,
         client: SessionClient,
     ) -> Outcome {
-        let app = self
-            .apps
-            .get(appid)
-            .ok_or(Arc::new(AuthError::UnknownApp))?;
+        let appid = self.appid(appid).map_err(Arc::new)?;
         validate_code(&login.code).map_err(Arc::new)?;
         if let Some(anonymous_code) = &login.anonymous_code {
             validate_code(anonymous_code).map_err(Arc::new)?;
         }
-        let key = (app.appid.clone(), login.code.clone());
+        let key = (appid.to_owned(), login.code.clone());
         let flight = {
             let mut in_flight = self
                 .in_flight
@@ -355,13 +360,10 @@ impl Logins {
         secrets: &CodeSecrets,
         client: SessionClient,
     ) -> Outcome {
-        let app = self
-            .apps
-            .get(appid)
-            .ok_or(Arc::new(AuthError::UnknownApp))?;
+        let appid = self.appid(appid).map_err(Arc::new)?;
         let session = self
             .provider
-            .exchange(&app.appid, login)
+            .exchange(appid, login)
             .await
             .map_err(|error| Arc::new(AuthError::from(error)))?;
         let openid = session.subject.id;
@@ -371,12 +373,12 @@ impl Logins {
         let session_key = session
             .session_secret
             .unwrap_or_else(|| SessionSecret::new(String::new()));
-        let token = Token::for_shard(wxlogin_redis::keys::shard(&app.appid, &openid))
+        let token = Token::for_shard(wxlogin_redis::keys::shard(appid, &openid))
             .map_err(|error| Arc::new(AuthError::Random(error.to_string())))?;
         let policy = self.stores.policy;
         let now = self.clock.unix_ms();
         let record = SessionRecord {
-            appid: app.appid.clone(),
+            appid: appid.to_owned(),
             openid,
             unionid: session.union_id,
             created_at_ms: now,
@@ -438,18 +440,18 @@ impl Logins {
         appid: &str,
         code: &str,
     ) -> Result<Option<(String, Option<LoginBudgets>)>, AuthError> {
-        let app = self.apps.get(appid).ok_or(AuthError::UnknownApp)?;
+        let appid = self.appid(appid)?;
         validate_code(code)?;
         let joins = self
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&(app.appid.clone(), code.to_owned()));
+            .contains_key(&(appid.to_owned(), code.to_owned()));
         if joins {
             return Ok(None);
         }
-        let budgets = self.limiter.login_budgets(client, &app.appid).await?;
-        Ok(Some((app.appid.clone(), budgets)))
+        let budgets = self.limiter.login_budgets(client, appid).await?;
+        Ok(Some((appid.to_owned(), budgets)))
     }
 }
 
