@@ -111,14 +111,15 @@ macro_rules! serve {
     };
 }
 
-/// The one dispatch of `UserService`: each call, under its tracing span,
-/// to the method of the file that serves it.
+/// The one dispatch of `UserService`: each call, under a span of its name
+/// with the fields it records (empty until it does), to the method of the
+/// file that serves it.
 macro_rules! dispatch {
-    ($($(#[$attr:meta])* $rpc:ident($request:ty) -> $response:ty => $how:ident $method:ident;)*) => {
+    ($($rpc:ident($request:ty) -> $response:ty => $how:ident $method:ident [$($field:ident),*];)*) => {
         #[tonic::async_trait]
         impl UserService for UserApi {
             $(
-                $(#[$attr])*
+                #[tracing::instrument(skip_all, fields($($field = Empty),*))]
                 async fn $rpc(
                     &self,
                     request: Request<$request>,
@@ -131,28 +132,17 @@ macro_rules! dispatch {
 }
 
 dispatch! {
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty, created = Empty, degraded = Empty))]
-    upsert_user(UpsertUserRequest) -> UpsertUserResponse => message upsert;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    get_user(GetUserRequest) -> GetUserResponse => message get;
-    #[tracing::instrument(skip_all)]
-    list_users_by_unionid(ListUsersByUnionidRequest) -> ListUsersByUnionidResponse => request list_by_unionid;
-    #[tracing::instrument(skip_all)]
-    list_users_by_phone(ListUsersByPhoneRequest) -> ListUsersByPhoneResponse => request list_by_phone;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    update_profile_from_encrypted(UpdateProfileFromEncryptedRequest) -> UpdateUserResponse => request profile_from_encrypted;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    update_profile(UpdateProfileRequest) -> UpdateUserResponse => request profile;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    update_phone_from_encrypted(UpdatePhoneFromEncryptedRequest) -> UpdateUserResponse => request phone_from_encrypted;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    update_phone(UpdatePhoneRequest) -> UpdateUserResponse => request phone;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    block_user(BlockUserRequest) -> BlockUserResponse => request block;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    unblock_user(UnblockUserRequest) -> UpdateUserResponse => request unblock;
-    #[tracing::instrument(skip_all, fields(appid = Empty, user_id = Empty))]
-    delete_user(DeleteUserRequest) -> DeleteUserResponse => request delete_account;
+    upsert_user(UpsertUserRequest) -> UpsertUserResponse => message upsert [appid, user_id, created, degraded];
+    get_user(GetUserRequest) -> GetUserResponse => message get [appid, user_id];
+    list_users_by_unionid(ListUsersByUnionidRequest) -> ListUsersByUnionidResponse => request list_by_unionid [];
+    list_users_by_phone(ListUsersByPhoneRequest) -> ListUsersByPhoneResponse => request list_by_phone [];
+    update_profile_from_encrypted(UpdateProfileFromEncryptedRequest) -> UpdateUserResponse => request profile_from_encrypted [appid, user_id];
+    update_profile(UpdateProfileRequest) -> UpdateUserResponse => request profile [appid, user_id];
+    update_phone_from_encrypted(UpdatePhoneFromEncryptedRequest) -> UpdateUserResponse => request phone_from_encrypted [appid, user_id];
+    update_phone(UpdatePhoneRequest) -> UpdateUserResponse => request phone [appid, user_id];
+    block_user(BlockUserRequest) -> BlockUserResponse => request block [appid, user_id];
+    unblock_user(UnblockUserRequest) -> UpdateUserResponse => request unblock [appid, user_id];
+    delete_user(DeleteUserRequest) -> DeleteUserResponse => request delete_account [appid, user_id];
 }
 
 /// The user a request names by (appid, openid), both required.
