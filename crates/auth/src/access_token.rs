@@ -22,7 +22,9 @@ use std::{
 
 use async_trait::async_trait;
 use wxlogin_provider::ProviderError;
-use wxlogin_wechat::{AccessToken, AccessTokenSource, AppCredentials, Client as Wechat};
+use wxlogin_wechat::{
+    AccessToken, AccessTokenSource, AppCredentials, Client as Wechat, IssuedToken,
+};
 
 use wxlogin_common::clock::Clock;
 
@@ -38,11 +40,34 @@ const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How often a caller waiting for another's fetch looks again.
 const POLL: Duration = Duration::from_millis(25);
 
+/// Where fresh tokens come from: WeChat's `stable_token` (a seam, so that
+/// the refresh can be tested on paused time).
+#[async_trait]
+pub trait TokenIssuer: Send + Sync {
+    /// The app's current token (a new one when `force_refresh`).
+    async fn issue(
+        &self,
+        app: &AppCredentials,
+        force_refresh: bool,
+    ) -> Result<IssuedToken, wxlogin_wechat::Error>;
+}
+
+#[async_trait]
+impl TokenIssuer for Wechat {
+    async fn issue(
+        &self,
+        app: &AppCredentials,
+        force_refresh: bool,
+    ) -> Result<IssuedToken, wxlogin_wechat::Error> {
+        self.stable_token(app, force_refresh).await
+    }
+}
+
 #[derive(Clone)]
 pub struct AccessTokens {
     store: Arc<dyn AccessTokenCache>,
     clock: Clock,
-    wechat: Wechat,
+    issuer: Arc<dyn TokenIssuer>,
     /// One fetch at a time per app within this instance.
     local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// How long a caller waits for someone else's fetch before giving up.
@@ -56,14 +81,14 @@ fn lock_name(appid: &str) -> String {
 impl AccessTokens {
     pub fn new(
         store: Arc<dyn AccessTokenCache>,
-        wechat: Wechat,
+        issuer: Arc<dyn TokenIssuer>,
         wechat_timeout: Duration,
         clock: Clock,
     ) -> Self {
         AccessTokens {
             store,
             clock,
-            wechat,
+            issuer,
             local: Arc::default(),
             wait: wechat_timeout + LOCK_TTL,
         }
@@ -192,12 +217,12 @@ impl AccessTokens {
         app: &AppCredentials,
         refused: Option<&str>,
     ) -> Result<AccessToken, AuthError> {
-        let mut issued = self.wechat.stable_token(app, false).await.map_err(wechat)?;
+        let mut issued = self.issuer.issue(app, false).await.map_err(wechat)?;
         if refused == Some(issued.token.expose()) {
             // stable_token hands out the same token while WeChat thinks it
             // valid; we know better: force a new one (rate-limited by WeChat,
             // so only here).
-            issued = self.wechat.stable_token(app, true).await.map_err(wechat)?;
+            issued = self.issuer.issue(app, true).await.map_err(wechat)?;
         }
         let now = self.clock.unix_ms();
         let lifetime = u64::try_from(issued.expires_in.as_millis()).unwrap_or(u64::MAX);
@@ -241,5 +266,101 @@ fn lend(error: AuthError) -> ProviderError {
     match error {
         AuthError::Provider(error) => error,
         own => ProviderError::host(wxlogin_wechat::NAME, own),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::store::memory::MemoryAccessTokens;
+
+    /// Tokens that live `lifetime`, counted.
+    struct Counting {
+        issued: AtomicU32,
+        lifetime: Duration,
+    }
+
+    #[async_trait]
+    impl TokenIssuer for Counting {
+        async fn issue(
+            &self,
+            _app: &AppCredentials,
+            _force_refresh: bool,
+        ) -> Result<IssuedToken, wxlogin_wechat::Error> {
+            let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            // WeChat takes a while.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(IssuedToken {
+                token: AccessToken::new(format!("token-{n}")),
+                expires_in: self.lifetime,
+            })
+        }
+    }
+
+    /// One instance refreshes the token ahead of expiry while every caller,
+    /// on every instance, goes on with the current one.
+    #[tokio::test(start_paused = true)]
+    async fn one_instance_refreshes_ahead_of_expiry_and_nobody_waits_for_it() {
+        // Arrange: two instances sharing one cache; tokens live 6 s, so a
+        // refresh is due after 3 s.
+        let clock = Clock::following_tokio();
+        let cache: Arc<dyn AccessTokenCache> = Arc::new(MemoryAccessTokens::new(clock.clone()));
+        let issuer = Arc::new(Counting {
+            issued: AtomicU32::new(0),
+            lifetime: Duration::from_secs(6),
+        });
+        let instance = || {
+            AccessTokens::new(
+                cache.clone(),
+                issuer.clone(),
+                Duration::from_secs(1),
+                clock.clone(),
+            )
+        };
+        let (first, second) = (instance(), instance());
+        let app = AppCredentials::new("wxa", "secret");
+        let cold = first.get(&app).await.unwrap();
+        assert_eq!(cold.expose(), "token-1");
+
+        // Act: ten calls on both instances inside the refresh window.
+        tokio::time::advance(Duration::from_millis(3_200)).await;
+        let calls = (0..10).map(|i| {
+            let instance = if i % 2 == 0 { &first } else { &second };
+            instance.get(&app)
+        });
+        let answers = futures::future::join_all(calls).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Assert: all served with the current token at once; one refresh
+        // in all, which the next call gets.
+        for answer in answers {
+            assert_eq!(answer.unwrap().expose(), "token-1");
+        }
+        assert_eq!(issuer.issued.load(Ordering::SeqCst), 2);
+        assert_eq!(second.get(&app).await.unwrap().expose(), "token-2");
+    }
+
+    /// A cold cache is filled by one fetch that every caller waits for.
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_cache_is_filled_once() {
+        let clock = Clock::following_tokio();
+        let issuer = Arc::new(Counting {
+            issued: AtomicU32::new(0),
+            lifetime: Duration::from_secs(7200),
+        });
+        let tokens = AccessTokens::new(
+            Arc::new(MemoryAccessTokens::new(clock.clone())),
+            issuer.clone(),
+            Duration::from_secs(1),
+            clock,
+        );
+        let app = AppCredentials::new("wxa", "secret");
+        let answers = futures::future::join_all((0..8).map(|_| tokens.get(&app))).await;
+        for answer in answers {
+            assert_eq!(answer.unwrap().expose(), "token-1");
+        }
+        assert_eq!(issuer.issued.load(Ordering::SeqCst), 1);
     }
 }

@@ -82,7 +82,7 @@ impl Application {
         let wechat = wxlogin_wechat::Client::new(config.wechat.clone())?;
         let access_tokens = access_token::AccessTokens::new(
             stores.access_tokens.clone(),
-            wechat.clone(),
+            Arc::new(wechat.clone()),
             config.wechat.timeout,
             clock.clone(),
         );
