@@ -37,12 +37,7 @@ pub(crate) fn parse_check_session(status: StatusCode, body: &[u8]) -> Result<boo
     if answer.errcode == Some(INVALID_SIGNATURE) {
         return Ok(false);
     }
-    wire::check_errcode(
-        status,
-        answer.errcode,
-        answer.errmsg,
-        Error::from_access_token_errcode,
-    )?;
+    wire::check_token_errcode(status, answer.errcode, answer.errmsg)?;
     Ok(true)
 }
 

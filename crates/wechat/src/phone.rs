@@ -56,12 +56,7 @@ struct RawPhoneInfo {
 /// Reads `getuserphonenumber`'s answer.
 pub(crate) fn parse_phone_number(status: StatusCode, body: &[u8]) -> Result<PhoneInfo, Error> {
     let answer: RawAnswer = wire::parse_json(status, body, "getuserphonenumber")?;
-    wire::check_errcode(
-        status,
-        answer.errcode,
-        answer.errmsg,
-        Error::from_access_token_errcode,
-    )?;
+    wire::check_token_errcode(status, answer.errcode, answer.errmsg)?;
     let info = answer
         .phone_info
         .ok_or_else(|| Error::InvalidResponse("success without phone_info".to_owned()))?;

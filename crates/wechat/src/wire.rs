@@ -46,6 +46,16 @@ pub(crate) fn check_errcode(
     Ok(())
 }
 
+/// [`check_errcode`] for the endpoints that take an access_token, whose
+/// errcodes say whether WeChat refused the token.
+pub(crate) fn check_token_errcode(
+    status: StatusCode,
+    errcode: Option<i64>,
+    errmsg: Option<String>,
+) -> Result<(), Error> {
+    check_errcode(status, errcode, errmsg, Error::from_access_token_errcode)
+}
+
 /// `value`, unless it is absent or empty.
 pub(crate) fn present(value: Option<String>) -> Option<String> {
     value.filter(|value| !value.is_empty())
