@@ -45,7 +45,7 @@ struct Inner {
     up: watch::Sender<bool>,
     /// Wakes the probe.
     suspected: Notify,
-    /// When the dependency was last seen down, in milliseconds after
+    /// When the dependency was last seen down, in microseconds after
     /// `epoch` plus one (0: never).
     last_seen_down: AtomicU64,
     epoch: Instant,
@@ -122,24 +122,40 @@ impl Breaker {
     }
 
     fn seen_down(&self) {
-        let since_epoch = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let since_epoch = u64::try_from(self.inner.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.inner
             .last_seen_down
             .store(since_epoch.saturating_add(1), Ordering::Relaxed);
     }
 
     /// Whether a connection idle for `idle_for` has been idle since before
-    /// the dependency was last seen down: it may have been cut, and is
-    /// worth a ping before it carries a request.
+    /// the dependency was last seen down, or since just after
+    /// ([`SEEN_DOWN_GRACE`]): it may have been cut, and is worth a ping
+    /// before it carries a request.
     pub fn idle_across_an_outage(&self, idle_for: Duration) -> bool {
         match self.inner.last_seen_down.load(Ordering::Relaxed) {
             0 => false,
             seen_plus_one => {
-                let seen = Duration::from_millis(seen_plus_one - 1);
-                self.inner.epoch.elapsed().saturating_sub(seen) <= idle_for
+                let seen = Duration::from_micros(seen_plus_one - 1);
+                let since_seen = self.inner.epoch.elapsed().saturating_sub(seen);
+                idle_since_about(since_seen, idle_for)
             }
         }
     }
+}
+
+/// How long after the dependency was seen down a connection that went idle
+/// is still suspect. Seeing it down lags the outage, and a connection can
+/// pass its check on release in the instant before the server (or the
+/// network) drops it: seen in a test that cuts MySQL while a connection goes
+/// back to the pool, where the connection went idle 1 ms before the probe
+/// saw the outage and failed the next request it carried.
+pub const SEEN_DOWN_GRACE: Duration = Duration::from_millis(100);
+
+/// Whether a connection idle for `idle_for` went idle before, or within
+/// [`SEEN_DOWN_GRACE`] after, the moment `since_seen` ago.
+fn idle_since_about(since_seen: Duration, idle_for: Duration) -> bool {
+    since_seen <= idle_for.saturating_add(SEEN_DOWN_GRACE)
 }
 
 #[cfg(test)]
@@ -169,9 +185,20 @@ mod tests {
         assert!(!breaker.idle_across_an_outage(Duration::from_secs(3600)));
         breaker.mark_down(&"test");
         breaker.mark_up();
-        std::thread::sleep(Duration::from_millis(20));
         assert!(breaker.idle_across_an_outage(Duration::from_secs(3600)));
-        assert!(!breaker.idle_across_an_outage(Duration::ZERO));
+        // Gone idle just after the outage was seen: still suspect.
+        assert!(breaker.idle_across_an_outage(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_connection_gone_idle_well_after_the_outage_was_seen_is_not_suspect() {
+        let ms = Duration::from_millis;
+        // Idle since 1 ms before it was seen down, or since 1 ms after.
+        assert!(idle_since_about(ms(300), ms(301)));
+        assert!(idle_since_about(ms(300), ms(299)));
+        assert!(idle_since_about(ms(300), ms(300) - SEEN_DOWN_GRACE));
+        assert!(!idle_since_about(ms(300), ms(299) - SEEN_DOWN_GRACE));
+        assert!(!idle_since_about(ms(3_000), ms(10)));
     }
 
     #[tokio::test]
