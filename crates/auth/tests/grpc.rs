@@ -37,6 +37,21 @@ impl Harness {
     fn client_as(&self, credential: Credential) -> AuthServiceClient<Authed> {
         AuthServiceClient::new(channel(self.addr, credential))
     }
+
+    /// Logs in with `code` at the default app and answers the session token.
+    async fn log_in(&self, code: String) -> String {
+        self.client
+            .clone()
+            .login(LoginRequest {
+                appid: String::new(),
+                code,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
 }
 
 async fn start() -> Harness {
@@ -317,19 +332,9 @@ async fn twenty_phone_requests_on_two_instances_fetch_one_access_token() {
     // WeChat slow enough that the requests overlap.
     let h = start().await;
     let second = instance(&h.sim, &h._redis).await;
-    let minted = h.sim.sim.mint_code(MintCode::default());
     let token = h
-        .client
-        .clone()
-        .login(LoginRequest {
-            appid: String::new(),
-            code: minted.code,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+        .log_in(h.sim.sim.mint_code(MintCode::default()).code)
+        .await;
     h.sim.sim.set_latency(std::time::Duration::from_millis(150));
     let calls = (0..20).map(|i| {
         let mut client = if i % 2 == 0 {
@@ -361,17 +366,7 @@ async fn twenty_phone_requests_on_two_instances_fetch_one_access_token() {
 async fn the_session_key_is_for_the_user_service_and_stale_after_a_newer_login() {
     let mut h = start().await;
     let first = h.sim.sim.mint_code(MintCode::default());
-    let token = h
-        .client
-        .login(LoginRequest {
-            appid: String::new(),
-            code: first.code,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = h.log_in(first.code).await;
     let mut user_service = h.client_as(Credential::user_service());
     let key = user_service
         .get_session_key(GetSessionKeyRequest {
@@ -447,19 +442,9 @@ async fn one_instance_refreshes_the_access_token_ahead_of_expiry() {
     h.sim
         .sim
         .set_access_token_ttl(std::time::Duration::from_secs(6));
-    let minted = h.sim.sim.mint_code(MintCode::default());
     let token = h
-        .client
-        .clone()
-        .login(LoginRequest {
-            appid: String::new(),
-            code: minted.code,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+        .log_in(h.sim.sim.mint_code(MintCode::default()).code)
+        .await;
     let phone = |mut client: AuthServiceClient<Authed>| {
         let code = h.sim.sim.mint_phone_code(MintPhoneCode::default()).code;
         let token = token.clone();

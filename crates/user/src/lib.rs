@@ -173,15 +173,15 @@ impl Application {
                 journal::Journal::new(cache.guard().clone(), &self.redis_key_prefix, repo.clone());
             tokio::spawn(journal.run(journal_stopped))
         });
-        let api = UserApi::new(
+        let api = UserApi {
             repo,
-            self.auth,
-            self.watermark_max_age,
-            self.cache,
-            self.sealer.keys().clone(),
+            auth: self.auth,
+            watermark_max_age: self.watermark_max_age,
+            cache: self.cache,
+            keys: self.sealer.keys().clone(),
             // The user service asks WeChat nothing: it only opens data.
-            std::sync::Arc::new(wxlogin_wechat::MiniProgram::offline()),
-        );
+            provider: std::sync::Arc::new(wxlogin_wechat::MiniProgram::offline()),
+        };
         let served = wxlogin_common::grpc::server()
             .layer(wxlogin_common::metrics::grpc_server_layer("user"))
             .layer(wxlogin_common::request_id::grpc_trace_layer("user"))

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use wxlogin_wechat::{
-    AccessToken, AppCredentials, Client, ClientConfig, Error, PhoneInfo, SessionKey, Watermark,
+    AccessToken, AppCredentials, Client, ClientConfig, Error, SessionKey, Watermark,
 };
 use wxlogin_wechat_sim::{
     DEFAULT_APPID, DEFAULT_SECRET, Fault, MintCode, MintPhoneCode, RunningSimulator, SimConfig,
@@ -213,29 +213,6 @@ async fn a_late_answer_is_a_timeout_and_is_not_retried() {
 }
 
 #[tokio::test]
-async fn a_closed_port_is_unreachable() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let client = Client::new(ClientConfig {
-        base_url: format!("http://127.0.0.1:{port}"),
-        timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_millis(500),
-    })
-    .unwrap();
-    let app = AppCredentials::new(DEFAULT_APPID, DEFAULT_SECRET);
-
-    let error = client
-        .code2session(&app, "0123456789abcdefABCDEF0123456789")
-        .await
-        .unwrap_err();
-
-    assert!(matches!(error, Error::Unreachable), "{error:?}");
-    assert_leaks_nothing(&error);
-}
-
-#[tokio::test]
 async fn clones_share_the_client_and_work_concurrently() {
     let test = TestApp::spawn().await;
     let codes: Vec<String> = (0..8).map(|_| test.mint()).collect();
@@ -319,15 +296,12 @@ async fn a_phone_code_gives_the_number_with_a_string_country_code() {
     };
     assert_eq!(appid, DEFAULT_APPID);
     assert!(timestamp > 1_600_000_000, "{timestamp}");
-    assert_eq!(
-        info,
-        PhoneInfo {
-            phone_number: "13800138000".to_owned(),
-            pure_phone_number: "13800138000".to_owned(),
-            country_code: "86".to_owned(),
-            watermark: info.watermark.clone(),
-        }
+    let number = (
+        info.phone_number.as_str(),
+        info.pure_phone_number.as_str(),
+        info.country_code.as_str(),
     );
+    assert_eq!(number, ("13800138000", "13800138000", "86"));
 }
 
 #[tokio::test]
@@ -599,6 +573,10 @@ async fn a_closed_port_is_unreachable_for_every_endpoint() {
     let token = AccessToken::new("closed0port0token".to_owned());
 
     let errors = [
+        client
+            .code2session(&app, "0123456789abcdefABCDEF0123456789")
+            .await
+            .unwrap_err(),
         client.stable_token(&app, false).await.unwrap_err(),
         client
             .phone_number(&token, "0123456789abcdef", None)

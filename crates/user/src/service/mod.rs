@@ -50,35 +50,20 @@ pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 /// the session_keys. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UserApi {
-    repo: UserRepo,
-    auth: Upstream,
-    watermark_max_age: Option<Duration>,
-    cache: Option<UserCache>,
+    pub(crate) repo: UserRepo,
+    /// The auth service, which holds the session_keys.
+    pub(crate) auth: Upstream,
+    /// How old a watermark may be; `None`: not checked.
+    pub(crate) watermark_max_age: Option<Duration>,
+    /// The shared cache of users, when Redis is configured.
+    pub(crate) cache: Option<UserCache>,
     /// What the callers' copies of users are sealed with.
-    keys: DataKeys,
+    pub(crate) keys: DataKeys,
     /// What opens and reads the data the login provider sealed.
-    provider: Arc<dyn LoginProvider>,
+    pub(crate) provider: Arc<dyn LoginProvider>,
 }
 
 impl UserApi {
-    pub fn new(
-        repo: UserRepo,
-        auth: Upstream,
-        watermark_max_age: Option<Duration>,
-        cache: Option<UserCache>,
-        keys: DataKeys,
-        provider: Arc<dyn LoginProvider>,
-    ) -> Self {
-        UserApi {
-            repo,
-            auth,
-            watermark_max_age,
-            cache,
-            keys,
-            provider,
-        }
-    }
-
     fn auth_client(&self) -> AuthServiceClient<UpstreamChannel> {
         AuthServiceClient::new(self.auth.channel())
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::sweep::Sweep;
 
 /// The identity behind a code, handed out once.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub openid: String,
     pub unionid: Option<String>,
@@ -35,7 +35,7 @@ pub(crate) struct PhoneRecord {
 }
 
 /// What presenting a single-use code gave.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Taken<T> {
     Ok(T),
     /// Unknown, expired, or minted for another app: 40029.

@@ -12,22 +12,24 @@ fn minted(code: &str, appid: &str, openid: &str, key: &str) -> Minted {
     }
 }
 
+/// Tokens that live `ttl_secs` and are refused as soon as they are replaced.
+fn without_grace(ttl_secs: u64) -> TokenLifetimes {
+    TokenLifetimes {
+        ttl: Duration::from_secs(ttl_secs),
+        grace: Duration::ZERO,
+    }
+}
+
 #[test]
 fn a_code_is_exchanged_once_for_its_app_only() {
     let now = Instant::now();
     let mut state = State::new();
     state.insert_code(&minted("c1", "wxa", "o1", "k1"), None, now);
 
-    assert!(matches!(
-        state.exchange("wxb", "c1", now),
-        Exchange::Invalid
-    ));
+    assert_eq!(state.exchange("wxb", "c1", now), Exchange::Invalid);
     assert!(matches!(state.exchange("wxa", "c1", now), Exchange::Ok(id) if id.openid == "o1"));
-    assert!(matches!(state.exchange("wxa", "c1", now), Exchange::Used));
-    assert!(matches!(
-        state.exchange("wxa", "nope", now),
-        Exchange::Invalid
-    ));
+    assert_eq!(state.exchange("wxa", "c1", now), Exchange::Used);
+    assert_eq!(state.exchange("wxa", "nope", now), Exchange::Invalid);
 }
 
 #[test]
@@ -41,10 +43,7 @@ fn an_expired_code_is_invalid_even_when_used() {
         now,
     );
     assert!(matches!(state.exchange("wxa", "c1", now), Exchange::Ok(_)));
-    assert!(matches!(
-        state.exchange("wxa", "c1", later),
-        Exchange::Invalid
-    ));
+    assert_eq!(state.exchange("wxa", "c1", later), Exchange::Invalid);
 }
 
 #[test]
@@ -153,22 +152,12 @@ fn a_classic_token_is_new_each_time_and_leaves_stable_ones_alone() {
     let stable = state
         .tokens
         .issue("wxa", TokenKind::Stable, false, LIFETIMES, &mut tokens, now);
-    let one = state.tokens.issue(
-        "wxa",
-        TokenKind::Classic,
-        false,
-        LIFETIMES,
-        &mut tokens,
-        now,
-    );
-    let two = state.tokens.issue(
-        "wxa",
-        TokenKind::Classic,
-        false,
-        LIFETIMES,
-        &mut tokens,
-        now,
-    );
+    let [one, two] = [(); 2].map(|()| {
+        let classic = TokenKind::Classic;
+        state
+            .tokens
+            .issue("wxa", classic, false, LIFETIMES, &mut tokens, now)
+    });
 
     assert_ne!(one.access_token, two.access_token);
     let later = now + Duration::from_secs(301);
@@ -183,10 +172,7 @@ fn a_classic_token_is_new_each_time_and_leaves_stable_ones_alone() {
 #[test]
 fn tokens_expire_invalidate_and_belong_to_their_app() {
     let now = Instant::now();
-    let short = TokenLifetimes {
-        ttl: Duration::from_secs(10),
-        grace: Duration::ZERO,
-    };
+    let short = without_grace(10);
     let mut state = State::new();
     let mut tokens = counter();
     let a = state
@@ -230,10 +216,7 @@ fn tokens_expire_invalidate_and_belong_to_their_app() {
 #[test]
 fn replaced_tokens_are_swept_as_the_map_grows() {
     let now = Instant::now();
-    let no_grace = TokenLifetimes {
-        ttl: Duration::from_secs(7200),
-        grace: Duration::ZERO,
-    };
+    let no_grace = without_grace(7200);
     let mut state = State::new();
     let mut tokens = counter();
     for _ in 0..(MIN_SWEEP_AT * 3) {
@@ -276,10 +259,7 @@ fn a_phone_code_is_exchanged_once_for_its_app_only() {
         Taken::Used
     ));
     // Login codes and phone codes are different things.
-    assert!(matches!(
-        state.exchange("wxa", "p1", now),
-        Exchange::Invalid
-    ));
+    assert_eq!(state.exchange("wxa", "p1", now), Exchange::Invalid);
 }
 
 #[test]

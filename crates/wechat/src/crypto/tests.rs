@@ -75,6 +75,28 @@ fn expect(max_age: Option<Duration>) -> Expectations<'static> {
     }
 }
 
+/// What a login of `OPENID` at `appid` expects: a watermark at most an
+/// hour old.
+fn expect_hour_old(appid: &str) -> Expectations<'_> {
+    Expectations {
+        appid,
+        subject: Some(OPENID),
+        max_age: Some(Duration::from_secs(3600)),
+        now_unix: NOW,
+    }
+}
+
+/// Each of `plains`, sealed as WeChat would, decrypts to `Invalid`.
+fn assert_each_invalid<const N: usize>(plains: [String; N]) {
+    for plain in plains {
+        assert_eq!(
+            decrypt_fixture(&plain, &expect(None)),
+            Err(DecryptError::Invalid),
+            "{plain:?}"
+        );
+    }
+}
+
 fn decrypt_fixture(plain: &str, expect: &Expectations) -> Result<Map<String, Value>, DecryptError> {
     decrypt(
         &key_b64(&KEY),
@@ -514,7 +536,7 @@ fn non_utf8_is_invalid() {
 #[test]
 fn non_json_or_non_object_is_invalid() {
     let watermarked = plaintext(APPID, NOW, "");
-    for plain in [
+    assert_each_invalid([
         String::new(),
         "hello".to_owned(),
         "null".to_owned(),
@@ -524,18 +546,12 @@ fn non_json_or_non_object_is_invalid() {
         format!("{watermarked} trailing"),
         format!("{watermarked}{watermarked}"),
         watermarked[..watermarked.len() - 1].to_owned(),
-    ] {
-        assert_eq!(
-            decrypt_fixture(&plain, &expect(None)),
-            Err(DecryptError::Invalid),
-            "{plain:?}"
-        );
-    }
+    ]);
 }
 
 #[test]
 fn missing_or_malformed_watermark_is_invalid() {
-    for plain in [
+    assert_each_invalid([
         format!(r#"{{"openId":"{OPENID}"}}"#),
         "{}".to_owned(),
         r#"{"watermark":null}"#.to_owned(),
@@ -547,13 +563,7 @@ fn missing_or_malformed_watermark_is_invalid() {
         format!(r#"{{"watermark":{{"appid":"{APPID}","timestamp":1e400}}}}"#),
         r#"{"watermark":{"appid":null,"timestamp":1700000000}}"#.to_owned(),
         format!(r#"{{"Watermark":{{"appid":"{APPID}","timestamp":1700000000}}}}"#),
-    ] {
-        assert_eq!(
-            decrypt_fixture(&plain, &expect(None)),
-            Err(DecryptError::Invalid),
-            "{plain:?}"
-        );
-    }
+    ]);
 }
 
 #[test]
@@ -901,12 +911,7 @@ proptest! {
     #[test]
     fn sealed_objects_round_trip((key, iv, appid, offset, rest) in arb_sealed()) {
         let plain = plaintext(&appid, NOW + offset, &format!(r#"{rest},"openId":"{OPENID}""#));
-        let expect = Expectations {
-            appid: &appid,
-            subject: Some(OPENID),
-            max_age: Some(Duration::from_secs(3600)),
-            now_unix: NOW,
-        };
+        let expect = expect_hour_old(&appid);
         let sealed = seal(&key, &iv, plain.as_bytes());
         let map = decrypt(&key_b64(&key), &sealed, &key_b64(&iv), &expect).unwrap();
         let expected: Map<String, Value> = serde_json::from_str(&plain).unwrap();
@@ -941,12 +946,7 @@ proptest! {
     ) {
         let rest = if openid_present { format!(r#"{rest},"openId":"{OPENID}""#) } else { rest };
         let plain = plaintext(&appid, NOW + offset, &rest);
-        let expect = Expectations {
-            appid: &appid,
-            subject: Some(OPENID),
-            max_age: Some(Duration::from_secs(3600)),
-            now_unix: NOW,
-        };
+        let expect = expect_hour_old(&appid);
         let sealed = seal(&key, &iv, plain.as_bytes());
         let bits = STANDARD.decode(&sealed).unwrap().len() * 8;
         let flipped = flip_bit(&sealed, bit.index(bits));
