@@ -24,6 +24,7 @@ use crate::{
 };
 
 mod gather;
+mod one_connection;
 mod statements;
 mod upsert;
 mod write;

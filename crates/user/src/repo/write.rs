@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter,
+    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, QueryTrait,
     sea_query::{Expr, Func},
 };
 
@@ -73,11 +73,16 @@ impl UserRepo {
                 Func::coalesce([Expr::col(Column::Unionid), Expr::value(unionid.clone())]).into(),
             );
         }
-        let result = statement.exec(&self.db).await?;
-        if result.rows_affected == 0 {
+        let backend = self.db.get_database_backend();
+        let read = user::Entity::find()
+            .filter(Column::Appid.eq(appid))
+            .filter(Column::Openid.eq(openid))
+            .limit(1)
+            .build(backend);
+        let Some(row) = self.write_then_read(statement.build(backend), read).await? else {
             return Ok(None);
-        }
-        self.get_by_openid_now(appid, openid).await
+        };
+        self.revealed(Some(user::Model::from_query_result(&row, "")?))
     }
 
     /// Blocks (`Some(at)`) or unblocks (`None`) the user with this id: the
