@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, QueryTrait,
+    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryResult, QuerySelect, QueryTrait,
     sea_query::{Expr, Func},
 };
 
@@ -79,10 +79,15 @@ impl UserRepo {
             .filter(Column::Openid.eq(openid))
             .limit(1)
             .build(backend);
-        let Some(row) = self.write_then_read(statement.build(backend), read).await? else {
-            return Ok(None);
-        };
-        self.revealed(Some(user::Model::from_query_result(&row, "")?))
+        self.read_back(self.write_then_read(statement.build(backend), read).await?)
+    }
+
+    /// The user in `row` (read back after a write), revealed.
+    fn read_back(&self, row: Option<QueryResult>) -> Result<Option<user::Model>, Error> {
+        let row = row
+            .map(|row| user::Model::from_query_result(&row, ""))
+            .transpose()?;
+        self.revealed(row)
     }
 
     /// Blocks (`Some(at)`) or unblocks (`None`) the user with this id: the
@@ -102,13 +107,14 @@ impl UserRepo {
                     }
                     None => Expr::value(Option::<DateTime<Utc>>::None),
                 };
-                user::Entity::update_many()
+                let backend = self.db.get_database_backend();
+                let write = user::Entity::update_many()
                     .filter(Column::Id.eq(id))
                     .col_expr(Column::BlockedAt, blocked)
                     .col_expr(Column::UpdatedAt, Expr::value(now()))
-                    .exec(&self.db)
-                    .await?;
-                self.get_by_id_now(id).await
+                    .build(backend);
+                let read = user::Entity::find_by_id(id).build(backend);
+                self.read_back(self.write_then_read(write, read).await?)
             })
             .await
     }
