@@ -5,7 +5,8 @@
 //!
 //! Split by concern: this module holds the repository and its reads;
 //! `upsert` registers logins (gathered by `gather` on MySQL), `write`
-//! changes rows, and `statements` builds the hand-written SQL. It must not
+//! changes rows (reading each back on its write's connection, see
+//! `one_connection`), and `statements` builds the hand-written SQL. It must not
 //! know about gRPC or the cache: the service decides what a row becomes.
 
 use std::time::Duration;
