@@ -28,6 +28,9 @@ impl UserRepo {
             }
             return self.db.query_one_raw(read).await;
         }
+        // The errors are sea-orm's for the same failures (its driver's
+        // mapping), so that `crate::error` tells an outage from a refusal as
+        // for any other statement.
         let mut connection = self
             .db
             .get_mysql_connection_pool()
@@ -54,10 +57,6 @@ impl UserRepo {
         Ok(row.map(QueryResult::from))
     }
 }
-
-// The errors are sea-orm's for the same failures (its driver's mapping),
-// so that `crate::error` tells an outage from a refusal as for any other
-// statement.
 
 /// `statement` as sqlx runs it (a prepared statement, cached on the
 /// connection), as sea-orm does.
