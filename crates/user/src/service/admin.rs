@@ -1,20 +1,19 @@
 //! The team's RPCs: `BlockUser`, `UnblockUser` and `DeleteUser`. Each ends
-//! the user's sessions through auth; a block and a deletion run to
-//! completion even when their caller goes away.
+//! the user's sessions through auth; each runs to completion even when its
+//! caller goes away.
 
 use tonic::{Request, Response, Status};
 use wxlogin_common::grpc;
 use wxlogin_proto::{audit, audit::Event};
 use wxlogin_proto::{
     auth::v1::{ForgetUserRequest, RevokeSessionsRequest},
-    reason::Reason,
     user::v1::{
         BlockUserRequest, BlockUserResponse, DeleteUserRequest, DeleteUserResponse, OpenId,
         UnblockUserRequest, UpdateUserResponse, User, UserKey, user_key::Key,
     },
 };
 
-use super::{UserApi, from_auth};
+use super::{UserApi, from_auth, to_completion};
 use crate::error::Error;
 
 impl UserApi {
@@ -128,9 +127,14 @@ impl UserApi {
         request: Request<UnblockUserRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let request_id = grpc::request_id_of(&request);
-        let user = self.set_blocked(request.into_inner().user, None).await?;
-        audit!(Event::UserUnblocked, user_id = user.id, appid = %user.appid, request_id = request_id.as_deref());
-        Ok(Response::new(UpdateUserResponse { user: Some(user) }))
+        let key = request.into_inner().user;
+        let this = self.clone();
+        to_completion(async move {
+            let user = this.set_blocked(key, None).await?;
+            audit!(Event::UserUnblocked, user_id = user.id, appid = %user.appid, request_id = request_id.as_deref());
+            Ok(Response::new(UpdateUserResponse { user: Some(user) }))
+        })
+        .await
     }
 
     pub(super) async fn delete_account(
@@ -168,21 +172,6 @@ impl UserApi {
         .await?;
         Ok(Response::new(deleted))
     }
-}
-
-/// Runs `work` in a task of its own, in the caller's span, so that it
-/// finishes even when the caller goes away (a client that hangs up must not
-/// leave a deletion or a block half done).
-async fn to_completion<T: Send + 'static>(
-    work: impl Future<Output = Result<T, Status>> + Send + 'static,
-) -> Result<T, Status> {
-    use tracing::Instrument as _;
-    tokio::spawn(work.instrument(tracing::Span::current()))
-        .await
-        .unwrap_or_else(|error| {
-            tracing::error!(%error, "a task that had to finish did not");
-            Err(Reason::Internal.status("internal error"))
-        })
 }
 
 /// The key of a request that names a user.

@@ -130,6 +130,23 @@ dispatch! {
     delete_user(DeleteUserRequest) -> DeleteUserResponse => request delete_account [appid, user_id];
 }
 
+/// Runs `work` in a task of its own, in the caller's span, so that it
+/// finishes even when the caller goes away: a client that hangs up must not
+/// leave a write half done (a row changed and its copy in Redis not, which
+/// readers would see stale until it expires; a block or a deletion with
+/// sessions left).
+pub(super) async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    use tracing::Instrument as _;
+    tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "a task that had to finish did not");
+            Err(Reason::Internal.status("internal error"))
+        })
+}
+
 /// The user a request names by (appid, openid), both required.
 fn whose<'a>(appid: &'a str, openid: &'a str) -> Result<(&'a str, &'a str), Error> {
     Ok((

@@ -11,28 +11,35 @@ use wxlogin_proto::user::v1::{
 
 use wxlogin_provider::{PhoneNumber, Signed};
 
-use super::{UserApi, whose};
+use super::{UserApi, to_completion, whose};
 use crate::{
     error::Error,
     fields::{Field, FieldCheck, Origin, ProfileUpdate, Validated},
 };
 
 impl UserApi {
+    /// Stores `update` in the row of (appid, openid), then the row in its
+    /// copy, to completion whether or not the caller waits.
     async fn store(
         &self,
         appid: &str,
         openid: &str,
-        update: &Validated,
+        update: Validated,
     ) -> Result<Response<UpdateUserResponse>, Status> {
-        let user = self
-            .repo
-            .update_profile(appid, openid, update)
-            .await?
-            .ok_or(Error::UserNotFound)?;
-        tracing::Span::current().record("user_id", user.id);
-        Ok(Response::new(UpdateUserResponse {
-            user: Some(self.written(user).await),
-        }))
+        let this = self.clone();
+        let (appid, openid) = (appid.to_owned(), openid.to_owned());
+        to_completion(async move {
+            let user = this
+                .repo
+                .update_profile(&appid, &openid, &update)
+                .await?
+                .ok_or(Error::UserNotFound)?;
+            tracing::Span::current().record("user_id", user.id);
+            Ok(Response::new(UpdateUserResponse {
+                user: Some(this.written(user).await),
+            }))
+        })
+        .await
     }
 
     pub(super) async fn profile_from_encrypted(
@@ -75,7 +82,7 @@ impl UserApi {
             ..ProfileUpdate::default()
         }
         .validated(Origin::WeChat)?;
-        self.store(&opened.appid, &opened.openid, &update).await
+        self.store(&opened.appid, &opened.openid, update).await
     }
 
     pub(super) async fn profile(
@@ -105,7 +112,7 @@ impl UserApi {
             ..ProfileUpdate::default()
         }
         .validated(Origin::Request)?;
-        self.store(appid, openid, &update).await
+        self.store(appid, openid, update).await
     }
 
     pub(super) async fn phone_from_encrypted(
@@ -120,7 +127,7 @@ impl UserApi {
             Err(_) => return Err(Error::InvalidEncryptedData.into()),
         };
         let update = ProfileUpdate::phone(phone).validated(Origin::WeChat)?;
-        self.store(&opened.appid, &opened.openid, &update).await
+        self.store(&opened.appid, &opened.openid, update).await
     }
 
     pub(super) async fn phone(
@@ -146,6 +153,6 @@ impl UserApi {
             country_code: request.country_code,
         })
         .validated(Origin::Request)?;
-        self.store(appid, openid, &update).await
+        self.store(appid, openid, update).await
     }
 }
